@@ -1,0 +1,63 @@
+# Lakehouse — run `make` to list the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+LAKEHOUSE := $(BIN)/lakehouse
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/.installed: pyproject.toml scripts/prerequisites.sh
+	@bash scripts/prerequisites.sh
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+.PHONY: setup
+setup: $(BIN)/.installed ## Install system prerequisites, the virtualenv and the package
+
+.PHONY: up
+up: setup ## Set up everything and start the lakehouse
+	$(LAKEHOUSE) stack up
+
+.PHONY: down
+down: setup ## Stop the lakehouse (data kept)
+	$(LAKEHOUSE) stack down
+
+.PHONY: status
+status: setup ## Show each service's health, pid, port and URL
+	$(LAKEHOUSE) stack status
+
+.PHONY: test
+test: setup ## Set up everything and pass the tests (brings the stack up if needed)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: unit
+unit: setup ## Run only the unit tests (no servers)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: setup ## Ruff (lint and format check) and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+.PHONY: fmt
+fmt: setup ## Format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: bench
+bench: setup ## Run the benchmarks (prints ratios and absolute figures)
+	$(BIN)/python bench/stack_start.py
+
+.PHONY: clean
+clean: ## Stop the stack, delete its state and the virtualenv (the download cache is kept)
+	-@test -x $(LAKEHOUSE) && $(LAKEHOUSE) stack down --purge
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""A self-hosted Apache Iceberg lakehouse."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

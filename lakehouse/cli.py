@@ -1,0 +1,173 @@
+"""The `lakehouse` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from lakehouse.config import Settings
+from lakehouse.errors import LakehouseError, ServiceStartError
+from lakehouse.stack.manager import SERVICE_NAMES, Stack
+from lakehouse.stack.service import ServiceStatus
+
+app = typer.Typer(help="A self-hosted Apache Iceberg lakehouse.", no_args_is_help=True)
+stack_app = typer.Typer(help="Run the lakehouse servers natively on this machine.")
+app.add_typer(stack_app, name="stack")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings = ctx.obj
+    if not isinstance(settings, Settings):
+        raise RuntimeError("settings were not built in main()")
+    return settings
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    level = logging.DEBUG if verbose else os.environ.get("LAKEHOUSE_LOG_LEVEL", "WARNING")
+    logging.basicConfig(
+        level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)]
+    )
+    if ctx.obj is None:
+        ctx.obj = Settings()
+
+
+@stack_app.command("up")
+def stack_up(ctx: typer.Context) -> None:
+    """Obtain, configure and start every service, then bootstrap them (idempotent)."""
+    settings = _settings(ctx)
+    started = time.monotonic()
+    statuses = Stack(settings, err).up()
+    err.print(f"stack ready in {time.monotonic() - started:.1f} s")
+    out.print(_endpoints_table(settings, statuses))
+
+
+@stack_app.command("down")
+def stack_down(
+    ctx: typer.Context,
+    purge: Annotated[bool, typer.Option(help="Also delete all state (data is lost).")] = False,
+) -> None:
+    """Stop every service gracefully; data is kept unless --purge."""
+    stopped = Stack(_settings(ctx), err).down(purge=purge)
+    if not stopped:
+        err.print("nothing was running")
+
+
+@stack_app.command("status")
+def stack_status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show each service's pid, port, URL and health. Exit 1 if any is unhealthy."""
+    statuses = Stack(_settings(ctx), err).status()
+    if as_json:
+        out.print_json(json.dumps([asdict(s) for s in statuses]))
+    else:
+        out.print(_status_table(statuses))
+    if not all(s.healthy for s in statuses):
+        raise typer.Exit(1)
+
+
+@stack_app.command("logs")
+def stack_logs(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_NAMES)}.")],
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines to show.")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
+) -> None:
+    """Print the end of a service's log."""
+    settings = _settings(ctx)
+    if service not in SERVICE_NAMES:
+        raise LakehouseError(
+            f"unknown service {service!r}", fix=f"use one of: {', '.join(SERVICE_NAMES)}"
+        )
+    path = settings.home / "logs" / f"{service}.log"
+    if not path.exists():
+        raise LakehouseError(f"no log for {service} at {path}", fix="start it: lakehouse stack up")
+    from lakehouse.stack.process import tail
+
+    sys.stdout.write(tail(path, lines))
+    if follow:
+        with path.open("r", errors="replace") as handle:
+            handle.seek(0, os.SEEK_END)
+            while True:
+                chunk = handle.read()
+                if chunk:
+                    sys.stdout.write(chunk)
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.5)
+
+
+def _status_table(statuses: list[ServiceStatus]) -> Table:
+    table = Table("service", "pid", "port", "url", "health")
+    for s in statuses:
+        health = "[green]healthy[/]" if s.healthy else "[red]down[/]"
+        table.add_row(s.name, str(s.pid or "-"), str(s.port), s.url, health)
+    return table
+
+
+def _endpoints_table(settings: Settings, statuses: list[ServiceStatus]) -> Table:
+    by_name = {s.name: s for s in statuses}
+    host = settings.host
+    table = Table("endpoint", "address", title="lakehouse is up")
+    table.add_row("Trino", by_name["trino"].url)
+    table.add_row("Nessie", by_name["nessie"].url)
+    table.add_row("Iceberg REST", f"{by_name['nessie'].url}/iceberg")
+    table.add_row("MinIO (S3)", by_name["minio"].url)
+    table.add_row("MinIO console", f"http://{host}:{settings.minio.console_port}")
+    table.add_row("Kafka bootstrap", by_name["kafka"].url)
+    table.add_row("PostgreSQL", by_name["postgres"].url)
+    table.add_row("credentials", str(settings.home / "credentials.json"))
+    return table
+
+
+def _report(exc: LakehouseError) -> None:
+    err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    if isinstance(exc, ServiceStartError) and exc.log_tail:
+        err.print(f"[dim]last lines of the {exc.service} log:[/]")
+        err.print(exc.log_tail.rstrip(), markup=False, highlight=False)
+    if exc.fix:
+        err.print(f"[bold]fix:[/] {exc.fix}", highlight=False)
+
+
+def main() -> None:
+    """Entry point of the `lakehouse` console script."""
+    try:
+        settings = Settings()
+        app(obj=settings, standalone_mode=False)
+    except LakehouseError as exc:
+        _report(exc)
+        sys.exit(1)
+    except ValidationError as exc:
+        err.print(f"[bold red]error:[/] invalid LAKEHOUSE_* setting:\n{exc}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors surface as ClickException
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

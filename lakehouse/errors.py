@@ -1,0 +1,67 @@
+"""Every error the lakehouse raises on purpose derives from one root.
+
+```
+LakehouseError
+ ├── ConfigError                 settings that cannot work together
+ └── StackError                  the native stack could not be brought up or down
+      ├── PrerequisiteError      a tool the stack needs is missing (Go, Java ≥ 24, …)
+      ├── FetchError             a server could not be obtained
+      │    └── ChecksumMismatchError
+      ├── PortInUseError         a configured port is taken by another process
+      └── ServiceStartError      a service exited during start or never became ready
+```
+
+Each error carries a short `message` and, where one exists, the `fix`; the CLI prints
+both (plus the tail of the service log for start failures) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class LakehouseError(Exception):
+    """Root of all errors raised by the lakehouse on purpose."""
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        if self.fix:
+            return f"{self.message}\nFix: {self.fix}"
+        return self.message
+
+
+class ConfigError(LakehouseError):
+    """Settings that are individually valid but cannot work together."""
+
+
+class StackError(LakehouseError):
+    """The native stack could not be brought up, inspected or stopped."""
+
+
+class PrerequisiteError(StackError):
+    """A tool the stack needs (Go toolchain, Java ≥ 24, Maven, …) is missing."""
+
+
+class FetchError(StackError):
+    """A server artifact could not be downloaded or built."""
+
+
+class ChecksumMismatchError(FetchError):
+    """A downloaded artifact does not match its pinned checksum."""
+
+
+class PortInUseError(StackError):
+    """A port the stack is configured to use is already bound by another process."""
+
+
+class ServiceStartError(StackError):
+    """A service exited while starting or did not become ready in time."""
+
+    def __init__(
+        self, message: str, *, fix: str | None = None, service: str, log_tail: str = ""
+    ) -> None:
+        super().__init__(message, fix=fix)
+        self.service = service
+        self.log_tail = log_tail

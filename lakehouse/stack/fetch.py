@@ -1,0 +1,172 @@
+"""Obtain pinned server artifacts with the registries' own clients, with progress.
+
+Maven Central artifacts come through `mvn` (strict checksums against the `.sha1`
+files Central publishes) into a local repository under the cache directory, and the
+primary artifacts are then checked against the SHA-256 pinned in `artifacts.py`. Go
+modules come through `go install`, which verifies them against the Go checksum
+database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+
+from lakehouse.errors import ChecksumMismatchError, FetchError, PrerequisiteError
+from lakehouse.stack.artifacts import MavenArtifact
+from lakehouse.stack.process import tail
+
+log = logging.getLogger(__name__)
+
+
+def require_tool(name: str, fix: str) -> str:
+    """Absolute path of an executable on PATH, or a PrerequisiteError naming the fix."""
+    path = shutil.which(name)
+    if path is None:
+        raise PrerequisiteError(f"`{name}` was not found on PATH", fix=fix)
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Raise ChecksumMismatchError unless `path` hashes to `expected`."""
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ChecksumMismatchError(
+            f"checksum mismatch for {path.name}: expected sha256 {expected}, got {actual}",
+            fix=f"delete {path} so it is downloaded again; if it persists, the mirror is bad",
+        )
+
+
+def dir_size(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def run_step(
+    command: list[str],
+    *,
+    description: str,
+    log_file: Path,
+    console: Console,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    measure: Callable[[], int] | None = None,
+    total: int | None = None,
+) -> None:
+    """Run a long fetch/build command, showing a progress bar driven by `measure()`."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    columns = (
+        [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()]
+        if total
+        else [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
+    )
+    started = time.monotonic()
+    log.info("%s: %s", description, " ".join(command))
+    if not console.is_terminal:
+        console.print(f"{description} …")
+    with (
+        log_file.open("ab") as out,
+        Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar,
+    ):
+        task = bar.add_task(description, total=total)
+        proc = subprocess.Popen(
+            command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.wait(0.5):
+                if measure is not None:
+                    bar.update(task, completed=measure())
+
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
+        code = proc.wait()
+        stop.set()
+        watcher.join()
+    if code != 0:
+        raise FetchError(
+            f"{description} failed (exit {code}); last lines of {log_file}:\n{tail(log_file, 15)}",
+            fix="check network access to the package registry, then run the command again",
+        )
+    console.print(f"{description}: done in {time.monotonic() - started:.0f} s")
+
+
+class MavenFetcher:
+    """Resolves Maven Central artifacts into a local repository under the cache."""
+
+    def __init__(self, cache_dir: Path, console: Console) -> None:
+        self.repository = cache_dir / "m2"
+        self.logs = cache_dir / "logs"
+        self.console = console
+
+    def _mvn(self) -> list[str]:
+        mvn = require_tool(
+            "mvn", fix="install Maven: `apt-get install -y maven` (or your OS's package)"
+        )
+        return [mvn, "-B", "--strict-checksums", f"-Dmaven.repo.local={self.repository}"]
+
+    def artifact(self, artifact: MavenArtifact) -> Path:
+        """Download one artifact (no dependencies), verify it and return its path."""
+        path = artifact.local_path(self.repository)
+        if not path.exists():
+            run_step(
+                [
+                    *self._mvn(),
+                    "dependency:get",
+                    f"-Dartifact={artifact.coordinate}",
+                    "-Dtransitive=false",
+                ],
+                description=f"downloading {artifact.file_name}",
+                log_file=self.logs / f"{artifact.artifact_id}-{artifact.version}.log",
+                console=self.console,
+                measure=lambda: dir_size(path.parent),
+                total=artifact.size,
+            )
+        if not path.exists():
+            raise FetchError(f"Maven reported success but {path} is missing")
+        verify_sha256(path, artifact.sha256)
+        return path
+
+    def dependencies(self, pom: Path, output: Path, description: str) -> None:
+        """Copy the runtime dependencies of `pom` into `output`."""
+        run_step(
+            [
+                *self._mvn(),
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={output}",
+                "-DincludeScope=runtime",
+            ],
+            description=description,
+            log_file=self.logs / f"{pom.parent.name}-dependencies.log",
+            console=self.console,
+            measure=lambda: len(list(output.glob("*.jar"))) if output.exists() else 0,
+        )

@@ -1,0 +1,190 @@
+"""Kafka 4.1 in KRaft mode: one process that is both broker and controller."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+
+from lakehouse.errors import FetchError, StackError
+from lakehouse.stack.artifacts import KAFKA_SCALA, KAFKA_VERSION, LOG4J_VERSION
+from lakehouse.stack.service import Service
+
+_RUNTIME_POM = """<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>lakehouse.stack</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>{kafka}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_{scala}</artifactId>
+      <version>{kafka}</version>
+    </dependency>
+    <!-- Kafka logs through SLF4J; without a backend it logs nothing at all. -->
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-core</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j2-impl</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J2 = """status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.controller.name = org.apache.kafka.controller
+logger.controller.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+class Kafka(Service):
+    name = "kafka"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.settings.kafka.port, self.settings.kafka.controller_port]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.settings.host}:{self.settings.kafka.port}"
+
+    @property
+    def url(self) -> str:
+        return self.bootstrap_servers
+
+    @property
+    def start_timeout(self) -> float:
+        return self.settings.kafka.start_timeout
+
+    @property
+    def install_dir(self) -> Path:
+        return self.settings.cache_dir / "kafka" / KAFKA_VERSION
+
+    @property
+    def lib_dir(self) -> Path:
+        return self.install_dir / "lib"
+
+    @property
+    def _main_jar(self) -> Path:
+        return self.lib_dir / f"kafka_{KAFKA_SCALA}-{KAFKA_VERSION}.jar"
+
+    def obtain(self) -> None:
+        if self._main_jar.exists():
+            return
+        self.install_dir.mkdir(parents=True, exist_ok=True)
+        pom = self.install_dir / "pom.xml"
+        pom.write_text(
+            _RUNTIME_POM.format(kafka=KAFKA_VERSION, scala=KAFKA_SCALA, log4j=LOG4J_VERSION)
+        )
+        staging = self.install_dir / "lib.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        self.ctx.maven.dependencies(pom, staging, f"downloading Kafka {KAFKA_VERSION}")
+        if not (staging / self._main_jar.name).exists():
+            raise FetchError(f"Kafka {KAFKA_VERSION} resolved without {self._main_jar.name}")
+        staging.rename(self.lib_dir)
+
+    @property
+    def _properties(self) -> Path:
+        return self.state_dir / "server.properties"
+
+    def configure(self) -> None:
+        host, kafka = self.settings.host, self.settings.kafka
+        data = self.state_dir / "data"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._properties.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@{host}:{kafka.controller_port}",
+                    f"listeners=PLAINTEXT://{host}:{kafka.port},CONTROLLER://{host}:{kafka.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://{host}:{kafka.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={data}",
+                    f"num.partitions={kafka.partitions}",
+                    "auto.create.topics.enable=false",
+                    "offsets.topic.replication.factor=1",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "log.retention.hours=168",
+                    "",
+                ]
+            )
+        )
+        (self.state_dir / "log4j2.properties").write_text(_LOG4J2)
+        if (data / "meta.properties").exists():
+            return
+        cluster_file = self.state_dir / "cluster.id"
+        if not cluster_file.exists():
+            raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_file.write_text(raw)
+        result = subprocess.run(
+            [*self._java_command(), "kafka.tools.StorageTool", "format",
+             "-t", cluster_file.read_text().strip(), "-c", str(self._properties)],
+            capture_output=True, text=True, check=False, cwd=self.state_dir,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise StackError(
+                f"formatting Kafka storage failed: {result.stdout[-800:]}{result.stderr[-800:]}",
+                fix=f"remove {data} and run `lakehouse stack up` again",
+            )
+
+    def _java_command(self) -> list[str]:
+        return [
+            str(self.ctx.java()),
+            f"-Dlog4j2.configurationFile={self.state_dir / 'log4j2.properties'}",
+            "-cp",
+            f"{self.lib_dir}/*",
+        ]
+
+    def command(self) -> list[str]:
+        heap = self.settings.kafka.heap
+        java, *rest = self._java_command()
+        return [
+            java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true", *rest, "kafka.Kafka", str(self._properties),
+        ]  # fmt: skip
+
+    def admin(self) -> AdminClient:
+        return AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 3})
+
+    def ready(self) -> bool:
+        metadata = self.admin().list_topics(timeout=3)
+        return bool(metadata.brokers)
+
+    def bootstrap(self) -> None:
+        topic, partitions = self.settings.kafka.topic, self.settings.kafka.partitions
+        admin = self.admin()
+        existing = admin.list_topics(timeout=10).topics
+        if topic not in existing:
+            futures = admin.create_topics(
+                [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+            )
+            futures[topic].result(timeout=30)
+        elif len(existing[topic].partitions) < partitions:
+            futures = admin.create_partitions([NewPartitions(topic, partitions)])
+            futures[topic].result(timeout=30)

@@ -1,0 +1,103 @@
+"""MinIO built from source with `go install` (upstream publishes source only)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from lakehouse.errors import PrerequisiteError
+from lakehouse.s3 import ensure_bucket, s3_client
+from lakehouse.stack.artifacts import MINIO_MIN_GO, MINIO_MODULE, MINIO_VERSION
+from lakehouse.stack.fetch import dir_size, require_tool, run_step
+from lakehouse.stack.service import Service
+
+_GO_VERSION = re.compile(r"go(\d+)\.(\d+)")
+
+
+def go_version(go: str) -> tuple[int, int] | None:
+    """(major, minor) of the Go toolchain at `go`, None if it cannot be told."""
+    result = subprocess.run([go, "version"], capture_output=True, text=True, check=False)
+    match = _GO_VERSION.search(result.stdout)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+class Minio(Service):
+    name = "minio"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.settings.minio.port, self.settings.minio.console_port]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.minio.port}"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.minio.console_port}"
+
+    @property
+    def start_timeout(self) -> float:
+        return self.settings.minio.start_timeout
+
+    @property
+    def binary(self) -> Path:
+        return self.settings.cache_dir / "minio" / MINIO_VERSION / "minio"
+
+    def obtain(self) -> None:
+        if self.binary.exists():
+            return
+        fix = (
+            f"install Go {MINIO_MIN_GO[0]}.{MINIO_MIN_GO[1]} or newer and put `go` on PATH "
+            "(MinIO is built from source)"
+        )
+        go = require_tool("go", fix=fix)
+        version = go_version(go)
+        if version is None or version < MINIO_MIN_GO:
+            raise PrerequisiteError(f"Go toolchain at {go} is too old ({version})", fix=fix)
+        env = dict(os.environ, GOBIN=str(self.binary.parent), GOFLAGS="-buildvcs=false")
+        env.setdefault("CGO_ENABLED", "0")
+        modcache = Path(
+            subprocess.run([go, "env", "GOMODCACHE"], capture_output=True, text=True).stdout.strip()
+        )
+        run_step(
+            [go, "install", f"{MINIO_MODULE}@{MINIO_VERSION}"],
+            description=f"building MinIO {MINIO_VERSION} (downloads modules, then compiles)",
+            log_file=self.settings.cache_dir / "logs" / "minio-build.log",
+            console=self.ctx.console,
+            env=env,
+            measure=lambda: dir_size(modcache / "cache" / "download"),
+        )
+
+    def configure(self) -> None:
+        (self.state_dir / "data").mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        host = self.settings.host
+        return [
+            str(self.binary), "server", str(self.state_dir / "data"),
+            "--address", f"{host}:{self.settings.minio.port}",
+            "--console-address", f"{host}:{self.settings.minio.console_port}",
+            "--quiet",
+        ]  # fmt: skip
+
+    def env(self) -> dict[str, str]:
+        creds = self.ctx.credentials
+        return {
+            "MINIO_ROOT_USER": creds.minio_root_user,
+            "MINIO_ROOT_PASSWORD": creds.minio_root_password,
+            "MINIO_REGION": self.settings.minio.region,
+            "MINIO_BROWSER_REDIRECT": "off",
+            "MINIO_UPDATE": "off",
+        }
+
+    def ready(self) -> bool:
+        response = httpx.get(f"{self.url}/minio/health/ready", timeout=2)
+        return response.status_code == 200
+
+    def bootstrap(self) -> None:
+        ensure_bucket(s3_client(self.settings, self.ctx.credentials), self.settings.minio.bucket)

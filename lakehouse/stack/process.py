@@ -1,0 +1,197 @@
+"""Detached processes with pid files that survive the CLI and detect stale pids."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    """What a pid file holds: enough to tell our process from a recycled pid."""
+
+    pid: int
+    create_time: float
+
+    @classmethod
+    def read(cls, path: Path) -> PidRecord | None:
+        try:
+            data = json.loads(path.read_text())
+            return cls(pid=int(data["pid"]), create_time=float(data["create_time"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"pid": self.pid, "create_time": self.create_time}))
+
+    def process(self) -> psutil.Process | None:
+        """The live process this record names, or None if it is gone or the pid was reused."""
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > 1.0:
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except psutil.Error:
+            return None
+
+
+def running_pid(pid_file: Path) -> int | None:
+    """Pid of the live process recorded in `pid_file`; removes the file if stale."""
+    record = PidRecord.read(pid_file)
+    if record is None:
+        if pid_file.exists():
+            pid_file.unlink(missing_ok=True)
+        return None
+    if record.process() is None:
+        log.info("removing stale pid file %s (pid %d)", pid_file, record.pid)
+        pid_file.unlink(missing_ok=True)
+        return None
+    return record.pid
+
+
+def spawn(
+    command: list[str],
+    *,
+    pid_file: Path,
+    log_file: Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+) -> int:
+    """Start `command` in its own session, output appended to `log_file`."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    with log_file.open("ab") as out:
+        out.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=user,
+            group=pwd.getpwnam(user).pw_gid if user else None,
+            extra_groups=[] if user else None,
+        )
+    PidRecord(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time()).write(pid_file)
+    return proc.pid
+
+
+def exited(pid: int) -> int | None:
+    """Exit status of a child we spawned, None while it runs (reaps zombies)."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        # Not our child (started by an earlier CLI run): judge by liveness.
+        return None if psutil.pid_exists(pid) and _not_zombie(pid) else -1
+    if done == 0:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def terminate(pid_file: Path, timeout: float) -> bool:
+    """SIGTERM the recorded process group, SIGKILL after `timeout`. True if one was running."""
+    pid = running_pid(pid_file)
+    if pid is None:
+        return False
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if exited(pid) is not None or not _not_zombie(pid):
+            break
+        time.sleep(0.2)
+    else:
+        log.warning("pid %d ignored SIGTERM for %.0f s; sending SIGKILL", pid, timeout)
+        _signal_group(pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).wait(10)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        os.kill(pid, sig)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when nothing listens on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def port_owner(port: int) -> str | None:
+    """A readable description of the process listening on `port`, if it can be found."""
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                if conn.pid is None:
+                    return "another process"
+                with contextlib.suppress(psutil.Error):
+                    proc = psutil.Process(conn.pid)
+                    return f"pid {conn.pid} ({proc.name()})"
+                return f"pid {conn.pid}"
+    return None
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last `lines` lines of a text file, or an empty string if it does not exist."""
+    try:
+        with path.open("r", errors="replace") as handle:
+            return "".join(deque(handle, maxlen=lines))
+    except OSError:
+        return ""
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory in bytes of a process and its children."""
+    try:
+        proc = psutil.Process(pid)
+        total = proc.memory_info().rss
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += child.memory_info().rss
+        return total
+    except psutil.Error:
+        return 0

