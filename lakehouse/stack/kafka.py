@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from lakehouse.errors import FetchError, StackError
 from lakehouse.stack.artifacts import KAFKA_SCALA, KAFKA_VERSION, LOG4J_VERSION
+from lakehouse.stack.process import port_accepts
 from lakehouse.stack.service import Service
 
 _RUNTIME_POM = """<?xml version="1.0" encoding="UTF-8"?>
@@ -173,6 +174,9 @@ class Kafka(Service):
         return AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 3})
 
     def ready(self) -> bool:
+        # librdkafka logs every refused connection; only ask once the port answers.
+        if not port_accepts(self.settings.host, self.settings.kafka.port):
+            return False
         metadata = self.admin().list_topics(timeout=3)
         return bool(metadata.brokers)
 

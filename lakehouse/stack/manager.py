@@ -78,6 +78,10 @@ class Stack:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         with self._lock():
             services = self.services(create_credentials=True)
+            # Fail on a taken port before spending minutes on downloads and builds.
+            for service in services:
+                if service.pid() is None:
+                    service.check_ports()
             for service in services:
                 service.obtain()
             for service in services:

@@ -11,8 +11,8 @@ import httpx
 
 from lakehouse.errors import PrerequisiteError
 from lakehouse.s3 import ensure_bucket, s3_client
-from lakehouse.stack.artifacts import MINIO_MIN_GO, MINIO_MODULE, MINIO_VERSION
-from lakehouse.stack.fetch import dir_size, require_tool, run_step
+from lakehouse.stack.artifacts import MINIO_MIN_GO, MINIO_MODULE, MINIO_PACKAGES, MINIO_VERSION
+from lakehouse.stack.fetch import count_lines, require_tool, run_step
 from lakehouse.stack.service import Service
 
 _GO_VERSION = re.compile(r"go(\d+)\.(\d+)")
@@ -60,17 +60,18 @@ class Minio(Service):
         if version is None or version < MINIO_MIN_GO:
             raise PrerequisiteError(f"Go toolchain at {go} is too old ({version})", fix=fix)
         env = dict(os.environ, GOBIN=str(self.binary.parent), GOFLAGS="-buildvcs=false")
-        env.setdefault("CGO_ENABLED", "0")
-        modcache = Path(
-            subprocess.run([go, "env", "GOMODCACHE"], capture_output=True, text=True).stdout.strip()
-        )
+        build_log = self.settings.cache_dir / "logs" / "minio-build.log"
+        build_log.unlink(missing_ok=True)
+        # -x prints one "compile" line per package, which drives the progress bar.
         run_step(
-            [go, "install", f"{MINIO_MODULE}@{MINIO_VERSION}"],
-            description=f"building MinIO {MINIO_VERSION} (downloads modules, then compiles)",
-            log_file=self.settings.cache_dir / "logs" / "minio-build.log",
+            [go, "install", "-x", f"{MINIO_MODULE}@{MINIO_VERSION}"],
+            description="building MinIO from source",
+            log_file=build_log,
             console=self.ctx.console,
             env=env,
-            measure=lambda: dir_size(modcache / "cache" / "download"),
+            measure=lambda: count_lines(build_log, "/compile -o "),
+            total=MINIO_PACKAGES,
+            unit="packages",
         )
 
     def configure(self) -> None:

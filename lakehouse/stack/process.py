@@ -161,6 +161,15 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def port_accepts(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when a TCP connection to host:port succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def port_owner(port: int) -> str | None:
     """A readable description of the process listening on `port`, if it can be found."""
     with contextlib.suppress(psutil.Error):

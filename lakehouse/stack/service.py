@@ -113,7 +113,7 @@ class Service(ABC):
         """OS user to run as (None: the current user)."""
         return None
 
-    def bootstrap(self) -> None:
+    def bootstrap(self) -> None:  # noqa: B027 - optional hook, most services need nothing
         """Create what the platform expects inside the running service; idempotent."""
 
     # -- shared behaviour ---------------------------------------------------------------
@@ -167,6 +167,7 @@ class Service(ABC):
             if self._safe_ready():
                 return
             time.sleep(0.5)
+        process.terminate(self.pid_file, self.settings.stop_timeout)
         raise self._start_error(
             f"{self.name} did not become ready within {self.start_timeout:.0f} s"
         )

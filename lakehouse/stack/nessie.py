@@ -1,0 +1,127 @@
+"""Nessie: JDBC version store on PostgreSQL, Iceberg REST at /iceberg over an S3 warehouse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from lakehouse.clients import iceberg_catalog
+from lakehouse.errors import StackError
+from lakehouse.stack.artifacts import NESSIE_SERVER
+from lakehouse.stack.service import Service
+
+_PROPERTIES = """# Written by `lakehouse stack up`; edit the settings, not this file.
+quarkus.http.host={host}
+quarkus.http.port={port}
+quarkus.management.host={host}
+quarkus.management.port={management_port}
+quarkus.log.console.format=%d{{HH:mm:ss.SSS}} %-5p [%c{{2.}}] %s%e%n
+
+nessie.version.store.type=JDBC2
+nessie.version.store.persist.jdbc.datasource=postgresql
+nessie.version.store.persist.cache-capacity-mb=64
+quarkus.datasource.postgresql.jdbc.url=jdbc:postgresql://{host}:{pg_port}/nessie
+quarkus.datasource.postgresql.username=nessie
+quarkus.datasource.postgresql.password=${{NESSIE_DB_PASSWORD}}
+
+nessie.catalog.default-warehouse={warehouse}
+nessie.catalog.warehouses.{warehouse}.location=s3://{bucket}/{warehouse}
+nessie.catalog.service.s3.default-options.endpoint={s3_endpoint}
+nessie.catalog.service.s3.default-options.path-style-access=true
+nessie.catalog.service.s3.default-options.region={region}
+nessie.catalog.service.s3.default-options.auth-type=STATIC
+nessie.catalog.service.s3.default-options.access-key=urn:nessie-secret:quarkus:lakehouse.s3
+# Clients bring their own keys; no remote request signing through Nessie.
+nessie.catalog.service.s3.default-options.request-signing-enabled=false
+nessie.catalog.validate-secrets=true
+lakehouse.s3.name=${{LAKEHOUSE_S3_ACCESS_KEY}}
+lakehouse.s3.secret=${{LAKEHOUSE_S3_SECRET_KEY}}
+"""
+
+
+class Nessie(Service):
+    name = "nessie"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.settings.nessie.port, self.settings.nessie.management_port]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.nessie.port}"
+
+    @property
+    def start_timeout(self) -> float:
+        return self.settings.nessie.start_timeout
+
+    @property
+    def jar(self) -> Path:
+        return NESSIE_SERVER.local_path(self.ctx.maven.repository)
+
+    def obtain(self) -> None:
+        self.ctx.maven.artifact(NESSIE_SERVER)
+
+    def configure(self) -> None:
+        s = self.settings
+        config_dir = self.state_dir / "config"
+        config_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "tmp").mkdir(exist_ok=True)
+        (config_dir / "application.properties").write_text(
+            _PROPERTIES.format(
+                host=s.host,
+                port=s.nessie.port,
+                management_port=s.nessie.management_port,
+                pg_port=s.postgres.port,
+                warehouse=s.nessie.warehouse,
+                bucket=s.minio.bucket,
+                s3_endpoint=f"http://{s.host}:{s.minio.port}",
+                region=s.minio.region,
+            )
+        )
+
+    def command(self) -> list[str]:
+        heap = self.settings.nessie.heap
+        tmp = self.state_dir / "tmp"
+        return [
+            str(self.ctx.java()), f"-Xms{min_heap(heap)}", f"-Xmx{heap}",
+            f"-Djava.io.tmpdir={tmp}", f"-Dvertx.cacheDirBase={tmp}",
+            "-jar", str(self.jar),
+        ]  # fmt: skip
+
+    def env(self) -> dict[str, str]:
+        creds = self.ctx.credentials
+        return {
+            "NESSIE_DB_PASSWORD": creds.database_passwords["nessie"],
+            "LAKEHOUSE_S3_ACCESS_KEY": creds.minio_root_user,
+            "LAKEHOUSE_S3_SECRET_KEY": creds.minio_root_password,
+        }
+
+    def ready(self) -> bool:
+        s = self.settings
+        health = httpx.get(f"http://{s.host}:{s.nessie.management_port}/q/health/ready", timeout=3)
+        return health.status_code == 200
+
+    def bootstrap(self) -> None:
+        """Check the warehouse answers and create the medallion namespaces on main."""
+        config = httpx.get(
+            f"{self.url}/iceberg/v1/config",
+            params={"warehouse": self.settings.nessie.warehouse},
+            timeout=10,
+        )
+        if config.status_code != 200:
+            raise StackError(
+                f"Nessie's Iceberg REST endpoint answered {config.status_code}: {config.text[:300]}",
+                fix="see `lakehouse stack logs nessie`",
+            )
+        catalog = iceberg_catalog(self.settings, self.ctx.credentials)
+        existing = {ns[0] for ns in catalog.list_namespaces()}
+        for namespace in self.settings.namespaces:
+            if namespace not in existing:
+                catalog.create_namespace(namespace)
+
+
+def min_heap(heap: str) -> str:
+    """Initial heap: a quarter of the maximum, so idle services stay small."""
+    number, unit = int(heap[:-1]), heap[-1]
+    return f"{max(number // 4, 1)}{unit}"

@@ -1,0 +1,199 @@
+"""Trino 476 single node, its JVM started directly (not through bin/launcher)."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+from pathlib import Path
+
+import httpx
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+from lakehouse.errors import FetchError
+from lakehouse.stack.artifacts import TRINO_SERVER
+from lakehouse.stack.service import Service
+
+# Plugins kept from the distribution; the postgresql connector needs geospatial's types.
+TRINO_PLUGINS = ("iceberg", "postgresql", "geospatial", "tpch")
+
+# Trino's recommended JVM flags for 476 (heap set from settings).
+_JVM_FLAGS = (
+    "-server",
+    "-XX:G1HeapRegionSize=32M",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-XX:-OmitStackTraceInFastThrow",
+    "-XX:ReservedCodeCacheSize=256M",
+    "-XX:PerMethodRecompilationCutoff=10000",
+    "-XX:PerBytecodeRecompilationCutoff=10000",
+    "-Djdk.attach.allowAttachSelf=true",
+    "-Djdk.nio.maxCachedBufferSize=2000000",
+    "-XX:+EnableDynamicAgentLoading",
+    "-XX:+UnlockDiagnosticVMOptions",
+    "-XX:G1NumCollectionsKeepPinned=10000000",
+    "--add-modules=jdk.incubator.vector",
+    "--enable-native-access=ALL-UNNAMED",
+)
+
+
+class Trino(Service):
+    name = "trino"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.settings.trino.port]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.trino.port}"
+
+    @property
+    def start_timeout(self) -> float:
+        return self.settings.trino.start_timeout
+
+    @property
+    def install_dir(self) -> Path:
+        return self.settings.cache_dir / "trino" / TRINO_SERVER.version
+
+    @property
+    def etc_dir(self) -> Path:
+        return self.state_dir / "etc"
+
+    def obtain(self) -> None:
+        if (self.install_dir / "lib").is_dir():
+            return
+        archive = self.ctx.maven.artifact(TRINO_SERVER)
+        staging = self.install_dir.with_name(f"{self.install_dir.name}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        _extract(archive, staging, self.ctx.console.is_terminal)
+        if not (staging / "lib").is_dir():
+            raise FetchError(f"{archive} holds no lib/ directory")
+        staging.rename(self.install_dir)
+
+    def configure(self) -> None:
+        s = self.settings
+        catalogs = self.etc_dir / "catalog"
+        catalogs.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "data").mkdir(exist_ok=True)
+        heap_gb = _gigabytes(s.trino.heap)
+        _write_properties(
+            self.etc_dir / "config.properties",
+            {
+                "coordinator": "true",
+                "node-scheduler.include-coordinator": "true",
+                "http-server.http.port": str(s.trino.port),
+                "node.bind-ip": s.host,
+                "node.internal-address": s.host,
+                "discovery.uri": self.url,
+                "query.max-memory": f"{max(heap_gb // 2, 1)}GB",
+                "query.max-memory-per-node": f"{max(heap_gb * 1024 // 2, 256)}MB",
+                "memory.heap-headroom-per-node": f"{max(heap_gb * 1024 // 4, 256)}MB",
+                "plugin.dir": str(self.install_dir / "plugin"),
+                "catalog.config-dir": str(catalogs),
+                "http-server.log.path": str(self.state_dir / "data" / "http-request.log"),
+            },
+        )
+        (self.etc_dir / "log.properties").write_text("io.trino=INFO\n")
+        _write_properties(catalogs / "lake.properties", self.lake_catalog())
+        _write_properties(
+            catalogs / "pg.properties",
+            {
+                "connector.name": "postgresql",
+                "connection-url": f"jdbc:postgresql://{s.host}:{s.postgres.port}/lakehouse",
+                "connection-user": "lakehouse",
+                "connection-password": "${ENV:LAKEHOUSE_PG_PASSWORD}",
+            },
+        )
+
+    def lake_catalog(self, ref: str = "main") -> dict[str, str]:
+        """Iceberg catalog properties for one Nessie branch through its REST endpoint."""
+        s = self.settings
+        suffix = "" if ref == "main" else ref
+        return {
+            "connector.name": "iceberg",
+            "iceberg.catalog.type": "rest",
+            "iceberg.rest-catalog.uri": f"http://{s.host}:{s.nessie.port}/iceberg/{suffix}",
+            "iceberg.rest-catalog.security": "NONE",
+            "iceberg.rest-catalog.vended-credentials-enabled": "false",
+            "fs.native-s3.enabled": "true",
+            "s3.endpoint": f"http://{s.host}:{s.minio.port}",
+            "s3.region": s.minio.region,
+            "s3.path-style-access": "true",
+            "s3.aws-access-key": "${ENV:LAKEHOUSE_S3_ACCESS_KEY}",
+            "s3.aws-secret-key": "${ENV:LAKEHOUSE_S3_SECRET_KEY}",
+        }
+
+    def command(self) -> list[str]:
+        heap = self.settings.trino.heap
+        return [
+            str(self.ctx.java()),
+            "-cp", f"{self.install_dir / 'lib'}/*",
+            f"-Xmx{heap}", f"-Xms{heap}",
+            *_JVM_FLAGS,
+            "-Dnode.environment=lakehouse",
+            "-Dnode.id=lakehouse-1",
+            f"-Dnode.data-dir={self.state_dir / 'data'}",
+            f"-Dlog.levels-file={self.etc_dir / 'log.properties'}",
+            f"-Dconfig={self.etc_dir / 'config.properties'}",
+            "io.trino.server.TrinoServer",
+        ]  # fmt: skip
+
+    def env(self) -> dict[str, str]:
+        creds = self.ctx.credentials
+        return {
+            "LAKEHOUSE_S3_ACCESS_KEY": creds.minio_root_user,
+            "LAKEHOUSE_S3_SECRET_KEY": creds.minio_root_password,
+            "LAKEHOUSE_PG_PASSWORD": creds.database_passwords["lakehouse"],
+        }
+
+    def ready(self) -> bool:
+        info = httpx.get(f"{self.url}/v1/info", timeout=3)
+        if info.status_code != 200 or info.json().get("starting", True):
+            return False
+        # The node registers itself a moment after start-up ends; queries fail until then.
+        nodes = httpx.get(f"{self.url}/v1/node", timeout=3, headers={"X-Trino-User": "lakehouse"})
+        active = httpx.get(
+            f"{self.url}/v1/info/state", timeout=3, headers={"X-Trino-User": "lakehouse"}
+        )
+        return nodes.status_code == 200 and active.text.strip('"') == "ACTIVE"
+
+
+def _gigabytes(heap: str) -> int:
+    number, unit = int(heap[:-1]), heap[-1].upper()
+    return number if unit == "G" else max(number // 1024, 1)
+
+
+def _write_properties(path: Path, values: dict[str, str]) -> None:
+    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+
+
+def _extract(archive: Path, dest: Path, show_progress: bool) -> None:
+    """Unpack lib/ and the kept plugins, dropping the top-level version directory.
+
+    Plugins hard-link jars of other plugins, so every plugin is unpacked first and the
+    unwanted ones are deleted afterwards (the links keep the shared files).
+    """
+    size = archive.stat().st_size
+    with (
+        archive.open("rb") as raw,
+        tarfile.open(fileobj=raw, mode="r|gz") as tar,
+        Progress(
+            TextColumn("unpacking Trino"),
+            BarColumn(),
+            DownloadColumn(),
+            disable=not show_progress,
+            transient=True,
+        ) as bar,
+    ):
+        task = bar.add_task("unpack", total=size)
+        for member in tar:
+            _, _, relative = member.name.partition("/")
+            if relative.startswith(("lib/", "plugin/")):
+                member.name = relative
+                if member.islnk():
+                    member.linkname = member.linkname.partition("/")[2]
+                tar.extract(member, dest, filter="data")
+            bar.update(task, completed=raw.tell())
+    for plugin in (dest / "plugin").iterdir():
+        if plugin.name not in TRINO_PLUGINS:
+            shutil.rmtree(plugin)
