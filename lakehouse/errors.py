@@ -3,6 +3,8 @@
 ```
 LakehouseError
  ├── ConfigError                 settings that cannot work together
+ ├── CatalogError                Nessie refused or failed a reference operation
+ │    └── ReferenceConflictError a branch moved or exists already (HTTP 409)
  └── StackError                  the native stack could not be brought up or down
       ├── PrerequisiteError      a tool the stack needs is missing (Go, Java ≥ 24, …)
       ├── FetchError             a server could not be obtained
@@ -34,6 +36,14 @@ class LakehouseError(Exception):
 
 class ConfigError(LakehouseError):
     """Settings that are individually valid but cannot work together."""
+
+
+class CatalogError(LakehouseError):
+    """Nessie refused or failed a branch, tag or merge operation."""
+
+
+class ReferenceConflictError(CatalogError):
+    """The reference exists already or moved since it was read (Nessie's HTTP 409)."""
 
 
 class StackError(LakehouseError):

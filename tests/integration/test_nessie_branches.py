@@ -1,0 +1,55 @@
+"""A table created on a Nessie branch stays invisible on main until the branch is merged."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from lakehouse.clients import iceberg_catalog, trino_connection
+from lakehouse.errors import ReferenceConflictError
+from lakehouse.nessie import NessieClient
+
+pytestmark = pytest.mark.integration
+
+
+def test_branch_table_appears_on_main_only_after_merge(stack, stack_settings, credentials, unique):
+    branch = f"wap_{unique}"
+    name = f"silver.branch_only_{unique}"
+    with NessieClient(stack_settings) as nessie:
+        nessie.create_branch(branch)
+        try:
+            on_branch = iceberg_catalog(stack_settings, credentials, ref=branch)
+            on_main = iceberg_catalog(stack_settings, credentials)
+            table = on_branch.create_table(name, schema=pa.schema([("id", pa.int64())]))
+            table.append(pa.table({"id": pa.array([1, 2, 3], pa.int64())}))
+
+            assert on_branch.table_exists(name)
+            assert not on_main.table_exists(name)
+            cursor = trino_connection(stack_settings).cursor()
+            cursor.execute("select table_name from lake.information_schema.tables "
+                           f"where table_schema = 'silver' and table_name = 'branch_only_{unique}'")
+            assert cursor.fetchall() == []
+
+            main_before = nessie.reference("main").hash
+            merged = nessie.merge(branch, "main", message=f"publish {branch}")
+            assert merged.hash != main_before
+
+            assert on_main.table_exists(name)
+            cursor.execute(f"select count(*), sum(id) from lake.{name}")
+            assert cursor.fetchall() == [[3, 6]]
+        finally:
+            nessie.delete_branch(branch)
+            if iceberg_catalog(stack_settings, credentials).table_exists(name):
+                iceberg_catalog(stack_settings, credentials).drop_table(name)
+        assert branch not in {ref.name for ref in nessie.references()}
+
+
+def test_creating_an_existing_branch_is_a_conflict(stack, stack_settings, unique):
+    branch = f"dup_{unique}"
+    with NessieClient(stack_settings) as nessie:
+        nessie.create_branch(branch)
+        try:
+            with pytest.raises(ReferenceConflictError):
+                nessie.create_branch(branch)
+        finally:
+            nessie.delete_branch(branch)
