@@ -152,7 +152,9 @@ def main() -> None:
     """Entry point of the `lakehouse` console script."""
     try:
         settings = Settings()
-        app(obj=settings, standalone_mode=False)
+        # Without standalone mode click returns the exit code instead of exiting.
+        code = app(obj=settings, standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except LakehouseError as exc:
         _report(exc)
         sys.exit(1)
