@@ -58,7 +58,7 @@ def trino_connection(
     """A Trino DB-API connection (no auth on the loopback-only default stack)."""
     import trino
 
-    return trino.dbapi.connect(
+    connection: TrinoConnection = trino.dbapi.connect(  # type: ignore[no-untyped-call]
         host=settings.host,
         port=settings.trino.port,
         user=user,
@@ -66,6 +66,7 @@ def trino_connection(
         schema=schema,
         http_scheme="http",
     )
+    return connection
 
 
 def kafka_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -76,7 +77,11 @@ def kafka_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 
 
 def postgres_connection(
-    settings: Settings, credentials: Credentials, *, role: str = "lakehouse", dbname: str | None = None
+    settings: Settings,
+    credentials: Credentials,
+    *,
+    role: str = "lakehouse",
+    dbname: str | None = None,
 ) -> psycopg.Connection[tuple[Any, ...]]:
     """A PostgreSQL connection as one of the bootstrap roles (never the superuser)."""
     import psycopg

@@ -111,7 +111,8 @@ class Nessie(Service):
         )
         if config.status_code != 200:
             raise StackError(
-                f"Nessie's Iceberg REST endpoint answered {config.status_code}: {config.text[:300]}",
+                f"Nessie's Iceberg REST endpoint answered {config.status_code}: "
+                f"{config.text[:300]}",
                 fix="see `lakehouse stack logs nessie`",
             )
         catalog = iceberg_catalog(self.settings, self.ctx.credentials)

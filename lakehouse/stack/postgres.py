@@ -114,8 +114,8 @@ class Postgres(Service):
                     "--encoding=UTF8",
                     "--locale=C",
                 ],
-                capture_output=True, text=True, check=False, user=user, group=owner.pw_gid if owner else None,
-                cwd=self.state_dir,
+                capture_output=True, text=True, check=False, cwd=self.state_dir,
+                user=user, group=owner.pw_gid if owner else None,
             )  # fmt: skip
         finally:
             pwfile.unlink(missing_ok=True)

@@ -20,6 +20,10 @@ import psutil
 
 log = logging.getLogger(__name__)
 
+# Children started by this interpreter, kept so their exit status can be collected
+# (and so Popen does not warn about a still-running child when it is collected).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
 
 @dataclass(frozen=True)
 class PidRecord:
@@ -96,20 +100,23 @@ def spawn(
             group=pwd.getpwnam(user).pw_gid if user else None,
             extra_groups=[] if user else None,
         )
+    _children[proc.pid] = proc
     PidRecord(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time()).write(pid_file)
     return proc.pid
 
 
 def exited(pid: int) -> int | None:
-    """Exit status of a child we spawned, None while it runs (reaps zombies)."""
-    try:
-        done, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        # Not our child (started by an earlier CLI run): judge by liveness.
-        return None if psutil.pid_exists(pid) and _not_zombie(pid) else -1
-    if done == 0:
-        return None
-    return os.waitstatus_to_exitcode(status)
+    """Exit code of a process we spawned, None while it runs.
+
+    For a process started by an earlier CLI run the code is unknown: -1 once it is gone.
+    """
+    child = _children.get(pid)
+    if child is not None:
+        code = child.poll()
+        if code is not None:
+            del _children[pid]
+        return code
+    return None if psutil.pid_exists(pid) and _not_zombie(pid) else -1
 
 
 def _not_zombie(pid: int) -> bool:

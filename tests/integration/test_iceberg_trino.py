@@ -32,7 +32,9 @@ def test_pyiceberg_append_is_counted_exactly_by_trino(stack, stack_settings, cre
         cursor.execute(
             f"select count(*), sum(id), sum(value), count(distinct device) from lake.{name}"
         )
-        assert cursor.fetchall() == [[ROWS, ROWS * (ROWS - 1) // 2, 0.25 * ROWS * (ROWS - 1) / 2, 37]]
+        assert cursor.fetchall() == [
+            [ROWS, ROWS * (ROWS - 1) // 2, 0.25 * ROWS * (ROWS - 1) / 2, 37]
+        ]
     finally:
         catalog.drop_table(name)
 

@@ -27,8 +27,12 @@ def test_thousand_messages_round_trip_intact(stack, stack_settings, unique):
     admin = AdminClient(kafka_config(stack_settings))
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
     try:
-        sent = {f"key-{i}".encode(): os.urandom(16) + f"payload-{i}".encode() for i in range(MESSAGES)}
-        producer = Producer(kafka_config(stack_settings, acks="all", **{"enable.idempotence": True}))
+        sent = {
+            f"key-{i}".encode(): os.urandom(16) + f"payload-{i}".encode() for i in range(MESSAGES)
+        }
+        producer = Producer(
+            kafka_config(stack_settings, acks="all", **{"enable.idempotence": True})
+        )
         for key, value in sent.items():
             producer.produce(topic, key=key, value=value)
         assert producer.flush(30) == 0

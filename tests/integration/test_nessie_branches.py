@@ -26,8 +26,10 @@ def test_branch_table_appears_on_main_only_after_merge(stack, stack_settings, cr
             assert on_branch.table_exists(name)
             assert not on_main.table_exists(name)
             cursor = trino_connection(stack_settings).cursor()
-            cursor.execute("select table_name from lake.information_schema.tables "
-                           f"where table_schema = 'silver' and table_name = 'branch_only_{unique}'")
+            cursor.execute(
+                "select table_name from lake.information_schema.tables "
+                f"where table_schema = 'silver' and table_name = 'branch_only_{unique}'"
+            )
             assert cursor.fetchall() == []
 
             main_before = nessie.reference("main").hash

@@ -26,7 +26,9 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         [*LAKEHOUSE, *args], capture_output=True, text=True, timeout=600, check=False
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"lakehouse {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"lakehouse {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -88,7 +90,9 @@ def test_kill_9_is_reported_and_up_restarts_only_that_service(stack):
 def test_tables_and_rows_survive_down_and_up(stack, stack_settings, credentials, unique):
     name = f"bronze.durable_{unique}"
     catalog = iceberg_catalog(stack_settings, credentials)
-    rows = pa.table({"id": pa.array(range(500), pa.int64()), "label": [f"r{i}" for i in range(500)]})
+    rows = pa.table(
+        {"id": pa.array(range(500), pa.int64()), "label": [f"r{i}" for i in range(500)]}
+    )
     catalog.create_table(name, schema=rows.schema).append(rows)
 
     cli("stack", "down")

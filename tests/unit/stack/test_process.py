@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import psutil
+
+from lakehouse.stack import process
+
+
+def test_stale_pid_file_of_dead_process_is_removed(tmp_path):
+    done = subprocess.run(["true"], check=True)
+    assert done.returncode == 0
+    pid_file = tmp_path / "svc.pid"
+    pid_file.write_text(json.dumps({"pid": 999_999_999, "create_time": 0}))
+    assert process.running_pid(pid_file) is None
+    assert not pid_file.exists()
+
+
+def test_recycled_pid_is_not_mistaken_for_ours(tmp_path):
+    pid_file = tmp_path / "svc.pid"
+    # Our own pid, but with another start time: a pid reused by an unrelated process.
+    pid_file.write_text(json.dumps({"pid": os.getpid(), "create_time": 12345.0}))
+    assert process.running_pid(pid_file) is None
+    assert not pid_file.exists()
+
+
+def test_garbage_pid_file_is_removed(tmp_path):
+    pid_file = tmp_path / "svc.pid"
+    pid_file.write_text("not json")
+    assert process.running_pid(pid_file) is None
+    assert not pid_file.exists()
+
+
+def test_spawn_then_terminate_gracefully(tmp_path):
+    pid_file, log_file = tmp_path / "run" / "s.pid", tmp_path / "logs" / "s.log"
+    pid = process.spawn(
+        ["/bin/sh", "-c", "echo hello; exec sleep 60"],
+        pid_file=pid_file, log_file=log_file, cwd=tmp_path,
+    )  # fmt: skip
+    assert process.running_pid(pid_file) == pid
+    assert process.terminate(pid_file, timeout=10) is True
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not pid_file.exists()
+    assert "hello" in process.tail(log_file)
+    assert process.terminate(pid_file, timeout=1) is False
+
+
+def test_terminate_escalates_to_sigkill(tmp_path):
+    pid_file = tmp_path / "s.pid"
+    pid = process.spawn(
+        ["/bin/sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"],
+        pid_file=pid_file, log_file=tmp_path / "s.log", cwd=tmp_path,
+    )  # fmt: skip
+    assert process.terminate(pid_file, timeout=1) is True
+    assert process.running_pid(pid_file) is None
+    assert process.exited(pid) is not None
+
+
+def test_tail_returns_last_lines(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert process.tail(log, 3) == "line 97\nline 98\nline 99\n"
+    assert process.tail(tmp_path / "missing.log") == ""

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from lakehouse.config import Settings
+from lakehouse.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("LAKEHOUSE_"):
+            monkeypatch.delenv(key)
+
+
+def test_defaults_bind_loopback_with_distinct_ports():
+    settings = Settings()
+    assert settings.host == "127.0.0.1"
+    ports = settings.ports()
+    assert len(set(ports.values())) == len(ports) == 8
+    assert ports["nessie management"] != 9000  # Quarkus' default would collide with MinIO
+    assert settings.kafka.partitions == 6
+    assert settings.namespaces == ("bronze", "silver", "gold", "platinum")
+
+
+def test_environment_overrides_each_service(monkeypatch, tmp_path):
+    monkeypatch.setenv("LAKEHOUSE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("LAKEHOUSE_TRINO_PORT", "18080")
+    monkeypatch.setenv("LAKEHOUSE_KAFKA_PARTITIONS", "12")
+    monkeypatch.setenv("LAKEHOUSE_MINIO_ROOT_PASSWORD", "supplied-secret")
+    settings = Settings()
+    assert settings.home == tmp_path / "state"
+    assert settings.trino.port == 18080
+    assert settings.kafka.partitions == 12
+    assert settings.minio.root_password is not None
+    assert settings.minio.root_password.get_secret_value() == "supplied-secret"
+    assert "supplied-secret" not in repr(settings)
+
+
+def test_colliding_ports_name_both_services(monkeypatch):
+    monkeypatch.setenv("LAKEHOUSE_TRINO_PORT", "9000")
+    with pytest.raises(ConfigError) as info:
+        Settings()
+    assert info.value.message == "trino and minio are both configured for port 9000"
+    assert info.value.fix is not None and "LAKEHOUSE_<SERVICE>_PORT" in info.value.fix
+
+
+def test_port_out_of_range_is_refused(monkeypatch):
+    monkeypatch.setenv("LAKEHOUSE_KAFKA_PORT", "70000")
+    with pytest.raises(ConfigError, match="kafka port 70000 is outside 1-65535"):
+        Settings()
+
+
+def test_zero_partitions_is_a_validation_error(monkeypatch):
+    monkeypatch.setenv("LAKEHOUSE_KAFKA_PARTITIONS", "0")
+    with pytest.raises(ValidationError, match="partitions"):
+        Settings()
