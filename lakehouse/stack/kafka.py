@@ -9,10 +9,10 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
     NewPartitions,
     NewTopic,
 )
-from confluent_kafka.admin import AdminClient
 
 from lakehouse.errors import FetchError, StackError
 from lakehouse.stack.artifacts import KAFKA_SCALA, KAFKA_VERSION, LOG4J_VERSION

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import psutil
 
@@ -40,6 +41,9 @@ def test_spawn_then_terminate_gracefully(tmp_path):
         pid_file=pid_file, log_file=log_file, cwd=tmp_path,
     )  # fmt: skip
     assert process.running_pid(pid_file) == pid
+    deadline = time.monotonic() + 10
+    while "hello" not in process.tail(log_file) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert process.terminate(pid_file, timeout=10) is True
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not pid_file.exists()
