@@ -53,7 +53,12 @@ def iceberg_catalog(settings: Settings, credentials: Credentials, ref: str = "ma
 
 
 def trino_connection(
-    settings: Settings, *, catalog: str = "lake", schema: str | None = None, user: str = "lakehouse"
+    settings: Settings,
+    *,
+    catalog: str = "lake",
+    schema: str | None = None,
+    user: str = "lakehouse",
+    request_timeout: float = 300.0,
 ) -> TrinoConnection:
     """A Trino DB-API connection (no auth on the loopback-only default stack)."""
     import trino
@@ -65,6 +70,7 @@ def trino_connection(
         catalog=catalog,
         schema=schema,
         http_scheme="http",
+        request_timeout=request_timeout,
     )
     return connection
 

@@ -36,6 +36,8 @@ class Stack:
         self.settings = settings
         self.console = console or Console(stderr=True)
         self._services: list[Service] | None = None
+        # Seconds each service took to become ready in the last `up`.
+        self.start_seconds: dict[str, float] = {}
 
     def _context(self, *, create_credentials: bool) -> StackContext:
         credentials = load_or_create(self.settings) if create_credentials else load(self.settings)
@@ -99,10 +101,9 @@ class Stack:
             pid = service.start()
             action = "started"
         service.bootstrap()
-        self.console.print(
-            f"[green]✓[/] {service.name:<9} {action} (pid {pid}) "
-            f"in {time.monotonic() - started:.1f} s"
-        )
+        elapsed = time.monotonic() - started
+        self.start_seconds[service.name] = elapsed
+        self.console.print(f"[green]✓[/] {service.name:<9} {action} (pid {pid}) in {elapsed:.1f} s")
 
     def down(self, *, purge: bool = False) -> list[str]:
         """Stop every running service (reverse order); `purge` also deletes all state."""

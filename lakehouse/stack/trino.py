@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
+from lakehouse.clients import trino_connection
 from lakehouse.errors import FetchError
 from lakehouse.stack.artifacts import TRINO_SERVER
 from lakehouse.stack.service import Service
@@ -150,12 +151,12 @@ class Trino(Service):
         info = httpx.get(f"{self.url}/v1/info", timeout=3)
         if info.status_code != 200 or info.json().get("starting", True):
             return False
-        # The node registers itself a moment after start-up ends; queries fail until then.
-        nodes = httpx.get(f"{self.url}/v1/node", timeout=3, headers={"X-Trino-User": "lakehouse"})
-        active = httpx.get(
-            f"{self.url}/v1/info/state", timeout=3, headers={"X-Trino-User": "lakehouse"}
-        )
-        return nodes.status_code == 200 and active.text.strip('"') == "ACTIVE"
+        # The node registers itself a moment after start-up ends and queries fail with
+        # NO_NODES_AVAILABLE until then, so only a query that runs proves readiness.
+        cursor = trino_connection(self.settings, catalog="system", request_timeout=5).cursor()
+        cursor.execute("select count(*) from system.runtime.nodes where state = 'active'")
+        rows = cursor.fetchall()
+        return bool(rows and rows[0][0] >= 1)
 
 
 def _gigabytes(heap: str) -> int:
