@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import json
@@ -23,6 +24,14 @@ log = logging.getLogger(__name__)
 # Children started by this interpreter, kept so their exit status can be collected
 # (and so Popen does not warn about a still-running child when it is collected).
 _children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@atexit.register
+def _reap_children() -> None:
+    """Collect children that exited (stopped by another CLI run, say) before we exit."""
+    for pid, child in list(_children.items()):
+        if child.poll() is not None:
+            del _children[pid]
 
 
 @dataclass(frozen=True)
