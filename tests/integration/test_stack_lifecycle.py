@@ -113,3 +113,12 @@ def test_tables_and_rows_survive_down_and_up(stack, stack_settings, credentials,
         assert cursor.fetchall() == [[500, sum(range(500)), "r99"]]
     finally:
         iceberg_catalog(stack_settings, credentials).drop_table(name)
+
+
+def test_logs_prints_the_end_of_a_service_log(stack):
+    result = cli("stack", "logs", "trino", "--lines", "5")
+    assert len(result.stdout.splitlines()) == 5
+    unknown = cli("stack", "logs", "nosuch", check=False)
+    assert unknown.returncode == 1
+    assert "unknown service 'nosuch'" in unknown.stderr
+    assert "postgres, minio, nessie, kafka, trino" in unknown.stderr
