@@ -87,6 +87,19 @@ class KafkaSettings(BaseSettings):
     start_timeout: float = 90.0
 
 
+class IngestSettings(BaseSettings):
+    """Kafka → bronze consumers and file ingest."""
+
+    model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_INGEST_")
+
+    group_id: str = "bronze-readings"
+    max_rows: int = Field(default=500_000, ge=1)
+    max_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
+    max_age_seconds: float = Field(default=5.0, gt=0)
+    metrics_port: int = 9108
+    max_future_seconds: float = Field(default=86_400.0, ge=0)
+
+
 class Settings(BaseSettings):
     """Stack-wide settings; each service's own class hangs off it."""
 
@@ -104,6 +117,7 @@ class Settings(BaseSettings):
     nessie: NessieSettings = Field(default_factory=NessieSettings)
     trino: TrinoSettings = Field(default_factory=TrinoSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
 
     @model_validator(mode="after")
     def _ports_are_distinct(self) -> Settings:

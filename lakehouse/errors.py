@@ -5,6 +5,9 @@ LakehouseError
  ├── ConfigError                 settings that cannot work together
  ├── CatalogError                Nessie refused or failed a reference operation
  │    └── ReferenceConflictError a branch moved or exists already (HTTP 409)
+ ├── IngestError                 ingestion could not proceed
+ │    ├── FencedCommitError      a batch's start offsets no longer match the table
+ │    └── InputFileError         a file to ingest cannot be read at all
  └── StackError                  the native stack could not be brought up or down
       ├── PrerequisiteError      a tool the stack needs is missing (Go, Java ≥ 24, …)
       ├── FetchError             a server could not be obtained
@@ -44,6 +47,18 @@ class CatalogError(LakehouseError):
 
 class ReferenceConflictError(CatalogError):
     """The reference exists already or moved since it was read (Nessie's HTTP 409)."""
+
+
+class IngestError(LakehouseError):
+    """Ingestion could not proceed."""
+
+
+class FencedCommitError(IngestError):
+    """The table's offsets moved since the batch started: another consumer owns them now."""
+
+
+class InputFileError(IngestError):
+    """A file given to `lakehouse ingest file` cannot be read at all."""
 
 
 class StackError(LakehouseError):

@@ -1,0 +1,1 @@
+"""Ingestion into the bronze tables: Kafka consumer, file ingest, upload gateway."""

@@ -1,0 +1,299 @@
+"""Kafka → Iceberg bronze consumer with exactly-once commits.
+
+Each batch is committed to `bronze.readings` together with the next offsets of its
+partitions (see ingest.offsets), then to `bronze.readings_rejected` the same way.
+Positions come from the tables on every assignment, never from Kafka's committed
+offsets, which are written afterwards only so lag can be monitored. A batch whose
+partitions moved on in the table meanwhile (a zombie after a rebalance) is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from ingest.metrics import IngestMetrics
+from ingest.offsets import commit_with_offsets, read_offsets
+from ingest.readings import Limits, ReadingsBuilder, Source
+from lakehouse.clients import iceberg_catalog, kafka_config
+from lakehouse.config import Settings
+from lakehouse.contracts import READINGS, REJECTED, ensure_bronze_tables
+from lakehouse.credentials import Credentials
+from lakehouse.errors import ConfigError, FencedCommitError
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+log = logging.getLogger(__name__)
+
+_FORBIDDEN = {"enable.auto.commit": "true", "enable.auto.offset.store": "true"}
+
+
+@dataclass(frozen=True)
+class CommitPolicy:
+    """A batch is committed when it reaches a row count, a byte size or an age."""
+
+    max_rows: int = 500_000
+    max_bytes: int = 128 * 1024 * 1024
+    max_age_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_rows < 1 or self.max_bytes < 1 or self.max_age_seconds <= 0:
+            raise ConfigError(f"commit policy limits must be positive: {self}")
+
+    def due(self, rows: int, size: int, age: float) -> bool:
+        return rows >= self.max_rows or size >= self.max_bytes or age >= self.max_age_seconds
+
+
+@dataclass
+class _Batch:
+    builder: ReadingsBuilder
+    opened: float = field(default_factory=time.monotonic)
+    size: int = 0
+    messages: int = 0
+    start: dict[int, int] = field(default_factory=dict)
+    end: dict[int, int] = field(default_factory=dict)
+
+
+def consumer_config(settings: Settings, group_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Consumer settings; auto commit and auto offset store stay off, whatever is asked."""
+    for key, bad in _FORBIDDEN.items():
+        if str(overrides.get(key, "false")).lower() == bad:
+            raise ConfigError(
+                f"{key}=true would commit offsets Kafka-side before the Iceberg commit",
+                fix=f"remove {key}; this consumer stores offsets in the table",
+            )
+    return kafka_config(
+        settings,
+        **{
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            "queued.max.messages.kbytes": 256 * 1024,
+            **overrides,
+        },
+    )
+
+
+class BronzeConsumer:
+    """One member of the consumer group that writes the readings topic into bronze."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        credentials: Credentials,
+        *,
+        policy: CommitPolicy | None = None,
+        group_id: str | None = None,
+        topic: str | None = None,
+        metrics: IngestMetrics | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = topic or settings.kafka.topic
+        self.policy = policy or CommitPolicy(
+            settings.ingest.max_rows, settings.ingest.max_bytes, settings.ingest.max_age_seconds
+        )
+        self.metrics = metrics or IngestMetrics()
+        self.limits = Limits(max_future=timedelta(seconds=settings.ingest.max_future_seconds))
+        self._config = consumer_config(
+            settings, group_id or settings.ingest.group_id, overrides or {}
+        )
+        catalog = iceberg_catalog(settings, credentials)
+        ensure_bronze_tables(catalog)
+        self._readings: Table = catalog.load_table(READINGS)
+        self._rejected: Table = catalog.load_table(REJECTED)
+        self._consumer: Consumer | None = None
+        self._assigned: set[int] = set()
+        self._readings_at: dict[int, int] = {}
+        self._rejected_at: dict[int, int] = {}
+        self._batch = self._new_batch()
+        self.stop_event = threading.Event()
+        self.commits = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def run(self, *, idle_exit_seconds: float | None = None) -> None:
+        """Consume until `stop_event` is set (or the topic is idle that long), then drain."""
+        consumer = Consumer(self._config)
+        self._consumer = consumer
+        consumer.subscribe(
+            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )  # fmt: skip
+        last_message = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                messages = consumer.consume(num_messages=5000, timeout=0.2)
+                for message in messages:
+                    self._add(message)
+                if messages:
+                    last_message = time.monotonic()
+                elif (
+                    idle_exit_seconds is not None
+                    and time.monotonic() - last_message > idle_exit_seconds
+                    and not self._batch.messages
+                ):
+                    break
+                if self._batch.messages and self.policy.due(
+                    self._batch.builder.rows + self._batch.builder.rejected,
+                    self._batch.size,
+                    time.monotonic() - self._batch.opened,
+                ):
+                    self._flush()
+            self._flush()
+        finally:
+            consumer.close()
+            self._consumer = None
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # -- rebalances ---------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._load_offsets()
+        for tp in partitions:
+            tp.offset = self._resume_offset(tp.partition)
+        self._assigned = {tp.partition for tp in partitions}
+        consumer.assign(partitions)
+        log.info("assigned %s", {tp.partition: tp.offset for tp in partitions})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._batch.messages:
+            self._flush()
+        self._assigned -= {tp.partition for tp in partitions}
+        consumer.unassign()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning(
+            "partitions lost: %s; dropping the open batch", [p.partition for p in partitions]
+        )
+        self._batch = self._new_batch()
+        self._assigned -= {tp.partition for tp in partitions}
+
+    def _load_offsets(self) -> None:
+        self._readings.refresh()
+        self._rejected.refresh()
+        self._readings_at = read_offsets(self._readings, self.topic)
+        self._rejected_at = read_offsets(self._rejected, self.topic)
+
+    def _resume_offset(self, partition: int) -> int:
+        known = [
+            table[partition]
+            for table in (self._readings_at, self._rejected_at)
+            if partition in table
+        ]
+        return min(known) if len(known) == 2 else OFFSET_BEGINNING
+
+    # -- batching -----------------------------------------------------------------------
+    def _new_batch(self) -> _Batch:
+        return _Batch(ReadingsBuilder(self.limits))
+
+    def _add(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return
+            if error.fatal():
+                raise RuntimeError(f"fatal Kafka error: {error}")
+            log.warning("Kafka error: %s", error)
+            return
+        partition, offset = message.partition(), message.offset()
+        if partition not in self._assigned:
+            return
+        batch = self._batch
+        batch.start.setdefault(partition, offset)
+        batch.end[partition] = offset + 1
+        batch.messages += 1
+        value = message.value()
+        batch.size += len(value) if value else 0
+        floor = self._readings_at.get(partition)
+        batch.builder.keep_readings = floor is None or offset >= floor
+        batch.builder.add_message(value, Source("kafka", self.topic, partition, offset))
+        self.metrics.consumed.inc()
+
+    def _flush(self) -> None:
+        batch = self._batch
+        self._batch = self._new_batch()
+        if not batch.messages:
+            return
+        started = time.monotonic()
+        readings = batch.builder.readings_table()
+        if readings.num_rows:
+            readings = readings.sort_by([("device_id", "ascending"), ("ts", "ascending")])
+        rejected = batch.builder.rejected_table()
+        partitions = sorted(batch.end)
+        try:
+            new_readings = {p: max(batch.end[p], self._readings_at.get(p, 0)) for p in partitions}
+            commit_with_offsets(
+                self._readings, readings, topic=self.topic,
+                expected={p: self._readings_at.get(p) for p in partitions},
+                new=new_readings,
+            )  # fmt: skip
+            self._readings_at.update(new_readings)
+            new_rejected = {p: max(batch.end[p], self._rejected_at.get(p, 0)) for p in partitions}
+            commit_with_offsets(
+                self._rejected, rejected, topic=self.topic,
+                expected={p: self._rejected_at.get(p) for p in partitions},
+                new=new_rejected,
+            )  # fmt: skip
+            self._rejected_at.update(new_rejected)
+        except FencedCommitError as exc:
+            self.metrics.fenced.inc()
+            log.warning("%s; dropping %d messages and re-seeking", exc.message, batch.messages)
+            self._reseek()
+            return
+        self.commits += 1
+        self.metrics.committed.inc(readings.num_rows)
+        self.metrics.rejected.inc(rejected.num_rows)
+        self.metrics.commit_latency.observe(time.monotonic() - started)
+        newest = batch.builder.max_event_us
+        self.metrics.record_commit(newest / 1e6 if newest is not None else None)
+        self._commit_kafka(batch.end)
+        self._update_lag()
+        log.info(
+            "committed %d readings, %d rejected, partitions %s in %.2f s",
+            readings.num_rows, rejected.num_rows, partitions, time.monotonic() - started,
+        )  # fmt: skip
+
+    def _reseek(self) -> None:
+        self._load_offsets()
+        if self._consumer is None:
+            return
+        for partition in self._assigned:
+            offset = self._resume_offset(partition)
+            self._consumer.seek(TopicPartition(self.topic, partition, offset))
+
+    def _commit_kafka(self, ends: dict[int, int]) -> None:
+        if self._consumer is None:
+            return
+        offsets = [TopicPartition(self.topic, p, o) for p, o in ends.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except Exception as exc:  # lag reporting only; the table holds the truth
+            log.debug("Kafka offset commit failed: %s", exc)
+
+    def _update_lag(self) -> None:
+        if self._consumer is None:
+            return
+        for partition in self._assigned:
+            tp = TopicPartition(self.topic, partition)
+            try:
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            except Exception:  # watermarks are best effort
+                continue
+            position = self._readings_at.get(partition, 0)
+            self.metrics.lag.labels(self.topic, str(partition)).set(max(high - position, 0))
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
