@@ -26,6 +26,7 @@ from lakehouse.config import Settings
 from lakehouse.contracts import READINGS, REJECTED, ensure_bronze_tables
 from lakehouse.credentials import Credentials
 from lakehouse.errors import ConfigError, FencedCommitError
+from lakehouse.failpoints import failpoint
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -208,7 +209,7 @@ class BronzeConsumer:
             log.warning("Kafka error: %s", error)
             return
         partition, offset = message.partition(), message.offset()
-        if partition not in self._assigned:
+        if partition is None or offset is None or partition not in self._assigned:
             return
         batch = self._batch
         batch.start.setdefault(partition, offset)
@@ -226,6 +227,7 @@ class BronzeConsumer:
         self._batch = self._new_batch()
         if not batch.messages:
             return
+        failpoint("before-commit")
         started = time.monotonic()
         readings = batch.builder.readings_table()
         if readings.num_rows:
@@ -240,6 +242,7 @@ class BronzeConsumer:
                 new=new_readings,
             )  # fmt: skip
             self._readings_at.update(new_readings)
+            failpoint("after-readings-commit")
             new_rejected = {p: max(batch.end[p], self._rejected_at.get(p, 0)) for p in partitions}
             commit_with_offsets(
                 self._rejected, rejected, topic=self.topic,
@@ -252,6 +255,7 @@ class BronzeConsumer:
             log.warning("%s; dropping %d messages and re-seeking", exc.message, batch.messages)
             self._reseek()
             return
+        failpoint("after-iceberg-commit")
         self.commits += 1
         self.metrics.committed.inc(readings.num_rows)
         self.metrics.rejected.inc(rejected.num_rows)
@@ -289,7 +293,8 @@ class BronzeConsumer:
             tp = TopicPartition(self.topic, partition)
             try:
                 _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            except Exception:  # watermarks are best effort
+            except Exception as exc:  # watermarks are best effort
+                log.debug("no watermarks for partition %d: %s", partition, exc)
                 continue
             position = self._readings_at.get(partition, 0)
             self.metrics.lag.labels(self.topic, str(partition)).set(max(high - position, 0))

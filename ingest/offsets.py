@@ -20,6 +20,7 @@ import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 
 from lakehouse.errors import FencedCommitError, IngestError
+from lakehouse.failpoints import failpoint
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -75,6 +76,8 @@ def commit_with_offsets(
             with table.transaction() as tx:
                 tx.set_properties(properties)
                 tx.append(data, snapshot_properties={**properties, **(summary or {})})
+                # Data files are written, the catalog commit has not happened yet.
+                failpoint("during-commit")
             return attempt
         except CommitFailedException as exc:
             log.info("commit conflict on %s (attempt %d): %s", table.name(), attempt, exc)

@@ -122,7 +122,7 @@ class ReadingsBuilder:
             if "readings" in payload:
                 self._add_envelope(payload, raw or b"", source)
             else:
-                identity = self._identity(payload)
+                identity = self.identity(payload)
                 self._add_reading(payload, identity, source)
         except Rejected as exc:
             self.reject(raw, exc, source, payload_identity(raw))
@@ -142,7 +142,8 @@ class ReadingsBuilder:
             raise Rejected("not_an_object", f"top-level JSON is {type(payload).__name__}")
         return payload
 
-    def _identity(self, obj: dict[str, Any]) -> tuple[str, str, str | None]:
+    def identity(self, obj: dict[str, Any]) -> tuple[str, str, str | None]:
+        """(device_id, tenant, site) of a single reading or envelope; raises Rejected."""
         device = self._identifier(obj, "device_id", required=True)
         tenant = self._identifier(obj, "tenant", required=True)
         site = self._identifier(obj, "site", required=False)
@@ -170,7 +171,7 @@ class ReadingsBuilder:
                 "bad_envelope",
                 f"{len(readings)} readings > {self.limits.max_readings_per_envelope}",
             )
-        identity = self._identity(payload)
+        identity = self.identity(payload)
         batch_id = payload.get("batch_id")
         if batch_id is not None and not isinstance(batch_id, str):
             raise Rejected("wrong_type", "batch_id must be a string")

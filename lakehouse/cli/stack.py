@@ -1,9 +1,8 @@
-"""The `lakehouse` command line."""
+"""`lakehouse stack …`: run the servers natively on this machine."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
@@ -11,42 +10,17 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
+from lakehouse.cli.common import err, out
+from lakehouse.cli.common import settings_of as _settings
 from lakehouse.config import Settings
-from lakehouse.errors import LakehouseError, ServiceStartError
+from lakehouse.errors import LakehouseError
 from lakehouse.stack.manager import SERVICE_NAMES, Stack
+from lakehouse.stack.process import tail
 from lakehouse.stack.service import ServiceStatus
 
-app = typer.Typer(help="A self-hosted Apache Iceberg lakehouse.", no_args_is_help=True)
 stack_app = typer.Typer(help="Run the lakehouse servers natively on this machine.")
-app.add_typer(stack_app, name="stack")
-
-out = Console()
-err = Console(stderr=True)
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    settings = ctx.obj
-    if not isinstance(settings, Settings):
-        raise RuntimeError("settings were not built in main()")
-    return settings
-
-
-@app.callback()
-def _root(
-    ctx: typer.Context,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-) -> None:
-    level = logging.DEBUG if verbose else os.environ.get("LAKEHOUSE_LOG_LEVEL", "WARNING")
-    logging.basicConfig(
-        level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)]
-    )
-    if ctx.obj is None:
-        ctx.obj = Settings()
 
 
 @stack_app.command("up")
@@ -101,8 +75,6 @@ def stack_logs(
     path = settings.home / "logs" / f"{service}.log"
     if not path.exists():
         raise LakehouseError(f"no log for {service} at {path}", fix="start it: lakehouse stack up")
-    from lakehouse.stack.process import tail
-
     sys.stdout.write(tail(path, lines))
     if follow:
         with path.open("r", errors="replace") as handle:
@@ -137,39 +109,3 @@ def _endpoints_table(settings: Settings, statuses: list[ServiceStatus]) -> Table
     table.add_row("PostgreSQL", by_name["postgres"].url)
     table.add_row("credentials", str(settings.home / "credentials.json"))
     return table
-
-
-def _report(exc: LakehouseError) -> None:
-    err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-    if isinstance(exc, ServiceStartError) and exc.log_tail:
-        err.print(f"[dim]last lines of the {exc.service} log:[/]")
-        err.print(exc.log_tail.rstrip(), markup=False, highlight=False)
-    if exc.fix:
-        err.print(f"[bold]fix:[/] {exc.fix}", highlight=False)
-
-
-def main() -> None:
-    """Entry point of the `lakehouse` console script."""
-    try:
-        settings = Settings()
-        # Without standalone mode click returns the exit code instead of exiting.
-        code = app(obj=settings, standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)
-    except LakehouseError as exc:
-        _report(exc)
-        sys.exit(1)
-    except ValidationError as exc:
-        err.print(f"[bold red]error:[/] invalid LAKEHOUSE_* setting:\n{exc}", highlight=False)
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        err.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors surface as ClickException
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

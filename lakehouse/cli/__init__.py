@@ -1,0 +1,73 @@
+"""The `lakehouse` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.logging import RichHandler
+
+from lakehouse.cli.common import err
+from lakehouse.cli.ingest import ingest_app
+from lakehouse.cli.simulate import simulate
+from lakehouse.cli.stack import stack_app
+from lakehouse.config import Settings
+from lakehouse.errors import LakehouseError, ServiceStartError
+
+app = typer.Typer(help="A self-hosted Apache Iceberg lakehouse.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(ingest_app, name="ingest")
+app.command("simulate")(simulate)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    level = logging.DEBUG if verbose else os.environ.get("LAKEHOUSE_LOG_LEVEL", "WARNING")
+    logging.basicConfig(
+        level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)]
+    )
+    if ctx.obj is None:
+        ctx.obj = Settings()
+
+
+def _report(exc: LakehouseError) -> None:
+    err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    if isinstance(exc, ServiceStartError) and exc.log_tail:
+        err.print(f"[dim]last lines of the {exc.service} log:[/]")
+        err.print(exc.log_tail.rstrip(), markup=False, highlight=False)
+    if exc.fix:
+        err.print(f"[bold]fix:[/] {exc.fix}", highlight=False)
+
+
+def main() -> None:
+    """Entry point of the `lakehouse` console script."""
+    try:
+        settings = Settings()
+        # Without standalone mode click returns the exit code instead of exiting.
+        code = app(obj=settings, standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except LakehouseError as exc:
+        _report(exc)
+        sys.exit(1)
+    except ValidationError as exc:
+        err.print(f"[bold red]error:[/] invalid LAKEHOUSE_* setting:\n{exc}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors surface as ClickException
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

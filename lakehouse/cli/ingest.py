@@ -1,0 +1,88 @@
+"""`lakehouse ingest …`: Kafka → bronze consumer and batch file ingest."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lakehouse.cli.common import err, out, settings_of
+from lakehouse.clients import iceberg_catalog
+from lakehouse.credentials import load
+
+ingest_app = typer.Typer(help="Write readings into the bronze tables.")
+
+
+@ingest_app.command("kafka")
+def ingest_kafka(
+    ctx: typer.Context,
+    topic: Annotated[str | None, typer.Option(help="Topic (default: the stack's).")] = None,
+    group: Annotated[str | None, typer.Option(help="Consumer group id.")] = None,
+    max_rows: Annotated[int | None, typer.Option(help="Commit at this many records.")] = None,
+    max_age: Annotated[float | None, typer.Option(help="Commit at this batch age (s).")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Prometheus port (0: off; default from settings).")
+    ] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option(help="Exit after this many idle seconds (default: never).")
+    ] = None,
+) -> None:
+    """Consume the readings topic into bronze, exactly once; SIGTERM drains and commits."""
+    from ingest.kafka_consumer import BronzeConsumer, CommitPolicy
+    from ingest.metrics import IngestMetrics
+
+    settings = settings_of(ctx)
+    if not os.environ.get("LAKEHOUSE_LOG_LEVEL"):
+        logging.getLogger("ingest").setLevel(logging.INFO)
+    ingest = settings.ingest
+    policy = CommitPolicy(
+        max_rows=max_rows or ingest.max_rows,
+        max_bytes=ingest.max_bytes,
+        max_age_seconds=max_age or ingest.max_age_seconds,
+    )
+    metrics = IngestMetrics()
+    metrics.serve(settings.host, ingest.metrics_port if metrics_port is None else metrics_port)
+    consumer = BronzeConsumer(
+        settings, load(settings), policy=policy, group_id=group, topic=topic, metrics=metrics
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: consumer.stop())
+    consumer.run(idle_exit_seconds=idle_exit)
+    err.print(f"stopped after {consumer.commits} commits")
+
+
+@ingest_app.command("file")
+def ingest_file_command(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="CSV, JSONL or Parquet files.")],
+    file_format: Annotated[
+        str | None, typer.Option("--format", help="csv, jsonl or parquet (default: by suffix).")
+    ] = None,
+) -> None:
+    """Validate files and append them to bronze; the same content twice lands once."""
+    from ingest.files import FORMATS, ingest_file
+
+    if file_format is not None and file_format not in FORMATS:
+        raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
+    settings = settings_of(ctx)
+    catalog = iceberg_catalog(settings, load(settings))
+    table = Table("file", "readings", "rejected", "status")
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} rows"),
+        TimeElapsedColumn(), console=err, transient=True,
+    ) as bar:  # fmt: skip
+        for path in paths:
+            task = bar.add_task(path.name, total=None)
+            result = ingest_file(
+                catalog, path, file_format=file_format,
+                progress=lambda n, task=task: bar.advance(task, n),  # type: ignore[misc]
+            )  # fmt: skip
+            status = "already ingested" if result.skipped else "ingested"
+            table.add_row(path.name, str(result.readings), str(result.rejected), status)
+    out.print(table)
