@@ -78,6 +78,7 @@ def consumer_config(settings: Settings, group_id: str, overrides: dict[str, Any]
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
+            "session.timeout.ms": settings.ingest.session_timeout_ms,
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": 16 * 1024 * 1024,
             "queued.max.messages.kbytes": 256 * 1024,

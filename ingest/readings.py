@@ -348,6 +348,8 @@ def _classify_json_error(raw: bytes, exc: orjson.JSONDecodeError) -> Rejected:
         raw.decode("utf-8")
     except UnicodeDecodeError as err:
         return Rejected("invalid_utf8", str(err)[:200])
+    if "infinity" in str(exc):
+        return Rejected("non_finite_value", "a number overflows a double")
     # orjson refuses NaN/Infinity literals outright; tell that case apart for the sender.
     try:
         json.loads(raw, parse_constant=_refuse_constant)

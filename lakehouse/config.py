@@ -97,6 +97,8 @@ class IngestSettings(BaseSettings):
     max_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
     max_age_seconds: float = Field(default=5.0, gt=0)
     metrics_port: int = 9108
+    # A crashed member's partitions wait this long before moving to another member.
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
     max_future_seconds: float = Field(default=86_400.0, ge=0)
 
 

@@ -29,6 +29,10 @@ def ingest_kafka(
     metrics_port: Annotated[
         int | None, typer.Option(help="Prometheus port (0: off; default from settings).")
     ] = None,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(help="Static group membership: a restart under the same id resumes at once."),
+    ] = None,
     idle_exit: Annotated[
         float | None, typer.Option(help="Exit after this many idle seconds (default: never).")
     ] = None,
@@ -48,9 +52,11 @@ def ingest_kafka(
     )
     metrics = IngestMetrics()
     metrics.serve(settings.host, ingest.metrics_port if metrics_port is None else metrics_port)
+    overrides = {"group.instance.id": instance_id} if instance_id else {}
     consumer = BronzeConsumer(
-        settings, load(settings), policy=policy, group_id=group, topic=topic, metrics=metrics
-    )
+        settings, load(settings), policy=policy, group_id=group, topic=topic, metrics=metrics,
+        overrides=overrides,
+    )  # fmt: skip
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: consumer.stop())
     consumer.run(idle_exit_seconds=idle_exit)

@@ -136,6 +136,10 @@ class Kafka(Service):
                     "share.coordinator.state.topic.min.isr=1",
                     "group.initial.rebalance.delay.ms=0",
                     "log.retention.hours=168",
+                    # Above the consumers' 1 MiB limit, so an oversized record reaches
+                    # the rejected table instead of failing its producer.
+                    "message.max.bytes=4194304",
+                    "replica.fetch.max.bytes=4194304",
                     "",
                 ]
             )

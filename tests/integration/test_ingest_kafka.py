@@ -1,0 +1,203 @@
+"""Kafka → bronze: rejects with reasons, zombie fencing, crash safety, rebalances."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+from confluent_kafka import Producer
+
+from ingest.kafka_consumer import BronzeConsumer, CommitPolicy
+from ingest.offsets import commit_with_offsets, read_offsets
+from lakehouse.clients import iceberg_catalog, kafka_config, trino_connection
+from lakehouse.contracts import READINGS
+from lakehouse.errors import FencedCommitError
+from lakehouse.simulate import Fleet, SimulationConfig, deliveries, send_to_kafka
+from tests.bad_records import BAD_RECORDS, good_message
+from tests.integration.conftest import (
+    bronze_counts,
+    start_consumer,
+    stop_consumer,
+    wait_for_rows,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def produce(settings, topic: str, payloads: list[bytes | None], partition: int = 0) -> None:
+    producer = Producer(kafka_config(settings, acks="all", **{"message.max.bytes": 4_000_000}))
+    for payload in payloads:
+        producer.produce(topic, value=payload, partition=partition)
+    assert producer.flush(30) == 0
+
+
+def test_bad_records_are_rejected_with_reasons_and_good_ones_land(
+    stack_settings, credentials, topic_factory
+):
+    topic = topic_factory(partitions=1)
+    payloads: list[bytes | None] = []
+    for seq, record in enumerate(BAD_RECORDS, start=1):
+        payloads += [good_message(seq), record.payload]
+    produce(stack_settings, topic, payloads)
+
+    consumer = BronzeConsumer(
+        stack_settings, credentials, topic=topic, group_id=f"g-{topic}",
+        policy=CommitPolicy(max_age_seconds=1),
+    )  # fmt: skip
+    consumer.run(idle_exit_seconds=3)
+
+    cursor = trino_connection(stack_settings).cursor()
+    cursor.execute(
+        "select source_offset, reason, detail from lake.bronze.readings_rejected "
+        f"where source_topic = '{topic}' order by source_offset"
+    )
+    rejected = cursor.fetchall()
+    assert [offset for offset, _, _ in rejected] == [2 * i + 1 for i in range(len(BAD_RECORDS))]
+    for (_, reason, detail), record in zip(rejected, BAD_RECORDS, strict=True):
+        assert reason == record.reason, record.name
+        assert record.detail.lower() in detail.lower(), record.name
+    cursor.execute(
+        "select count(*), min(seq), max(seq), sum(source_offset % 2) "
+        f"from lake.bronze.readings where source_topic = '{topic}'"
+    )
+    assert cursor.fetchall() == [[len(BAD_RECORDS), 1, len(BAD_RECORDS), 0]]
+
+
+def test_zombie_batch_behind_the_table_is_refused(stack_settings, credentials, unique):
+    table = iceberg_catalog(stack_settings, credentials).load_table(READINGS)
+    topic = f"zombie-{unique}"
+    empty = table.scan(limit=0).to_arrow()
+    commit_with_offsets(table, empty, topic=topic, expected={0: None, 1: None}, new={0: 100, 1: 7})
+    snapshot = table.current_snapshot().snapshot_id
+
+    rows = pa.Table.from_pylist(
+        [{"device_id": "zombie", "tenant": "t", "seq": 1, "ts": 1_763_640_000_000_000,
+          "metric": "m", "value": 1.0, "ingested_at": 1_763_640_000_000_000,
+          "source": "kafka", "source_topic": topic, "source_partition": 0,
+          "source_offset": 50}],
+        schema=empty.schema,
+    )  # fmt: skip
+    stale = iceberg_catalog(stack_settings, credentials).load_table(READINGS)
+    with pytest.raises(FencedCommitError) as info:
+        commit_with_offsets(stale, rows, topic=topic, expected={0: 50}, new={0: 51})
+    assert "partition 0" in info.value.message and "at offset 100" in info.value.message
+
+    table.refresh()
+    assert table.current_snapshot().snapshot_id == snapshot
+    assert read_offsets(table, topic) == {0: 100, 1: 7}
+    assert bronze_counts(stack_settings, topic) == (0, 0)
+
+
+READINGS_TOTAL = 200_000
+
+
+def _produce_singles(settings, topic: str, total: int, seed: int, rate: float | None = None) -> int:
+    devices = 50
+    samples = total // (devices * 4)
+    fleet = Fleet.generate(devices=devices, seed=seed)
+    config = SimulationConfig(seed=seed, gap_probability=0.0, batch_size=4)
+    return send_to_kafka(
+        settings, deliveries(fleet, config, samples), topic=topic, singles=True, rate=rate
+    )
+
+
+def test_kill_9_at_every_stage_loses_and_duplicates_nothing(
+    stack_settings, topic_factory, tmp_path
+):
+    topic = topic_factory(partitions=6)
+    assert _produce_singles(stack_settings, topic, READINGS_TOTAL, seed=7) == READINGS_TOTAL
+    group = f"g-{topic}"
+    args = ("--max-rows", "15000", "--max-age", "30", "--instance-id", "crash-test")
+    log = (tmp_path / "consumer.log").open("ab")
+
+    for failpoint in (
+        "before-commit:2",          # mid-batch: consumed, not yet committed
+        "during-commit:2",          # data files written, catalog commit not done
+        "after-readings-commit:2",  # readings committed, rejected table not yet
+        "after-iceberg-commit:2",   # both tables committed, Kafka offsets not yet
+        "during-commit:1",
+    ):  # fmt: skip
+        proc = start_consumer(topic, group, *args, failpoint=failpoint, log=log)
+        assert proc.wait(180) == -signal.SIGKILL, f"consumer did not reach {failpoint}"
+
+    for delay in (4.0, 6.0):  # and twice at an arbitrary moment, from outside
+        proc = start_consumer(topic, group, *args, log=log)
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(30) == -signal.SIGKILL
+
+    proc = start_consumer(topic, group, *args, "--idle-exit", "8", log=log)
+    assert proc.wait(300) == 0
+    assert bronze_counts(stack_settings, topic) == (READINGS_TOTAL, READINGS_TOTAL)
+    _assert_offsets_contiguous(stack_settings, topic)
+
+
+def _assert_offsets_contiguous(settings, topic: str) -> None:
+    cursor = trino_connection(settings).cursor()
+    cursor.execute(
+        "select source_partition, count(*), min(source_offset), max(source_offset) "
+        f"from lake.bronze.readings where source_topic = '{topic}' group by 1"
+    )
+    for _partition, count, low, high in cursor.fetchall():
+        assert low == 0 and high == count - 1
+
+
+def test_two_consumers_and_a_rebalance_keep_exactly_once(stack_settings, topic_factory, tmp_path):
+    topic = topic_factory(partitions=6)
+    group = f"g-{topic}"
+    total = 60_000
+    log = (tmp_path / "consumers.log").open("ab")
+    args = ("--max-age", "1")
+    first = start_consumer(topic, group, *args, log=log)
+    second = start_consumer(topic, group, *args, log=log)
+    producer = threading.Thread(
+        target=_produce_singles, args=(stack_settings, topic, total, 11, 4000.0)
+    )
+    producer.start()
+    time.sleep(4)
+    third = start_consumer(topic, group, *args, log=log)  # joins: rebalance
+    time.sleep(5)
+    assert stop_consumer(third) == 0  # leaves: rebalance again
+    producer.join()
+    counts = wait_for_rows(stack_settings, topic, total)
+    assert stop_consumer(first) == 0
+    assert stop_consumer(second) == 0
+    assert bronze_counts(stack_settings, topic) == counts == (total, total)
+    _assert_offsets_contiguous(stack_settings, topic)
+
+
+def test_offsets_survive_compaction_and_snapshot_expiry(stack_settings, credentials, topic_factory):
+    topic = topic_factory(partitions=3)
+    policy = CommitPolicy(max_age_seconds=1)
+    assert _produce_singles(stack_settings, topic, 20_000, seed=3) == 20_000
+    BronzeConsumer(stack_settings, credentials, topic=topic, policy=policy).run(idle_exit_seconds=3)
+    table = iceberg_catalog(stack_settings, credentials).load_table(READINGS)
+    before = read_offsets(table, topic)
+    assert sum(before.values()) == 20_000
+
+    cursor = trino_connection(stack_settings).cursor()
+    cursor.execute("alter table lake.bronze.readings execute optimize")
+    cursor.fetchall()
+    cursor.execute(
+        "alter table lake.bronze.readings execute expire_snapshots(retention_threshold => '7d')"
+    )
+    cursor.fetchall()
+    table.refresh()
+    assert read_offsets(table, topic) == before
+    summary = table.current_snapshot().summary
+    assert summary.operation.value in ("replace", "overwrite", "append")
+
+    assert _produce_singles(stack_settings, topic, 10_000, seed=4) == 10_000
+    BronzeConsumer(stack_settings, credentials, topic=topic, policy=policy).run(idle_exit_seconds=3)
+    assert bronze_counts(stack_settings, topic) == (30_000, 30_000)
+    table.refresh()
+    after = read_offsets(table, topic)
+    assert sum(after.values()) == 30_000
+    assert json.loads(table.properties[f"lakehouse.kafka.offsets.{topic}"]) == {
+        str(p): o for p, o in after.items()
+    }
