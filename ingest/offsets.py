@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, ValidationException
 
 from lakehouse.errors import FencedCommitError, IngestError
 from lakehouse.failpoints import failpoint
@@ -79,7 +79,7 @@ def commit_with_offsets(
                 # Data files are written, the catalog commit has not happened yet.
                 failpoint("during-commit")
             return attempt
-        except CommitFailedException as exc:
+        except (CommitFailedException, ValidationException) as exc:
             log.info("commit conflict on %s (attempt %d): %s", table.name(), attempt, exc)
             time.sleep(min(0.05 * attempt, 1.0))
             table.refresh()

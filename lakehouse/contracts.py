@@ -48,6 +48,9 @@ STREAMING_TABLE_PROPERTIES = {
     "write.metadata.previous-versions-max": "20",
     "history.expire.max-snapshot-age-ms": str(6 * 3600 * 1000),
     "history.expire.min-snapshots-to-keep": "50",
+    # Writers that commit offsets re-check them before every attempt themselves; a
+    # client-side automatic retry would re-apply stale offsets and bypass that check.
+    "commit.retry.num-retries": "0",
 }
 
 READINGS_SCHEMA = Schema(
@@ -115,6 +118,7 @@ def ensure_bronze_tables(catalog: Catalog) -> list[str]:
         (REJECTED, REJECTED_SCHEMA, REJECTED_SPEC, SortOrder()),
     ):
         if catalog.table_exists(name):
+            _reconcile_properties(catalog.load_table(name))
             continue
         table = catalog.create_table(
             name,
@@ -126,6 +130,15 @@ def ensure_bronze_tables(catalog: Catalog) -> list[str]:
         _seed_snapshot(table)
         created.append(name)
     return created
+
+
+def _reconcile_properties(table: Table) -> None:
+    """Bring an existing table's properties up to the contract (never downgrades format)."""
+    wanted = {k: v for k, v in STREAMING_TABLE_PROPERTIES.items() if k != "format-version"}
+    stale = {k: v for k, v in wanted.items() if table.properties.get(k) != v}
+    if stale:
+        with table.transaction() as tx:
+            tx.set_properties(stale)
 
 
 def _seed_snapshot(table: Table) -> None:

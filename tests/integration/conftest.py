@@ -30,6 +30,13 @@ def topic_factory(stack, stack_settings, unique) -> Iterator:
             future.result(30)
 
 
+@pytest.fixture
+def consumer_log(tmp_path):
+    """Where subprocess consumers write their logs (kept in the test's tmp dir)."""
+    with (tmp_path / "consumers.log").open("ab") as log:
+        yield log
+
+
 def consumer_command(topic: str, group: str, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "lakehouse", "ingest", "kafka",
