@@ -101,14 +101,22 @@ def ingest_file(
     rejected = builder.rejected_table()
     # Each table is made idempotent on its own, so a crash between the two commits
     # is repaired by ingesting the file again.
-    if not have_readings and readings.num_rows:
+    add_readings = readings.num_rows > 0 and not have_readings
+    add_rejected = rejected.num_rows > 0 and not have_rejected
+    if add_readings:
         readings_table.append(
             readings.sort_by([("device_id", "ascending"), ("ts", "ascending")]),
             snapshot_properties=summary,
         )
-    if not have_rejected and rejected.num_rows:
+    if add_rejected:
         rejected_table.append(rejected, snapshot_properties=summary)
-    return FileResult(path, sha, readings.num_rows, rejected.num_rows, skipped=False)
+    return FileResult(
+        path,
+        sha,
+        readings.num_rows if add_readings else 0,
+        rejected.num_rows if add_rejected else 0,
+        skipped=not (add_readings or add_rejected),
+    )
 
 
 def _holds_batch(table: Table, sha: str) -> bool:
