@@ -65,7 +65,7 @@ BAD_RECORDS: list[BadRecord] = [
         + b'","metric":"m","value":NaN}',
         "non_finite_value",
         "NaN",
-    ),  # fmt: skip
+    ),
     BadRecord(
         "Infinity literal",
         b'{"device_id":"d","tenant":"t","seq":1,"ts":"'
@@ -73,13 +73,13 @@ BAD_RECORDS: list[BadRecord] = [
         + b'","metric":"m","value":-Infinity}',
         "non_finite_value",
         "Infinity",
-    ),  # fmt: skip
+    ),
     BadRecord(
         "overflowing number",
         _j(reading()).replace(b"21.5", b"1e400"),
         "non_finite_value",
         "overflows",
-    ),  # fmt: skip
+    ),
     BadRecord("missing device_id", _j(without("device_id")), "missing_field", "device_id"),
     BadRecord("missing tenant", _j(without("tenant")), "missing_field", "tenant"),
     BadRecord("missing seq", _j(without("seq")), "missing_field", "seq"),
@@ -99,16 +99,16 @@ BAD_RECORDS: list[BadRecord] = [
         _j(reading(ts="2026-11-20T12:00:00")),
         "ts_without_timezone",
         "no offset",
-    ),  # fmt: skip
+    ),
     BadRecord(
         "ts far in the future", _j(reading(ts="2099-01-01T00:00:00Z")), "ts_in_future", "clock skew"
-    ),  # fmt: skip
+    ),
     BadRecord(
         "ts far in the past",
         _j(reading(ts="1990-01-01T00:00:00Z")),
         "ts_too_old",
         "before 2000-01-01",
-    ),  # fmt: skip
+    ),
     BadRecord("unit too long", _j(reading(unit="u" * 40)), "unit_too_long", "40"),
     BadRecord("attrs as list", _j(reading(attrs=["a"])), "wrong_type", "attrs must be an object"),
     BadRecord("attrs non-string value", _j(reading(attrs={"fw": 3})), "attrs_not_strings", "fw"),
@@ -117,20 +117,18 @@ BAD_RECORDS: list[BadRecord] = [
         _j(reading(attrs={f"k{i}": "v" for i in range(40)})),
         "attrs_too_large",
         "40 entries",
-    ),  # fmt: skip
-    BadRecord(
-        "attrs too big", _j(reading(attrs={"blob": "x" * 5000})), "attrs_too_large", "bytes"
-    ),  # fmt: skip
+    ),
+    BadRecord("attrs too big", _j(reading(attrs={"blob": "x" * 5000})), "attrs_too_large", "bytes"),
     BadRecord(
         "envelope readings not array", _j(envelope({"seq": 1})), "bad_envelope", "non-empty array"
-    ),  # fmt: skip
+    ),
     BadRecord("envelope readings empty", _j(envelope([])), "bad_envelope", "non-empty array"),
     BadRecord(
         "envelope without tenant", _j(envelope([reading()], tenant=None)), "missing_field", "tenant"
-    ),  # fmt: skip
+    ),
     BadRecord(
         "envelope too many readings", _j(envelope([{}] * 10_001)), "bad_envelope", "10001 readings"
-    ),  # fmt: skip
+    ),
 ]
 
 # An envelope with good and bad readings: the bad ones are rejected one by one.
