@@ -55,7 +55,8 @@ fmt: setup ## Format the code
 
 .PHONY: bench
 bench: setup ## Run the benchmarks (prints ratios and absolute figures)
-	$(BIN)/python bench/stack_start.py
+	$(BIN)/python -m bench.stack_start
+	$(BIN)/python -m bench.ingest
 
 .PHONY: clean
 clean: ## Stop the stack, delete its state and the virtualenv (the download cache is kept)

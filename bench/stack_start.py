@@ -5,7 +5,7 @@ Targets: every service healthy within 90 s of `up` on 2 cores; the whole stack u
 starting and stopping a bare JVM (`java -version`) once for each of the three JVM
 services, so the ratio says how many "bare JVM starts" the stack costs on this machine.
 
-Usage: python bench/stack_start.py [--runs N]
+Usage: python -m bench.stack_start [--runs N]
 """
 
 from __future__ import annotations

@@ -143,7 +143,6 @@ class BronzeConsumer:
                 elif (
                     idle_exit_seconds is not None
                     and time.monotonic() - last_message > idle_exit_seconds
-                    and not self._batch.messages
                 ):
                     break
                 if self._batch.messages and self.policy.due(

@@ -1,0 +1,265 @@
+"""Ingest throughput, freshness and commit cost, measured in one run on the same messages.
+
+(a) consume-only: confluent-kafka reading the messages, no decoding;
+(b) sink limit: the same rows written as Parquet and uploaded to MinIO with pyarrow;
+(c) the consumer end to end into Iceberg (decode, validate, Parquet, commit).
+Targets: c ≥ 150,000 readings/s per consumer process and c / min(a, b) ≥ 0.5.
+
+Freshness: 10,000 readings/s for 60 s through a consumer process; p95 of (visible in
+a Trino query − produced) ≤ 10 s. Commit cost: latency of commits 4,901-5,000 ≤ 1.5×
+that of the first 100.
+
+Usage: python -m bench.ingest [--readings N] [--freshness-seconds S] [--commits N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from pyarrow import fs
+from rich.console import Console
+
+from ingest.kafka_consumer import BronzeConsumer, CommitPolicy
+from ingest.offsets import commit_with_offsets
+from ingest.readings import ReadingsBuilder, Source
+from lakehouse.clients import iceberg_catalog, kafka_config, trino_connection
+from lakehouse.config import Settings
+from lakehouse.contracts import READINGS_SCHEMA, STREAMING_TABLE_PROPERTIES
+from lakehouse.credentials import load
+from lakehouse.simulate import Fleet, SimulationConfig, deliveries, send_to_kafka
+from lakehouse.stack.manager import Stack
+
+PARTITIONS = 6
+
+
+def make_topic(settings: Settings, prefix: str) -> str:
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(kafka_config(settings))
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS)])[topic].result(30)
+    return topic
+
+
+def drop_topic(settings: Settings, topic: str) -> None:
+    admin = AdminClient(kafka_config(settings))
+    admin.delete_topics([topic])[topic].result(30)
+
+
+def produce(settings: Settings, topic: str, readings: int, batch: int) -> int:
+    devices = 500
+    samples = max(readings // (devices * 4), 1)
+    fleet = Fleet.generate(devices=devices, seed=5)
+    config = SimulationConfig(seed=5, batch_size=batch, gap_probability=0.0)
+    return send_to_kafka(settings, deliveries(fleet, config, samples), topic=topic)
+
+
+def consume_only(
+    settings: Settings, topic: str, messages_expected: int
+) -> tuple[float, list[bytes]]:
+    consumer = Consumer(
+        kafka_config(settings, **{"group.id": f"bench-{uuid.uuid4().hex}",
+                                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                                  "fetch.max.bytes": 64 << 20})
+    )  # fmt: skip
+    consumer.subscribe([topic])
+    values: list[bytes] = []
+    started = None
+    while len(values) < messages_expected:
+        batch = consumer.consume(num_messages=10_000, timeout=1.0)
+        if batch and started is None:
+            started = time.perf_counter()
+        values.extend(m.value() for m in batch if m.error() is None)
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return elapsed, values
+
+
+def sink_limit(settings: Settings, values: list[bytes]) -> tuple[float, int]:
+    """Decode outside the clock, then time Parquet + upload to MinIO of the same rows."""
+    builder = ReadingsBuilder()
+    for offset, value in enumerate(values):
+        builder.add_message(value, Source("kafka", "bench", 0, offset))
+    table = builder.readings_table()
+    creds = load(settings)
+    s3 = fs.S3FileSystem(
+        access_key=creds.minio_root_user, secret_key=creds.minio_root_password,
+        endpoint_override=f"http://{settings.host}:{settings.minio.port}", scheme="http",
+        region=settings.minio.region,
+    )  # fmt: skip
+    path = f"{settings.minio.bucket}/bench/sink-{uuid.uuid4().hex}.parquet"
+    started = time.perf_counter()
+    with s3.open_output_stream(path) as out:
+        pq.write_table(table, out, compression="zstd")
+    elapsed = time.perf_counter() - started
+    s3.delete_file(path)
+    return elapsed, table.num_rows
+
+
+def end_to_end(settings: Settings, topic: str, readings: int) -> float:
+    consumer = BronzeConsumer(
+        settings, load(settings), topic=topic, group_id=f"bench-{uuid.uuid4().hex}",
+        policy=CommitPolicy(),
+    )  # fmt: skip
+    consumer.metrics.consumed.inc(0)
+    started = time.perf_counter()
+    consumer.run(idle_exit_seconds=2)
+    elapsed = time.perf_counter() - started - 2  # the idle wait is not work
+    committed = consumer.metrics.committed._value.get()  # noqa: SLF001
+    assert committed == readings, f"committed {committed} of {readings}"
+    return elapsed
+
+
+def freshness(settings: Settings, seconds: int, rate: int) -> list[float]:
+    topic = make_topic(settings, "bench-fresh")
+    consumer = subprocess.Popen(
+        [sys.executable, "-m", "lakehouse", "ingest", "kafka", "--topic", topic,
+         "--group", f"fresh-{topic}", "--metrics-port", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(5)  # let it join the group
+    produced_at: list[float] = []
+    cursor = trino_connection(settings).cursor()
+    polls: list[tuple[float, int]] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            cursor.execute(
+                f"select count(*) from lake.bronze.readings where source_topic = '{topic}'"
+            )
+            polls.append((time.time(), cursor.fetchall()[0][0]))
+            time.sleep(0.25)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    producer = Producer(kafka_config(settings, acks="all", **{"linger.ms": 5}))
+    per_message = 10
+    started = time.time()
+    seq = 0
+    while time.time() - started < seconds:
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        readings = [
+            {"seq": seq + i, "ts": now, "metric": "temperature", "value": 20.0}
+            for i in range(per_message)
+        ]
+        seq += per_message
+        producer.produce(topic, orjson.dumps(
+            {"device_id": f"fresh-{seq % 100}", "tenant": "bench", "readings": readings}
+        ))  # fmt: skip
+        producer.poll(0)
+        produced_at.extend([time.time()] * per_message)
+        ahead = len(produced_at) / rate - (time.time() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+    producer.flush(30)
+    deadline = time.time() + 60
+    while (not polls or polls[-1][1] < len(produced_at)) and time.time() < deadline:
+        time.sleep(0.5)
+    done.set()
+    poller.join()
+    consumer.terminate()
+    consumer.wait(60)
+    drop_topic(settings, topic)
+    latencies = []
+    poll_index = 0
+    for index, at in enumerate(produced_at):
+        while poll_index < len(polls) and polls[poll_index][1] <= index:
+            poll_index += 1
+        if poll_index == len(polls):
+            latencies.append(float("inf"))
+        else:
+            latencies.append(polls[poll_index][0] - at)
+    return latencies
+
+
+def commit_cost(settings: Settings, commits: int) -> tuple[float, float]:
+    catalog = iceberg_catalog(settings, load(settings))
+    name = f"bronze.bench_commits_{uuid.uuid4().hex[:8]}"
+    table = catalog.create_table(name, schema=READINGS_SCHEMA,
+                                 properties=STREAMING_TABLE_PROPERTIES)  # fmt: skip
+    builder = ReadingsBuilder()
+    durations = []
+    try:
+        for i in range(commits):
+            builder = ReadingsBuilder()
+            builder.add_message(
+                orjson.dumps({"device_id": "c", "tenant": "t", "seq": i,
+                              "ts": "2026-11-20T10:00:00Z", "metric": "m", "value": 1.0}),
+                Source("kafka", "bench", 0, i),
+            )  # fmt: skip
+            rows = builder.readings_table()
+            started = time.perf_counter()
+            commit_with_offsets(table, rows, topic="bench",
+                                expected={0: i if i else None}, new={0: i + 1})  # fmt: skip
+            durations.append(time.perf_counter() - started)
+            if (i + 1) % 500 == 0:
+                print(
+                    f"  … {i + 1} commits, last 100 median "
+                    f"{statistics.median(durations[-100:]) * 1000:.0f} ms",
+                    file=sys.stderr,
+                )
+    finally:
+        catalog.drop_table(name)
+    return statistics.median(durations[:100]), statistics.median(durations[-100:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--readings", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=100, help="readings per Kafka message")
+    parser.add_argument("--freshness-seconds", type=int, default=60)
+    parser.add_argument("--freshness-rate", type=int, default=10_000)
+    parser.add_argument("--commits", type=int, default=5_000)
+    args = parser.parse_args()
+    settings = Settings()
+    Stack(settings, Console(stderr=True)).up()
+
+    topic = make_topic(settings, "bench-ingest")
+    sent = produce(settings, topic, args.readings, args.batch)
+    messages = -(-sent // args.batch)
+    a_time, values = consume_only(settings, topic, messages)
+    b_time, b_rows = sink_limit(settings, values)
+    c_time = end_to_end(settings, topic, sent)
+    drop_topic(settings, topic)
+    a, b, c = sent / a_time, b_rows / b_time, sent / c_time
+    print(f"readings: {sent} in {len(values)} messages of {args.batch}")
+    print(f"(a) consume-only        {a:12,.0f} readings/s")
+    print(f"(b) Parquet → MinIO     {b:12,.0f} readings/s")
+    print(
+        f"(c) consumer → Iceberg  {c:12,.0f} readings/s  "
+        f"({'PASS' if c >= 150_000 else 'FAIL'} ≥ 150,000)"
+    )
+    print(
+        f"ratio c / min(a, b): {c / min(a, b):.2f} ({'PASS' if c / min(a, b) >= 0.5 else 'FAIL'} ≥ 0.5)"
+    )
+
+    if args.freshness_seconds:
+        latencies = sorted(freshness(settings, args.freshness_seconds, args.freshness_rate))
+        p50 = latencies[len(latencies) // 2]
+        p95 = latencies[int(len(latencies) * 0.95)]
+        print(
+            f"freshness at {args.freshness_rate}/s for {args.freshness_seconds} s: "
+            f"p50 {p50:.1f} s, p95 {p95:.1f} s ({'PASS' if p95 <= 10 else 'FAIL'} ≤ 10 s)"
+        )
+    if args.commits:
+        first, last = commit_cost(settings, args.commits)
+        print(
+            f"commit latency: first 100 median {first * 1000:.0f} ms, last 100 median "
+            f"{last * 1000:.0f} ms; ratio {last / first:.2f} "
+            f"({'PASS' if last / first <= 1.5 else 'FAIL'} ≤ 1.5)"
+        )
+
+
+if __name__ == "__main__":
+    main()
