@@ -20,7 +20,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from ingest.metrics import IngestMetrics
 from ingest.offsets import commit_with_offsets, read_offsets
-from ingest.readings import Limits, ReadingsBuilder, Source
+from ingest.readings import Limits
+from ingest.vector_decode import decode_messages
 from lakehouse.clients import iceberg_catalog, kafka_config
 from lakehouse.config import Settings
 from lakehouse.contracts import READINGS, REJECTED, ensure_bronze_tables
@@ -54,12 +55,19 @@ class CommitPolicy:
 
 @dataclass
 class _Batch:
-    builder: ReadingsBuilder
+    """Raw messages of one batch; decoded together when the batch is committed."""
+
     opened: float = field(default_factory=time.monotonic)
     size: int = 0
-    messages: int = 0
-    start: dict[int, int] = field(default_factory=dict)
+    values: list[bytes | None] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    keep_readings: list[bool] = field(default_factory=list)
     end: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def messages(self) -> int:
+        return len(self.values)
 
 
 def consumer_config(settings: Settings, group_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +154,7 @@ class BronzeConsumer:
                 ):
                     break
                 if self._batch.messages and self.policy.due(
-                    self._batch.builder.rows + self._batch.builder.rejected,
+                    self._batch.messages,
                     self._batch.size,
                     time.monotonic() - self._batch.opened,
                 ):
@@ -197,7 +205,7 @@ class BronzeConsumer:
 
     # -- batching -----------------------------------------------------------------------
     def _new_batch(self) -> _Batch:
-        return _Batch(ReadingsBuilder(self.limits))
+        return _Batch()
 
     def _add(self, message: Message) -> None:
         error = message.error()
@@ -212,15 +220,14 @@ class BronzeConsumer:
         if partition is None or offset is None or partition not in self._assigned:
             return
         batch = self._batch
-        batch.start.setdefault(partition, offset)
         batch.end[partition] = offset + 1
-        batch.messages += 1
         value = message.value()
-        batch.size += len(value) if value else 0
+        batch.values.append(value)
+        batch.partitions.append(partition)
+        batch.offsets.append(offset)
         floor = self._readings_at.get(partition)
-        batch.builder.keep_readings = floor is None or offset >= floor
-        batch.builder.add_message(value, Source("kafka", self.topic, partition, offset))
-        self.metrics.consumed.inc()
+        batch.keep_readings.append(floor is None or offset >= floor)
+        batch.size += len(value) if value else 0
 
     def _flush(self) -> None:
         batch = self._batch
@@ -229,10 +236,15 @@ class BronzeConsumer:
             return
         failpoint("before-commit")
         started = time.monotonic()
-        readings = batch.builder.readings_table()
+        self.metrics.consumed.inc(batch.messages)
+        builder = decode_messages(
+            batch.values, batch.partitions, batch.offsets, batch.keep_readings,
+            topic=self.topic, limits=self.limits, now=datetime.now(UTC),
+        )  # fmt: skip
+        readings = builder.readings_table()
         if readings.num_rows:
             readings = readings.sort_by([("device_id", "ascending"), ("ts", "ascending")])
-        rejected = batch.builder.rejected_table()
+        rejected = builder.rejected_table()
         partitions = sorted(batch.end)
         try:
             new_readings = {p: max(batch.end[p], self._readings_at.get(p, 0)) for p in partitions}
@@ -260,7 +272,7 @@ class BronzeConsumer:
         self.metrics.committed.inc(readings.num_rows)
         self.metrics.rejected.inc(rejected.num_rows)
         self.metrics.commit_latency.observe(time.monotonic() - started)
-        newest = batch.builder.max_event_us
+        newest = builder.max_event_us
         self.metrics.record_commit(newest / 1e6 if newest is not None else None)
         self._commit_kafka(batch.end)
         self._update_lag()
@@ -298,7 +310,3 @@ class BronzeConsumer:
                 continue
             position = self._readings_at.get(partition, 0)
             self.metrics.lag.labels(self.topic, str(partition)).set(max(high - position, 0))
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

@@ -105,10 +105,21 @@ class ReadingsBuilder:
         self.max_event_us: int | None = None
         # False while replaying messages whose readings a table already holds.
         self.keep_readings = True
+        self._tables: list[pa.Table] = []
+        self._table_rows = 0
 
     @property
     def rows(self) -> int:
-        return len(self._cols["seq"])
+        return len(self._cols["seq"]) + self._table_rows
+
+    def add_table(self, table: pa.Table, max_event_us: int | None) -> None:
+        """Add readings already decoded and validated elsewhere (vectorised path)."""
+        self._tables.append(table)
+        self._table_rows += table.num_rows
+        if max_event_us is not None and (
+            self.max_event_us is None or max_event_us > self.max_event_us
+        ):
+            self.max_event_us = max_event_us
 
     @property
     def rejected(self) -> int:
@@ -319,7 +330,10 @@ class ReadingsBuilder:
 
     # -- output -----------------------------------------------------------------------
     def readings_table(self) -> pa.Table:
-        return pa.Table.from_pydict(self._cols, schema=READINGS_ARROW)
+        decoded = pa.Table.from_pydict(self._cols, schema=READINGS_ARROW)
+        if not self._tables:
+            return decoded
+        return pa.concat_tables([*self._tables, decoded])
 
     def rejected_table(self) -> pa.Table:
         return pa.Table.from_pylist(self._rejected, schema=REJECTED_ARROW)
