@@ -35,13 +35,15 @@ def vectorised(values, keep=None):
 
 def assert_same(values, keep=None):
     ref, vec = reference(values, keep), vectorised(values, keep)
-    assert vec.readings_table().sort_by(SORT).to_pylist() == ref.readings_table().sort_by(
-        SORT
-    ).to_pylist()
+    assert (
+        vec.readings_table().sort_by(SORT).to_pylist()
+        == ref.readings_table().sort_by(SORT).to_pylist()
+    )
     key = [("source_offset", "ascending"), ("item_index", "ascending")]
-    assert vec.rejected_table().sort_by(key).to_pylist() == ref.rejected_table().sort_by(
-        key
-    ).to_pylist()
+    assert (
+        vec.rejected_table().sort_by(key).to_pylist()
+        == ref.rejected_table().sort_by(key).to_pylist()
+    )
     assert vec.max_event_us == ref.max_event_us
 
 
