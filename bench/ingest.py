@@ -6,7 +6,7 @@
 Targets: c ≥ 150,000 readings/s per consumer process and c / min(a, b) ≥ 0.5.
 
 Freshness: 10,000 readings/s for 60 s through a consumer process; p95 of (visible in
-a Trino query − produced) ≤ 10 s. Commit cost: latency of commits 4,901-5,000 ≤ 1.5×
+a Trino query - produced) ≤ 10 s. Commit cost: latency of commits 4,901-5,000 ≤ 1.5x
 that of the first 100.
 
 Usage: python -m bench.ingest [--readings N] [--freshness-seconds S] [--commits N]
@@ -24,7 +24,6 @@ import uuid
 from datetime import UTC, datetime
 
 import orjson
-import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -115,7 +114,7 @@ def end_to_end(settings: Settings, topic: str, readings: int) -> float:
     started = time.perf_counter()
     consumer.run(idle_exit_seconds=2)
     elapsed = time.perf_counter() - started - 2  # the idle wait is not work
-    committed = consumer.metrics.committed._value.get()  # noqa: SLF001
+    committed = consumer.metrics.committed._value.get()
     assert committed == readings, f"committed {committed} of {readings}"
     return elapsed
 
@@ -241,7 +240,8 @@ def main() -> None:
         f"({'PASS' if c >= 150_000 else 'FAIL'} ≥ 150,000)"
     )
     print(
-        f"ratio c / min(a, b): {c / min(a, b):.2f} ({'PASS' if c / min(a, b) >= 0.5 else 'FAIL'} ≥ 0.5)"
+        f"ratio c / min(a, b): {c / min(a, b):.2f} "
+        f"({'PASS' if c / min(a, b) >= 0.5 else 'FAIL'} ≥ 0.5)"
     )
 
     if args.freshness_seconds:

@@ -19,7 +19,6 @@ import pyarrow.json as pajson
 
 from ingest.readings import READINGS_ARROW, Limits, ReadingsBuilder, Source
 
-
 _READING_FIELDS = [
     pa.field("seq", pa.int64()),
     pa.field("ts", pa.large_string()),

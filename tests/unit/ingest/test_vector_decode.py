@@ -76,7 +76,7 @@ def test_bad_records_mixed_with_good_ones_match_the_reference():
 
 
 def test_replay_mask_matches_the_reference():
-    values = simulated(True)[:200] + [BAD_RECORDS[4].payload]
+    values = [*simulated(True)[:200], BAD_RECORDS[4].payload]
     keep = [i % 2 == 0 for i in range(len(values))]
     assert_same(values, keep)
 
