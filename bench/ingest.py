@@ -213,26 +213,16 @@ def commit_cost(settings: Settings, commits: int) -> tuple[float, float]:
     return statistics.median(durations[:100]), statistics.median(durations[-100:])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--readings", type=int, default=3_000_000)
-    parser.add_argument("--batch", type=int, default=100, help="readings per Kafka message")
-    parser.add_argument("--freshness-seconds", type=int, default=60)
-    parser.add_argument("--freshness-rate", type=int, default=10_000)
-    parser.add_argument("--commits", type=int, default=5_000)
-    args = parser.parse_args()
-    settings = Settings()
-    Stack(settings, Console(stderr=True)).up()
-
+def throughput(settings: Settings, readings: int, batch: int) -> None:
     topic = make_topic(settings, "bench-ingest")
-    sent = produce(settings, topic, args.readings, args.batch)
-    messages = -(-sent // args.batch)
+    sent = produce(settings, topic, readings, batch)
+    messages = -(-sent // batch)
     a_time, values = consume_only(settings, topic, messages)
     b_time, b_rows = sink_limit(settings, values)
     c_time = end_to_end(settings, topic, sent)
     drop_topic(settings, topic)
     a, b, c = sent / a_time, b_rows / b_time, sent / c_time
-    print(f"readings: {sent} in {len(values)} messages of {args.batch}")
+    print(f"readings: {sent} in {len(values)} messages of {batch}")
     print(f"(a) consume-only        {a:12,.0f} readings/s")
     print(f"(b) Parquet → MinIO     {b:12,.0f} readings/s")
     print(
@@ -244,6 +234,20 @@ def main() -> None:
         f"({'PASS' if c / min(a, b) >= 0.5 else 'FAIL'} ≥ 0.5)"
     )
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--readings", type=int, default=3_000_000)
+    parser.add_argument("--batch", type=int, default=100, help="readings per Kafka message")
+    parser.add_argument("--freshness-seconds", type=int, default=60)
+    parser.add_argument("--freshness-rate", type=int, default=10_000)
+    parser.add_argument("--commits", type=int, default=5_000)
+    args = parser.parse_args()
+    settings = Settings()
+    Stack(settings, Console(stderr=True)).up()
+
+    if args.readings:
+        throughput(settings, args.readings, args.batch)
     if args.freshness_seconds:
         latencies = sorted(freshness(settings, args.freshness_seconds, args.freshness_rate))
         p50 = latencies[len(latencies) // 2]
