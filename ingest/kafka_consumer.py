@@ -146,6 +146,7 @@ class BronzeConsumer:
                 messages = consumer.consume(num_messages=5000, timeout=0.2)
                 for message in messages:
                     self._add(message)
+                self.metrics.consumed.inc(len(messages))
                 if messages:
                     last_message = time.monotonic()
                 elif (
@@ -236,7 +237,6 @@ class BronzeConsumer:
             return
         failpoint("before-commit")
         started = time.monotonic()
-        self.metrics.consumed.inc(batch.messages)
         builder = decode_messages(
             batch.values, batch.partitions, batch.offsets, batch.keep_readings,
             topic=self.topic, limits=self.limits, now=datetime.now(UTC),

@@ -40,7 +40,8 @@ def consumer_log(tmp_path):
 def consumer_command(topic: str, group: str, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "lakehouse", "ingest", "kafka",
-        "--topic", topic, "--group", group, "--metrics-port", "0", *extra,
+        "--topic", topic, "--group", group,
+        *([] if "--metrics-port" in extra else ["--metrics-port", "0"]), *extra,
     ]  # fmt: skip
 
 

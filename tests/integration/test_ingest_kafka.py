@@ -206,3 +206,74 @@ def test_offsets_survive_compaction_and_snapshot_expiry(stack_settings, credenti
     assert json.loads(table.properties[f"lakehouse.kafka.offsets.{topic}"]) == {
         str(p): o for p, o in after.items()
     }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _metrics(port: int) -> dict[str, float]:
+    import httpx
+
+    values: dict[str, float] = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def _wait_metric(port: int, name: str, value: float, timeout: float = 60) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            metrics = _metrics(port)
+            if metrics.get(name) == value:
+                return metrics
+        except Exception:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{name} never reached {value}")
+
+
+def test_metrics_and_sigterm_drain(stack_settings, topic_factory, consumer_log):
+    topic = topic_factory(partitions=2)
+    port = _free_port()
+    proc_metrics = ["--metrics-port", str(port)]
+    # The batch would only close after 300 s: nothing but SIGTERM commits it.
+    proc = start_consumer(topic, f"g-{topic}", "--max-age", "300", *proc_metrics, log=consumer_log)
+    payloads = [good_message(seq) for seq in range(1, 1001)] + [b"not json"] * 3
+    for partition in (0, 1):
+        produce(stack_settings, topic, payloads, partition=partition)
+
+    metrics = _wait_metric(port, "lakehouse_ingest_records_consumed_total", 2006.0)
+    assert metrics["lakehouse_ingest_readings_committed_total"] == 0
+    assert bronze_counts(stack_settings, topic) == (0, 0)
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    assert bronze_counts(stack_settings, topic) == (2000, 2000)
+    cursor = trino_connection(stack_settings).cursor()
+    cursor.execute(
+        "select count(*) from lake.bronze.readings_rejected "
+        f"where source_topic = '{topic}' and reason = 'invalid_json'"
+    )
+    assert cursor.fetchall() == [[6]]
+
+    proc = start_consumer(topic, f"g-{topic}", "--max-age", "1", *proc_metrics, log=consumer_log)
+    try:
+        produce(stack_settings, topic, [good_message(5000)], partition=0)
+        metrics = _wait_metric(port, "lakehouse_ingest_readings_committed_total", 1.0)
+        assert metrics["lakehouse_ingest_records_rejected_total"] == 0
+        assert metrics["lakehouse_ingest_commit_seconds_count"] >= 1
+        assert metrics[f'lakehouse_ingest_partition_lag{{partition="0",topic="{topic}"}}'] == 0
+        assert metrics["lakehouse_ingest_seconds_since_last_commit"] >= 0
+        assert metrics["lakehouse_ingest_freshness_seconds"] > 0
+        assert metrics["lakehouse_ingest_fenced_batches_total"] == 0
+    finally:
+        assert stop_consumer(proc) == 0
+    assert bronze_counts(stack_settings, topic) == (2001, 2001)
