@@ -3,7 +3,8 @@
 Schema evolution policy
 -----------------------
 * Bronze schemas only grow. A new field is added as *optional* (never required) with
-  `evolve()`, so every file already written stays readable and old writers keep working.
+  `add_optional_field()`, so every file already written stays readable and writers
+  built against the older schema keep committing (the new column is null in their rows).
 * A reading may carry fields the contract does not know: they are ignored on ingest
   (the raw payload of each rejected record is kept, so nothing is silently lost there).
 * A known field with the wrong type is not coerced: the record goes to
@@ -14,7 +15,7 @@ Schema evolution policy
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
@@ -29,6 +30,8 @@ from pyiceberg.types import (
     StringType,
     TimestamptzType,
 )
+
+from lakehouse.errors import ConfigError
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -108,6 +111,28 @@ REJECTED_SCHEMA = Schema(
 REJECTED_SPEC = PartitionSpec(
     PartitionField(source_id=7, field_id=1000, transform=DayTransform(), name="ingested_day")
 )
+
+
+def add_optional_field(cursor: Any, table: str, name: str, sql_type: str, comment: str) -> None:
+    """The one permitted schema change: a new optional column, added through Trino.
+
+    Trino's Iceberg client sends the schema update in the form Nessie 0.99 accepts
+    (pyiceberg 0.12 omits the `last-column-id` it requires).
+    """
+    if not all(part.isidentifier() for part in (*table.split("."), name)):
+        raise ConfigError(f"not a plain identifier: {table}.{name}")
+    schema, _, table_name = table.partition(".")
+    cursor.execute(
+        "select column_name from lake.information_schema.columns "
+        "where table_schema = ? and table_name = ? and column_name = ?",
+        (schema, table_name, name),
+    )
+    if cursor.fetchall():
+        raise ConfigError(f"{table} already has a column {name!r}")
+    quoted = comment.replace("'", "''")
+    # Identifiers are checked above; DDL takes no bind parameters.
+    cursor.execute(f"alter table lake.{table} add column {name} {sql_type} comment '{quoted}'")
+    cursor.fetchall()
 
 
 def ensure_bronze_tables(catalog: Catalog) -> list[str]:

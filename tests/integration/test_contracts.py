@@ -1,0 +1,56 @@
+"""Bronze contracts: partitioning, and the schema evolution policy against a real table."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from ingest.readings import READINGS_ARROW, ReadingsBuilder, Source
+from lakehouse.clients import iceberg_catalog, trino_connection
+from lakehouse.contracts import (
+    READINGS,
+    READINGS_SCHEMA,
+    READINGS_SPEC,
+    STREAMING_TABLE_PROPERTIES,
+    add_optional_field,
+)
+from lakehouse.errors import ConfigError
+from tests.bad_records import good_message
+
+pytestmark = pytest.mark.integration
+
+
+def test_bronze_readings_is_partitioned_by_event_day(stack, stack_settings, credentials):
+    table = iceberg_catalog(stack_settings, credentials).load_table(READINGS)
+    assert [(f.name, str(f.transform)) for f in table.spec().fields] == [("ts_day", "day")]
+    assert [f.source_id for f in table.sort_order().fields] == [1, 5]
+    assert table.properties["commit.retry.num-retries"] == "0"
+
+
+def test_an_added_optional_field_keeps_old_writers_working(stack_settings, credentials, unique):
+    catalog = iceberg_catalog(stack_settings, credentials)
+    name = f"bronze.evolve_{unique}"
+    table = catalog.create_table(
+        name, schema=READINGS_SCHEMA, partition_spec=READINGS_SPEC,
+        properties=STREAMING_TABLE_PROPERTIES,
+    )  # fmt: skip
+    try:
+        builder = ReadingsBuilder()
+        for seq in (1, 2):
+            builder.add_message(good_message(seq), Source("kafka", "evolve", 0, seq))
+        old_rows = builder.readings_table()
+        assert old_rows.schema == READINGS_ARROW
+        table.append(old_rows)
+
+        cursor = trino_connection(stack_settings).cursor()
+        add_optional_field(cursor, name, "firmware", "varchar", "Firmware version, if known")
+        table.refresh()
+        table.append(old_rows)  # a writer built against the old schema
+
+        with pytest.raises(ConfigError, match="already has a column 'firmware'"):
+            add_optional_field(cursor, name, "firmware", "varchar", "again")
+        cursor.execute(f"select count(*), count(firmware) from lake.{name}")
+        assert cursor.fetchall() == [[4, 0]]
+        assert isinstance(table.scan().to_arrow().schema.field("firmware").type, pa.DataType)
+    finally:
+        catalog.drop_table(name)
