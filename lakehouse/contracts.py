@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pyiceberg.exceptions import TableAlreadyExistsError
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table.sorting import SortField, SortOrder
@@ -145,13 +146,16 @@ def ensure_bronze_tables(catalog: Catalog) -> list[str]:
         if catalog.table_exists(name):
             _reconcile_properties(catalog.load_table(name))
             continue
-        table = catalog.create_table(
-            name,
-            schema=schema,
-            partition_spec=spec,
-            sort_order=sort,
-            properties=STREAMING_TABLE_PROPERTIES,
-        )
+        try:
+            table = catalog.create_table(
+                name,
+                schema=schema,
+                partition_spec=spec,
+                sort_order=sort,
+                properties=STREAMING_TABLE_PROPERTIES,
+            )
+        except TableAlreadyExistsError:
+            continue  # another process created it a moment ago
         _seed_snapshot(table)
         created.append(name)
     return created

@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 
 from lakehouse.clients import iceberg_catalog
+from lakehouse.contracts import ensure_bronze_tables
 from lakehouse.errors import StackError
 from lakehouse.stack.artifacts import NESSIE_SERVER
 from lakehouse.stack.service import Service
@@ -103,7 +104,7 @@ class Nessie(Service):
         return health.status_code == 200
 
     def bootstrap(self) -> None:
-        """Check the warehouse answers and create the medallion namespaces on main."""
+        """Check the warehouse answers; create the medallion namespaces and bronze tables."""
         config = httpx.get(
             f"{self.url}/iceberg/v1/config",
             params={"warehouse": self.settings.nessie.warehouse},
@@ -120,6 +121,7 @@ class Nessie(Service):
         for namespace in self.settings.namespaces:
             if namespace not in existing:
                 catalog.create_namespace(namespace)
+        ensure_bronze_tables(catalog)
 
 
 def min_heap(heap: str) -> str:
