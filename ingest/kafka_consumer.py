@@ -12,11 +12,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from ingest.metrics import IngestMetrics
 from ingest.offsets import commit_with_offsets, read_offsets
@@ -68,6 +76,18 @@ class _Batch:
     @property
     def messages(self) -> int:
         return len(self.values)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What committing one batch did."""
+
+    batch: _Batch
+    readings: int
+    rejected: int
+    seconds: float
+    newest_us: int | None
+    fenced: FencedCommitError | None = None
 
 
 def consumer_config(settings: Settings, group_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +148,9 @@ class BronzeConsumer:
         self._readings_at: dict[int, int] = {}
         self._rejected_at: dict[int, int] = {}
         self._batch = self._new_batch()
+        # One worker decodes and commits a batch while the next one is consumed.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self._inflight: Future[_Outcome] | None = None
         self.stop_event = threading.Event()
         self.commits = 0
 
@@ -147,6 +170,8 @@ class BronzeConsumer:
                 for message in messages:
                     self._add(message)
                 self.metrics.consumed.inc(len(messages))
+                if self._inflight is not None and self._inflight.done():
+                    self._settle()
                 if messages:
                     last_message = time.monotonic()
                 elif (
@@ -161,7 +186,9 @@ class BronzeConsumer:
                 ):
                     self._flush()
             self._flush()
+            self._settle()
         finally:
+            self._worker.shutdown(wait=True)
             consumer.close()
             self._consumer = None
 
@@ -178,8 +205,8 @@ class BronzeConsumer:
         log.info("assigned %s", {tp.partition: tp.offset for tp in partitions})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._batch.messages:
-            self._flush()
+        self._flush()
+        self._settle()
         self._assigned -= {tp.partition for tp in partitions}
         consumer.unassign()
 
@@ -187,6 +214,10 @@ class BronzeConsumer:
         log.warning(
             "partitions lost: %s; dropping the open batch", [p.partition for p in partitions]
         )
+        try:
+            self._settle()  # the batch in flight commits or is fenced by the table
+        except KafkaException as exc:
+            log.warning("re-seek after losing partitions failed: %s", exc)
         self._batch = self._new_batch()
         self._assigned -= {tp.partition for tp in partitions}
 
@@ -231,19 +262,53 @@ class BronzeConsumer:
         batch.size += len(value) if value else 0
 
     def _flush(self) -> None:
+        """Hand the open batch to the commit worker (after the previous one finished)."""
+        self._settle()
         batch = self._batch
         self._batch = self._new_batch()
         if not batch.messages:
             return
         failpoint("before-commit")
+        self._inflight = self._worker.submit(self._commit, batch)
+
+    def _settle(self) -> None:
+        """Wait for the batch being committed, then account for it (main thread only)."""
+        if self._inflight is None:
+            return
+        outcome = self._inflight.result()
+        self._inflight = None
+        if outcome.fenced is not None:
+            self.metrics.fenced.inc()
+            log.warning(
+                "%s; dropping %d messages and re-seeking",
+                outcome.fenced.message, outcome.batch.messages + self._batch.messages,
+            )  # fmt: skip
+            self._batch = self._new_batch()
+            self._reseek()
+            return
+        self.commits += 1
+        self.metrics.committed.inc(outcome.readings)
+        self.metrics.rejected.inc(outcome.rejected)
+        self.metrics.commit_latency.observe(outcome.seconds)
+        newest = outcome.newest_us
+        self.metrics.record_commit(newest / 1e6 if newest is not None else None)
+        self._commit_kafka(outcome.batch.end)
+        self._update_lag()
+        log.info(
+            "committed %d readings, %d rejected, partitions %s in %.2f s",
+            outcome.readings, outcome.rejected, sorted(outcome.batch.end), outcome.seconds,
+        )  # fmt: skip
+
+    def _commit(self, batch: _Batch) -> _Outcome:
+        """Decode and commit one batch to both tables (runs on the commit worker)."""
         started = time.monotonic()
         builder = decode_messages(
             batch.values, batch.partitions, batch.offsets, batch.keep_readings,
             topic=self.topic, limits=self.limits, now=datetime.now(UTC),
         )  # fmt: skip
+        # Appended in arrival order (envelopes keep a device's readings together): sorting
+        # here would cost more than the rest of the commit; compaction applies the sort order.
         readings = builder.readings_table()
-        if readings.num_rows:
-            readings = readings.sort_by([("device_id", "ascending"), ("ts", "ascending")])
         rejected = builder.rejected_table()
         partitions = sorted(batch.end)
         try:
@@ -263,22 +328,11 @@ class BronzeConsumer:
             )  # fmt: skip
             self._rejected_at.update(new_rejected)
         except FencedCommitError as exc:
-            self.metrics.fenced.inc()
-            log.warning("%s; dropping %d messages and re-seeking", exc.message, batch.messages)
-            self._reseek()
-            return
+            return _Outcome(batch, 0, 0, time.monotonic() - started, None, fenced=exc)
         failpoint("after-iceberg-commit")
-        self.commits += 1
-        self.metrics.committed.inc(readings.num_rows)
-        self.metrics.rejected.inc(rejected.num_rows)
-        self.metrics.commit_latency.observe(time.monotonic() - started)
-        newest = builder.max_event_us
-        self.metrics.record_commit(newest / 1e6 if newest is not None else None)
-        self._commit_kafka(batch.end)
-        self._update_lag()
-        log.info(
-            "committed %d readings, %d rejected, partitions %s in %.2f s",
-            readings.num_rows, rejected.num_rows, partitions, time.monotonic() - started,
+        return _Outcome(
+            batch, readings.num_rows, rejected.num_rows, time.monotonic() - started,
+            builder.max_event_us,
         )  # fmt: skip
 
     def _reseek(self) -> None:
