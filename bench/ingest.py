@@ -105,8 +105,12 @@ def sink_limit(settings: Settings, values: list[bytes]) -> tuple[float, int]:
 
 
 def end_to_end(settings: Settings, topic: str, readings: int) -> float:
+    """The consumer into tables of its own, dropped afterwards (bronze stays clean)."""
+    suffix = uuid.uuid4().hex[:8]
+    tables = (f"bronze.bench_readings_{suffix}", f"bronze.bench_rejected_{suffix}")
     consumer = BronzeConsumer(
         settings, load(settings), topic=topic, group_id=f"bench-{uuid.uuid4().hex}",
+        tables=tables,
         # Batches close on size, as they do when the consumer is saturated.
         policy=CommitPolicy(max_bytes=32 << 20),
     )  # fmt: skip

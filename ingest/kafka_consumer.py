@@ -128,6 +128,7 @@ class BronzeConsumer:
         topic: str | None = None,
         metrics: IngestMetrics | None = None,
         overrides: dict[str, Any] | None = None,
+        tables: tuple[str, str] = (READINGS, REJECTED),
     ) -> None:
         self.settings = settings
         self.topic = topic or settings.kafka.topic
@@ -140,9 +141,9 @@ class BronzeConsumer:
             settings, group_id or settings.ingest.group_id, overrides or {}
         )
         catalog = iceberg_catalog(settings, credentials)
-        ensure_bronze_tables(catalog)
-        self._readings: Table = catalog.load_table(READINGS)
-        self._rejected: Table = catalog.load_table(REJECTED)
+        ensure_bronze_tables(catalog, *tables)
+        self._readings: Table = catalog.load_table(tables[0])
+        self._rejected: Table = catalog.load_table(tables[1])
         self._consumer: Consumer | None = None
         self._assigned: set[int] = set()
         self._readings_at: dict[int, int] = {}

@@ -136,12 +136,14 @@ def add_optional_field(cursor: Any, table: str, name: str, sql_type: str, commen
     cursor.fetchall()
 
 
-def ensure_bronze_tables(catalog: Catalog) -> list[str]:
+def ensure_bronze_tables(
+    catalog: Catalog, readings: str = READINGS, rejected: str = REJECTED
+) -> list[str]:
     """Create the bronze tables that do not exist yet; returns the names created."""
     created = []
     for name, schema, spec, sort in (
-        (READINGS, READINGS_SCHEMA, READINGS_SPEC, READINGS_SORT),
-        (REJECTED, REJECTED_SCHEMA, REJECTED_SPEC, SortOrder()),
+        (readings, READINGS_SCHEMA, READINGS_SPEC, READINGS_SORT),
+        (rejected, REJECTED_SCHEMA, REJECTED_SPEC, SortOrder()),
     ):
         if catalog.table_exists(name):
             _reconcile_properties(catalog.load_table(name))

@@ -63,12 +63,12 @@ def stop_consumer(proc: subprocess.Popen, timeout: float = 60) -> int:
     return proc.wait(timeout)
 
 
-def bronze_counts(settings, topic: str) -> tuple[int, int]:
-    """(rows, distinct partition/offset pairs) in bronze.readings from one topic."""
+def bronze_counts(settings, topic: str, table: str = "bronze.readings") -> tuple[int, int]:
+    """(rows, distinct partition/offset pairs) in a readings table from one topic."""
     cursor = trino_connection(settings).cursor()
     cursor.execute(
         "select count(*), count(distinct (source_partition, source_offset)) "
-        f"from lake.bronze.readings where source_topic = '{topic}'"
+        f"from lake.{table} where source_topic = '{topic}'"
     )
     rows, distinct = cursor.fetchall()[0]
     return rows, distinct

@@ -173,17 +173,23 @@ def test_two_consumers_and_a_rebalance_keep_exactly_once(
     _assert_offsets_contiguous(stack_settings, topic)
 
 
-def test_offsets_survive_compaction_and_snapshot_expiry(stack_settings, credentials, topic_factory):
+def test_offsets_survive_compaction_and_snapshot_expiry(
+    stack_settings, credentials, topic_factory, unique
+):
     topic = topic_factory(partitions=3)
-    policy = CommitPolicy(max_age_seconds=1)
+    policy = CommitPolicy(max_rows=2_000, max_age_seconds=1)  # many small files to compact
+    tables = (f"bronze.compact_{unique}", f"bronze.compact_rejected_{unique}")
     assert _produce_singles(stack_settings, topic, 20_000, seed=3) == 20_000
-    BronzeConsumer(stack_settings, credentials, topic=topic, policy=policy).run(idle_exit_seconds=3)
-    table = iceberg_catalog(stack_settings, credentials).load_table(READINGS)
+    BronzeConsumer(stack_settings, credentials, topic=topic, policy=policy, tables=tables).run(
+        idle_exit_seconds=3
+    )
+    catalog = iceberg_catalog(stack_settings, credentials)
+    table = catalog.load_table(tables[0])
     before = read_offsets(table, topic)
     assert sum(before.values()) == 20_000
 
     cursor = trino_connection(stack_settings).cursor()
-    cursor.execute("alter table lake.bronze.readings execute optimize")
+    cursor.execute(f"alter table lake.{tables[0]} execute optimize")
     cursor.fetchall()
     table.refresh()
     # Compaction wrote a snapshot without our summary properties, and Nessie keeps no
@@ -198,14 +204,18 @@ def test_offsets_survive_compaction_and_snapshot_expiry(stack_settings, credenti
     assert read_offsets(table, topic) == before
 
     assert _produce_singles(stack_settings, topic, 10_000, seed=4) == 10_000
-    BronzeConsumer(stack_settings, credentials, topic=topic, policy=policy).run(idle_exit_seconds=3)
-    assert bronze_counts(stack_settings, topic) == (30_000, 30_000)
+    BronzeConsumer(stack_settings, credentials, topic=topic, policy=policy, tables=tables).run(
+        idle_exit_seconds=3
+    )
+    assert bronze_counts(stack_settings, topic, table=tables[0]) == (30_000, 30_000)
     table.refresh()
     after = read_offsets(table, topic)
     assert sum(after.values()) == 30_000
     assert json.loads(table.properties[f"lakehouse.kafka.offsets.{topic}"]) == {
         str(p): o for p, o in after.items()
     }
+    for name in tables:
+        catalog.drop_table(name)
 
 
 def _free_port() -> int:
