@@ -111,6 +111,8 @@ class SimulationConfig:
 def deliveries(fleet: Fleet, config: SimulationConfig, samples: int) -> Iterator[Delivery]:
     """Each device takes `samples` samples (one reading per metric); batched per device."""
     rng = random.Random(f"readings-{config.seed}")
+    # Delivery effects draw from their own stream: the readings do not depend on them.
+    delivery_rng = random.Random(f"delivery-{config.seed}")
     seqs = {d.device_id: 0 for d in fleet.devices}
     quiet_until = {d.device_id: -1 for d in fleet.devices}
     pending: dict[str, list[dict[str, Any]]] = {d.device_id: [] for d in fleet.devices}
@@ -147,12 +149,12 @@ def deliveries(fleet: Fleet, config: SimulationConfig, samples: int) -> Iterator
                 batch_counter += 1
                 window.append(_delivery(device, batch, config.seed, batch_counter))
                 pending[device.device_id] = []
-        yield from _drain(window, rng, config, final=False)
+        yield from _drain(window, delivery_rng, config, final=False)
     for device in fleet.devices:
         if pending[device.device_id]:
             batch_counter += 1
             window.append(_delivery(device, pending[device.device_id], config.seed, batch_counter))
-    yield from _drain(window, rng, config, final=True)
+    yield from _drain(window, delivery_rng, config, final=True)
 
 
 def _delivery(device: Device, readings: list[dict[str, Any]], seed: int, n: int) -> Delivery:
