@@ -5,6 +5,7 @@ LakehouseError
  ├── ConfigError                 settings that cannot work together
  ├── CatalogError                Nessie refused or failed a reference operation
  │    └── ReferenceConflictError a branch moved or exists already (HTTP 409)
+ ├── RegistryError               a device registry operation was refused
  ├── IngestError                 ingestion could not proceed
  │    ├── FencedCommitError      a batch's start offsets no longer match the table
  │    └── InputFileError         a file to ingest cannot be read at all
@@ -47,6 +48,10 @@ class CatalogError(LakehouseError):
 
 class ReferenceConflictError(CatalogError):
     """The reference exists already or moved since it was read (Nessie's HTTP 409)."""
+
+
+class RegistryError(LakehouseError):
+    """A device registry operation was refused (unknown device, bad site, …)."""
 
 
 class IngestError(LakehouseError):

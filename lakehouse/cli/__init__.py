@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from rich.logging import RichHandler
 
 from lakehouse.cli.common import err
+from lakehouse.cli.devices import devices_app
 from lakehouse.cli.ingest import ingest_app
 from lakehouse.cli.simulate import simulate
 from lakehouse.cli.stack import stack_app
@@ -21,6 +22,7 @@ from lakehouse.errors import LakehouseError, ServiceStartError
 app = typer.Typer(help="A self-hosted Apache Iceberg lakehouse.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(ingest_app, name="ingest")
+app.add_typer(devices_app, name="devices")
 app.command("simulate")(simulate)
 
 

@@ -1,0 +1,216 @@
+"""The device registry in PostgreSQL: tenants, sites, devices and their tokens.
+
+A token is 256 random bits, shown once, stored only as its SHA-256 (a hash of a
+high-entropy secret needs no slow KDF). Rotation keeps the old token valid for a grace
+period; revocation of a device or token takes effect at the gateway within its cache
+lifetime (seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from lakehouse.errors import RegistryError
+
+TOKEN_PREFIX = "lhd_"
+
+SCHEMA_SQL = """
+create schema if not exists registry;
+create table if not exists registry.tenants (
+    tenant text primary key check (length(tenant) between 1 and 128),
+    created_at timestamptz not null default now()
+);
+create table if not exists registry.sites (
+    site text primary key check (length(site) between 1 and 128),
+    tenant text not null references registry.tenants,
+    lat double precision not null check (lat between -90 and 90),
+    lon double precision not null check (lon between -180 and 180),
+    created_at timestamptz not null default now()
+);
+create table if not exists registry.devices (
+    device_id text primary key check (length(device_id) between 1 and 128),
+    tenant text not null references registry.tenants,
+    site text not null references registry.sites,
+    created_at timestamptz not null default now(),
+    revoked_at timestamptz
+);
+create table if not exists registry.device_tokens (
+    token_hash bytea primary key,
+    device_id text not null references registry.devices,
+    created_at timestamptz not null default now(),
+    expires_at timestamptz,
+    valid_until timestamptz,
+    revoked_at timestamptz
+);
+create index if not exists device_tokens_device on registry.device_tokens (device_id);
+create table if not exists registry.upload_batches (
+    device_id text not null,
+    batch_id text not null,
+    digest bytea not null,
+    receipt jsonb not null,
+    created_at timestamptz not null default now(),
+    primary key (device_id, batch_id)
+);
+"""
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """Who a token speaks for."""
+
+    device_id: str
+    tenant: str
+    site: str
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    device_id: str
+    tenant: str
+    site: str
+    created_at: datetime
+    revoked_at: datetime | None
+    active_tokens: int
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def ensure_schema(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(424242)")
+        conn.execute(SCHEMA_SQL)
+
+
+def register(
+    conn: psycopg.Connection[Any],
+    device_id: str,
+    *,
+    tenant: str,
+    site: str,
+    lat: float | None = None,
+    lon: float | None = None,
+    expires_in: timedelta | None = None,
+) -> str:
+    """Register a device (creating its tenant and site if needed); returns its token."""
+    with conn.transaction():
+        conn.execute(
+            "insert into registry.tenants (tenant) values (%s) on conflict do nothing", (tenant,)
+        )
+        row = conn.execute("select tenant from registry.sites where site = %s", (site,)).fetchone()
+        if row is None:
+            if lat is None or lon is None:
+                raise RegistryError(
+                    f"site {site!r} is new: its coordinates are needed",
+                    fix="pass --lat and --lon",
+                )
+            conn.execute(
+                "insert into registry.sites (site, tenant, lat, lon) values (%s, %s, %s, %s)",
+                (site, tenant, lat, lon),
+            )
+        elif row[0] != tenant:
+            raise RegistryError(f"site {site!r} belongs to tenant {row[0]!r}, not {tenant!r}")
+        existing = conn.execute(
+            "select 1 from registry.devices where device_id = %s", (device_id,)
+        ).fetchone()
+        if existing:
+            raise RegistryError(
+                f"device {device_id!r} is already registered",
+                fix="use `lakehouse devices rotate` for a new token",
+            )
+        conn.execute(
+            "insert into registry.devices (device_id, tenant, site) values (%s, %s, %s)",
+            (device_id, tenant, site),
+        )
+        return _issue(conn, device_id, expires_in)
+
+
+def _issue(conn: psycopg.Connection[Any], device_id: str, expires_in: timedelta | None) -> str:
+    token = new_token()
+    conn.execute(
+        "insert into registry.device_tokens (token_hash, device_id, expires_at) "
+        "values (%s, %s, now() + %s)",
+        (token_hash(token), device_id, expires_in),
+    )
+    return token
+
+
+def rotate(
+    conn: psycopg.Connection[Any],
+    device_id: str,
+    *,
+    grace: timedelta,
+    expires_in: timedelta | None = None,
+) -> str:
+    """Issue a new token; the device's current tokens stay valid for `grace`."""
+    with conn.transaction():
+        _active_device(conn, device_id)
+        conn.execute(
+            "update registry.device_tokens set valid_until = least("
+            "coalesce(valid_until, 'infinity'), now() + %s) "
+            "where device_id = %s and revoked_at is null",
+            (grace, device_id),
+        )
+        return _issue(conn, device_id, expires_in)
+
+
+def revoke(conn: psycopg.Connection[Any], device_id: str) -> None:
+    """Revoke a device and every token it has."""
+    with conn.transaction():
+        _active_device(conn, device_id)
+        conn.execute(
+            "update registry.devices set revoked_at = now() where device_id = %s", (device_id,)
+        )
+        conn.execute(
+            "update registry.device_tokens set revoked_at = now() "
+            "where device_id = %s and revoked_at is null",
+            (device_id,),
+        )
+
+
+def _active_device(conn: psycopg.Connection[Any], device_id: str) -> None:
+    row = conn.execute(
+        "select revoked_at from registry.devices where device_id = %s", (device_id,)
+    ).fetchone()
+    if row is None:
+        raise RegistryError(f"no device {device_id!r}", fix="list them: lakehouse devices list")
+    if row[0] is not None:
+        raise RegistryError(f"device {device_id!r} was revoked at {row[0]:%Y-%m-%d %H:%M:%S}")
+
+
+def list_devices(conn: psycopg.Connection[Any], tenant: str | None = None) -> list[DeviceRow]:
+    rows = conn.execute(
+        """
+        select d.device_id, d.tenant, d.site, d.created_at, d.revoked_at,
+               count(t.token_hash) filter (
+                   where t.revoked_at is null
+                     and (t.expires_at is null or t.expires_at > now())
+                     and (t.valid_until is null or t.valid_until > now()))
+        from registry.devices d left join registry.device_tokens t using (device_id)
+        where %(tenant)s::text is null or d.tenant = %(tenant)s
+        group by 1, 2, 3, 4, 5 order by d.tenant, d.device_id
+        """,
+        {"tenant": tenant},
+    ).fetchall()
+    return [DeviceRow(*row) for row in rows]
+
+
+AUTHENTICATE_SQL = """
+select d.device_id, d.tenant, d.site
+from registry.device_tokens t join registry.devices d using (device_id)
+where t.token_hash = %s
+  and t.revoked_at is null and d.revoked_at is null
+  and (t.expires_at is null or t.expires_at > now())
+  and (t.valid_until is null or t.valid_until > now())
+"""
