@@ -199,6 +199,16 @@ class ReadingsBuilder:
                 self.reject(orjson.dumps(reading), exc, source, identity, item_index=index)
 
     # -- readings ---------------------------------------------------------------------
+    def validate(self, reading: Any, identity: tuple[str, str, str | None]) -> None:
+        """Check one reading against the contract without keeping it; raises Rejected."""
+        if not isinstance(reading, dict):
+            raise Rejected("reading_not_object", f"reading is {_json_type(reading)}")
+        keep, self.keep_readings = self.keep_readings, False
+        try:
+            self._add_reading(reading, identity, Source("upload"))
+        finally:
+            self.keep_readings = keep
+
     def add_reading(
         self, reading: dict[str, Any], identity: tuple[str, str, str | None], source: Source
     ) -> bool:

@@ -102,6 +102,20 @@ class IngestSettings(BaseSettings):
     max_future_seconds: float = Field(default=86_400.0, ge=0)
 
 
+class GatewaySettings(BaseSettings):
+    """The device upload gateway."""
+
+    model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_GATEWAY_")
+
+    port: int = 8088
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_decompressed_bytes: int = Field(default=8 << 20, ge=1024)
+    max_readings: int = Field(default=5_000, ge=1)
+    requests_per_second: float = Field(default=20.0, gt=0)
+    burst: int = Field(default=40, ge=1)
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Stack-wide settings; each service's own class hangs off it."""
 
@@ -120,6 +134,7 @@ class Settings(BaseSettings):
     trino: TrinoSettings = Field(default_factory=TrinoSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     @model_validator(mode="after")
     def _ports_are_distinct(self) -> Settings:

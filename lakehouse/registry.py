@@ -18,7 +18,7 @@ import psycopg
 
 from lakehouse.errors import RegistryError
 
-TOKEN_PREFIX = "lhd_"
+TOKEN_PREFIX = "lhd_"  # noqa: S105 - a prefix that marks tokens, not a secret
 
 SCHEMA_SQL = """
 create schema if not exists registry;

@@ -13,6 +13,7 @@ from rich.logging import RichHandler
 
 from lakehouse.cli.common import err
 from lakehouse.cli.devices import devices_app
+from lakehouse.cli.gateway import gateway
 from lakehouse.cli.ingest import ingest_app
 from lakehouse.cli.simulate import simulate
 from lakehouse.cli.stack import stack_app
@@ -23,6 +24,7 @@ app = typer.Typer(help="A self-hosted Apache Iceberg lakehouse.", no_args_is_hel
 app.add_typer(stack_app, name="stack")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(devices_app, name="devices")
+app.command("gateway")(gateway)
 app.command("simulate")(simulate)
 
 

@@ -1,0 +1,1 @@
+"""The upload gateway: devices POST readings with their token; readings go to Kafka."""

@@ -1,0 +1,49 @@
+"""Bearer-token authentication against the registry, with a short-lived cache."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from ingest.gateway.problems import Problem
+from lakehouse.registry import AUTHENTICATE_SQL, TOKEN_PREFIX, DeviceIdentity, token_hash
+
+# Revocation must reach the gateway within 5 s; entries live shorter than that.
+CACHE_SECONDS = 2.0
+
+
+class Authenticator:
+    def __init__(self, pool: AsyncConnectionPool[Any], cache_seconds: float = CACHE_SECONDS):
+        self.pool = pool
+        self.cache_seconds = cache_seconds
+        self._cache: dict[bytes, tuple[float, DeviceIdentity | None]] = {}
+
+    async def identify(self, authorization: str | None) -> DeviceIdentity:
+        if not authorization:
+            raise _unauthorized("missing Authorization header", "missing-token")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            raise _unauthorized("expected `Authorization: Bearer lhd_…`", "malformed-token")
+        key = token_hash(token)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            identity = cached[1]
+        else:
+            async with self.pool.connection() as conn:
+                cursor = await conn.execute(AUTHENTICATE_SQL, (key,))
+                row = await cursor.fetchone()
+            identity = DeviceIdentity(*row) if row else None
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[key] = (now, identity)
+        if identity is None:
+            raise _unauthorized("token is unknown, revoked or expired", "invalid-token")
+        return identity
+
+
+def _unauthorized(detail: str, code: str) -> Problem:
+    return Problem(401, code, detail, headers={"WWW-Authenticate": 'Bearer realm="lakehouse"'})
