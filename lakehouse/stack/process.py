@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,10 @@ import psutil
 
 log = logging.getLogger(__name__)
 
-# Children started by this interpreter, kept so their exit status can be collected
-# (and so Popen does not warn about a still-running child when it is collected).
+# Children started by this interpreter, kept so their exit status can be collected.
 _children: dict[int, subprocess.Popen[bytes]] = {}
+# Services are meant to outlive the command that started them.
+warnings.filterwarnings("ignore", r"subprocess \d+ is still running", ResourceWarning)
 
 
 @atexit.register
