@@ -1,0 +1,173 @@
+"""A durable store-and-forward queue in SQLite (WAL).
+
+States: ready → inflight (part of a batch being uploaded) → acked; a reading the
+gateway refuses for good becomes failed. On open, inflight rows go back to ready but
+keep their batch id, so the same batch is resent under the same idempotency key and
+the gateway answers with its original receipt instead of accepting it twice.
+
+`seq` is per device, strictly increasing and persisted in the same transaction as the
+reading, so it survives reboots and power loss.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+SCHEMA = """
+create table if not exists readings (
+    seq integer primary key,
+    payload text not null,
+    state text not null check (state in ('ready', 'inflight', 'acked', 'failed')),
+    batch_id text,
+    created_at real not null
+);
+create index if not exists readings_state on readings (state, seq);
+create table if not exists meta (key text primary key, value integer not null);
+"""
+
+
+@dataclass(frozen=True)
+class Batch:
+    batch_id: str
+    seqs: List[int]
+    readings: List[Dict[str, Any]]
+
+
+class QueueFull(Exception):
+    """The queue holds max_rows readings and the policy is to pause sampling."""
+
+
+class DurableQueue:
+    def __init__(self, path: str, *, max_rows: int = 1_000_000, policy: str = "drop_oldest"):
+        if policy not in ("drop_oldest", "pause"):
+            raise ValueError("policy must be drop_oldest or pause")
+        self.max_rows = max_rows
+        self.policy = policy
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("pragma journal_mode=wal")
+        self._db.execute("pragma synchronous=full")
+        self._db.executescript(SCHEMA)
+        with self._tx():
+            self._db.execute("update readings set state = 'ready' where state = 'inflight'")
+            self._db.execute("insert or ignore into meta values ('next_seq', 1), ('dropped', 0)")
+
+    def _tx(self) -> "_Transaction":
+        return _Transaction(self._db, self._lock)
+
+    def put(self, reading: Dict[str, Any]) -> int:
+        """Stamp `reading` with the next seq and store it durably; returns the seq."""
+        with self._tx():
+            if self._pending() >= self.max_rows:
+                if self.policy == "pause":
+                    raise QueueFull(f"{self.max_rows} readings waiting")
+                self._db.execute(
+                    "delete from readings where seq = (select min(seq) from readings "
+                    "where state = 'ready' and batch_id is null)"
+                )
+                self._db.execute("update meta set value = value + 1 where key = 'dropped'")
+            seq = self._meta("next_seq")
+            self._db.execute("update meta set value = ? where key = 'next_seq'", (seq + 1,))
+            payload = json.dumps({**reading, "seq": seq}, separators=(",", ":"))
+            self._db.execute(
+                "insert into readings (seq, payload, state, created_at) values (?, ?, 'ready', ?)",
+                (seq, payload, time.time()),
+            )
+        return seq
+
+    def next_batch(self, size: int) -> Optional[Batch]:
+        """The oldest unsent batch: first an interrupted one (same id), else a new one."""
+        with self._tx():
+            row = self._db.execute(
+                "select batch_id from readings where state = 'ready' and batch_id is not null "
+                "order by seq limit 1"
+            ).fetchone()
+            if row is not None:
+                rows = self._db.execute(
+                    "select seq, payload from readings where batch_id = ? and state = 'ready' "
+                    "order by seq",
+                    (row[0],),
+                ).fetchall()
+                batch_id = row[0]
+            else:
+                rows = self._db.execute(
+                    "select seq, payload from readings where state = 'ready' order by seq limit ?",
+                    (size,),
+                ).fetchall()
+                if not rows:
+                    return None
+                batch_id = uuid.uuid4().hex
+            self._db.executemany(
+                "update readings set state = 'inflight', batch_id = ? where seq = ?",
+                [(batch_id, seq) for seq, _ in rows],
+            )
+        return Batch(batch_id, [s for s, _ in rows], [json.loads(p) for _, p in rows])
+
+    def ack(self, batch: Batch) -> None:
+        with self._tx():
+            self._db.execute(
+                "update readings set state = 'acked' where batch_id = ?", (batch.batch_id,)
+            )
+            # Acked rows are only kept for `status`; trim them so the file stays small.
+            self._db.execute(
+                "delete from readings where state = 'acked' and seq < "
+                "(select coalesce(max(seq), 0) - 1000 from readings where state = 'acked')"
+            )
+
+    def release(self, batch: Batch) -> None:
+        """Upload failed for now: back to ready, keeping the batch id for the retry."""
+        with self._tx():
+            self._db.execute(
+                "update readings set state = 'ready' where batch_id = ?", (batch.batch_id,)
+            )
+
+    def fail(self, batch: Batch) -> None:
+        """The gateway refused the batch for good (4xx): keep it, but stop sending it."""
+        with self._tx():
+            self._db.execute(
+                "update readings set state = 'failed' where batch_id = ?", (batch.batch_id,)
+            )
+
+    def counts(self) -> Dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("select state, count(*) from readings group by state")
+            counts = {state: 0 for state in ("ready", "inflight", "acked", "failed")}
+            counts.update(dict(rows.fetchall()))
+            counts["dropped"] = self._meta("dropped")
+            counts["next_seq"] = self._meta("next_seq")
+            return counts
+
+    def _pending(self) -> int:
+        row = self._db.execute(
+            "select count(*) from readings where state in ('ready', 'inflight')"
+        ).fetchone()
+        return int(row[0])
+
+    def _meta(self, key: str) -> int:
+        return int(self._db.execute("select value from meta where key = ?", (key,)).fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self._db = db
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        self._db.execute("begin immediate")
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        try:
+            self._db.execute("rollback" if exc_type else "commit")
+        finally:
+            self._lock.release()

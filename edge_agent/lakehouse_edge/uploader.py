@@ -1,0 +1,92 @@
+"""Send queued batches to the gateway: gzip, idempotency key, retries with backoff."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+from typing import Optional
+
+from lakehouse_edge.queue import Batch, DurableQueue
+from lakehouse_edge.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+# Answers that a retry cannot change: the batch is kept as failed, not resent.
+PERMANENT = {400, 403, 409, 413, 415}
+
+
+class Uploader:
+    def __init__(self, queue: DurableQueue, gateway: str, token: str, *, batch_size: int,
+                 compress: bool = True, timeout: float = 30.0) -> None:  # fmt: skip
+        self.queue = queue
+        self.url = gateway.rstrip("/") + "/v1/readings"
+        self.token = token
+        self.batch_size = batch_size
+        self.compress = compress
+        self.timeout = timeout
+        self.retry = RetryPolicy()
+
+    def send_one(self) -> Optional[float]:
+        """Upload one batch. Returns seconds to wait before the next try (None: go on)."""
+        batch = self.queue.next_batch(self.batch_size)
+        if batch is None:
+            return 1.0
+        status, retry_after = self._post(batch)
+        if status in (200, 202):
+            self.queue.ack(batch)
+            self.retry.succeeded()
+            return None
+        if status in PERMANENT:
+            log.error("gateway refused batch %s for good (HTTP %s)", batch.batch_id, status)
+            self.queue.fail(batch)
+            return None
+        self.queue.release(batch)
+        delay = self.retry.next_delay(retry_after)
+        log.warning("upload failed (%s); retrying in %.1f s", status, delay)
+        return delay
+
+    def _post(self, batch: Batch) -> "tuple[int | str, Optional[float]]":
+        body = json.dumps(batch.readings, separators=(",", ":")).encode()
+        headers = {
+            "Authorization": f"Bearer {self.token}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": batch.batch_id,
+        }
+        if self.compress:
+            body = gzip.compress(body, compresslevel=5)
+            headers["Content-Encoding"] = "gzip"
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.status, None
+        except urllib.error.HTTPError as exc:
+            return exc.code, _retry_after(exc.headers.get("Retry-After"))
+        except (urllib.error.URLError, OSError) as exc:
+            return f"network: {exc}", None
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            delay = self.send_one()
+            if delay:
+                stop.wait(delay)
+
+    def drain(self) -> int:
+        """Send until nothing is ready; returns how many batches failed for good."""
+        while True:
+            counts = self.queue.counts()
+            if counts["ready"] == 0 and counts["inflight"] == 0:
+                return counts["failed"]
+            delay = self.send_one()
+            if delay:
+                threading.Event().wait(delay)
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
