@@ -59,17 +59,18 @@ def sample_loop(config: AgentConfig, queue: DurableQueue, stop: threading.Event)
             except Exception as exc:  # a broken sensor must not stop the others
                 log.warning("source failed: %s", exc)
                 continue
+            stamped = []
             for reading in readings:
-                if config.max_readings and queue.counts()["next_seq"] > config.max_readings:
-                    break
                 ts = clock.stamp()
-                if ts is None:
-                    continue
-                try:
-                    queue.put({**reading, "ts": ts})
-                except QueueFull:
-                    log.warning("queue full; sampling paused")
-                    break
+                if ts is not None:
+                    stamped.append({**reading, "ts": ts})
+            if config.max_readings:
+                room = config.max_readings - queue.counts()["next_seq"] + 1
+                stamped = stamped[: max(room, 0)]
+            try:
+                queue.put_many(stamped)
+            except QueueFull:
+                log.warning("queue full; sampling paused")
         stop.wait(config.interval_seconds)
 
 

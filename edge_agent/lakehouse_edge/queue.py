@@ -63,22 +63,29 @@ class DurableQueue:
 
     def put(self, reading: Dict[str, Any]) -> int:
         """Stamp `reading` with the next seq and store it durably; returns the seq."""
+        return self.put_many([reading])[0]
+
+    def put_many(self, readings: List[Dict[str, Any]]) -> List[int]:
+        """Store several readings in one transaction (one fsync); returns their seqs."""
         with self._tx():
-            if self._pending() >= self.max_rows:
-                if self.policy == "pause":
-                    raise QueueFull(f"{self.max_rows} readings waiting")
-                self._db.execute(
-                    "delete from readings where seq = (select min(seq) from readings "
-                    "where state = 'ready' and batch_id is null)"
-                )
-                self._db.execute("update meta set value = value + 1 where key = 'dropped'")
-            seq = self._meta("next_seq")
-            self._db.execute("update meta set value = ? where key = 'next_seq'", (seq + 1,))
-            payload = json.dumps({**reading, "seq": seq}, separators=(",", ":"))
+            return [self._put(reading) for reading in readings]
+
+    def _put(self, reading: Dict[str, Any]) -> int:
+        if self._pending() >= self.max_rows:
+            if self.policy == "pause":
+                raise QueueFull(f"{self.max_rows} readings waiting")
             self._db.execute(
-                "insert into readings (seq, payload, state, created_at) values (?, ?, 'ready', ?)",
-                (seq, payload, time.time()),
+                "delete from readings where seq = (select min(seq) from readings "
+                "where state = 'ready' and batch_id is null)"
             )
+            self._db.execute("update meta set value = value + 1 where key = 'dropped'")
+        seq = self._meta("next_seq")
+        self._db.execute("update meta set value = ? where key = 'next_seq'", (seq + 1,))
+        payload = json.dumps({**reading, "seq": seq}, separators=(",", ":"))
+        self._db.execute(
+            "insert into readings (seq, payload, state, created_at) values (?, ?, 'ready', ?)",
+            (seq, payload, time.time()),
+        )
         return seq
 
     def next_batch(self, size: int) -> Optional[Batch]:

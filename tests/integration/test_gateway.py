@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,11 @@ from confluent_kafka import Consumer, TopicPartition
 
 from lakehouse import registry
 from lakehouse.clients import kafka_config, postgres_connection
+from tests.integration.conftest import free_port, start_gateway
 
 pytestmark = pytest.mark.integration
 
 GOOD = {"seq": 1, "ts": "2026-11-20T12:00:00Z", "metric": "temperature", "value": 21.5}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -67,25 +61,10 @@ def tokens(registry_conn) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def gateway(stack, stack_settings, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("gateway") / "gateway.log"
-    env = {**os.environ, "LAKEHOUSE_GATEWAY_DELIVERY_TIMEOUT_SECONDS": "3"}
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lakehouse", "gateway", "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.3)
-    yield url, log
+    proc = start_gateway(port, log, LAKEHOUSE_GATEWAY_DELIVERY_TIMEOUT_SECONDS="3")
+    yield f"http://127.0.0.1:{port}", log
     proc.terminate()
     proc.wait(30)
 

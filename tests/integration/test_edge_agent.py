@@ -1,0 +1,118 @@
+"""Device to bronze through network cuts and power loss: every reading exactly once.
+
+Checked in bronze (silver does not exist yet): the rows of the device are counted raw
+and deduplicated on (device_id, seq); both must equal the readings sampled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lakehouse import registry
+from lakehouse.clients import postgres_connection, trino_connection
+from tests.integration.conftest import free_port, start_consumer, start_gateway, stop_consumer
+
+pytestmark = pytest.mark.integration
+
+READINGS = 20_000
+
+
+def agent(config: Path, command: str = "run", log=None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lakehouse_edge", command, "--config", str(config)],
+        stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def queue_status(config: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "lakehouse_edge", "status", "--config", str(config)],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    return json.loads(out)
+
+
+def kill_9(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+
+
+def test_network_cut_and_power_loss_lose_and_duplicate_nothing(
+    stack, stack_settings, credentials, tmp_path, consumer_log
+):
+    device = f"edge-{os.urandom(4).hex()}"
+    with postgres_connection(stack_settings, credentials) as conn:
+        conn.autocommit = True
+        registry.ensure_schema(conn)
+        token = registry.register(conn, device, tenant="tenant-01", site="site-edge",
+                                  lat=51.5, lon=-0.1)  # fmt: skip
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'gateway = "http://127.0.0.1:{port}"\ntoken_file = "{token_file}"\n'
+        f'state_dir = "{tmp_path / "state"}"\ninterval_seconds = 0.05\nbatch_size = 500\n'
+        f'max_readings = {READINGS}\n\n[[sources]]\ntype = "simulator"\nmetrics = 50\n'
+    )
+    gateway_log = tmp_path / "gateway.log"
+    agent_log = (tmp_path / "agent.log").open("ab")
+    topic = stack_settings.kafka.topic
+    consumer = start_consumer(topic, stack_settings.ingest.group_id, "--max-age", "2",
+                              log=consumer_log)  # fmt: skip
+    gateway = start_gateway(port, gateway_log)
+    try:
+        running = agent(config, log=agent_log)
+        time.sleep(3)
+        kill_9(running)  # power loss while uploading
+        running = agent(config, log=agent_log)
+        time.sleep(2)
+        gateway.terminate()  # the network goes away for 30 s
+        gateway.wait(30)
+        time.sleep(10)
+        kill_9(running)  # power loss while the gateway is unreachable
+        running = agent(config, log=agent_log)
+        time.sleep(20)
+        gateway = start_gateway(port, gateway_log)
+        time.sleep(2)
+        kill_9(running)  # power loss while the backlog drains
+        running = agent(config, log=agent_log)
+
+        deadline = time.monotonic() + 240
+        while True:
+            status = queue_status(config)
+            if status["next_seq"] > READINGS and status["ready"] == status["inflight"] == 0:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(1)
+        assert (status["failed"], status["dropped"]) == (0, 0)
+        running.terminate()
+        assert running.wait(60) == 0
+
+        cursor = trino_connection(stack_settings).cursor()
+        query = (
+            "select count(*), count(distinct seq), min(seq), max(seq) "
+            f"from lake.bronze.readings where device_id = '{device}'"
+        )
+        deadline = time.monotonic() + 180
+        while True:
+            cursor.execute(query)
+            rows = cursor.fetchall()[0]
+            if rows[1] >= READINGS or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert rows == [READINGS, READINGS, 1, READINGS]
+    finally:
+        agent_log.close()
+        gateway.terminate()
+        gateway.wait(30)
+        assert stop_consumer(consumer) == 0
