@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -109,6 +110,6 @@ def start_gateway(port: int, log_path, **env_overrides: str) -> subprocess.Popen
         except httpx.TransportError:
             pass
         if proc.poll() is not None:
-            raise AssertionError(f"gateway exited: {open(log_path).read()[-2000:]}")
+            raise AssertionError(f"gateway exited: {Path(log_path).read_text()[-2000:]}")
         time.sleep(0.3)
     raise AssertionError("gateway never became ready")
