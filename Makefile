@@ -57,6 +57,8 @@ fmt: setup ## Format the code
 bench: setup ## Run the benchmarks (prints ratios and absolute figures)
 	$(BIN)/python -m bench.stack_start
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.gateway
+	$(BIN)/python -m bench.edge_agent
 
 .PHONY: clean
 clean: ## Stop the stack, delete its state and the virtualenv (the download cache is kept)

@@ -1,0 +1,220 @@
+"""Gateway throughput and latency against the raw Kafka produce rate, in one run.
+
+(1) Saturation: concurrent clients post 100-reading batches for 500 devices as fast as
+one gateway process answers; readings/s, compared with producing the same envelopes
+straight to Kafka (acks=all) in the same run. Target ≥ 50,000 readings/s.
+(2) Paced: 500 devices each send one 100-reading batch per second; p50/p95/p99
+latency. Target p95 ≤ 50 ms.
+
+Usage: python -m bench.gateway [--seconds S] [--concurrency N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from confluent_kafka import Producer
+from rich.console import Console
+
+from lakehouse import registry
+from lakehouse.clients import kafka_config, postgres_connection
+from lakehouse.config import Settings
+from lakehouse.credentials import load
+from lakehouse.stack.manager import Stack
+
+DEVICES = 500
+BATCH = 100
+
+
+def batch_body(seq0: int) -> bytes:
+    ts = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return orjson.dumps(
+        [{"seq": seq0 + i, "ts": ts, "metric": "temperature", "value": 20.0 + i % 7, "unit": "C"}
+         for i in range(BATCH)]
+    )  # fmt: skip
+
+
+def register_devices(settings: Settings) -> list[str]:
+    run = uuid.uuid4().hex[:6]
+    with postgres_connection(settings, load(settings)) as conn:
+        conn.autocommit = True
+        registry.ensure_schema(conn)
+        return [
+            registry.register(
+                conn, f"bench-{run}-{d}", tenant="bench", site="bench-site", lat=0.0, lon=0.0
+            )
+            for d in range(DEVICES)
+        ]
+
+
+def kafka_baseline(settings: Settings, seconds: float) -> float:
+    """The same envelopes produced straight to Kafka (a topic of the same shape)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"bench-gateway-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient(kafka_config(settings))
+    admin.create_topics([NewTopic(topic, num_partitions=settings.kafka.partitions)])[topic].result()
+    try:
+        return _produce_for(settings, topic, seconds)
+    finally:
+        admin.delete_topics([topic])[topic].result()
+
+
+def _produce_for(settings: Settings, topic: str, seconds: float) -> float:
+    producer = Producer(kafka_config(settings, acks="all", **{"enable.idempotence": True,
+                                                              "linger.ms": 2}))  # fmt: skip
+    body = orjson.loads(batch_body(0))
+    sent = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        envelope = orjson.dumps({"device_id": f"bench-{sent % DEVICES}", "tenant": "bench",
+                                 "site": "bench-site", "batch_id": uuid.uuid4().hex,
+                                 "readings": body})  # fmt: skip
+        while True:
+            try:
+                producer.produce(topic, envelope)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+        sent += BATCH
+    producer.flush(60)
+    return sent / (time.perf_counter() - started)
+
+
+class RawClient:
+    """A minimal HTTP/1.1 keep-alive client: the load generator must cost far less CPU
+    than the server it measures, which a full-featured client does not on 2 cores."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, token: str, body: bytes, key: str | None) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        head = (
+            f"POST /v1/readings HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}"
+            f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            + (f"Idempotency-Key: {key}\r\n" if key else "")
+            + "\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await self.reader.readexactly(length)
+        return int(status_line.split()[1])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def saturate(port: int, tokens: list[str], seconds: float, concurrency: int) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+    body = batch_body(0)
+    counter = 0
+
+    async def worker(index: int) -> None:
+        nonlocal done, counter
+        client = RawClient(port)
+        device = index
+        while time.perf_counter() < deadline:
+            device = (device + concurrency) % DEVICES
+            counter += 1
+            if await client.post(tokens[device], body, f"k{counter}") == 202:
+                done += BATCH
+        client.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+async def paced(port: int, tokens: list[str], seconds: float) -> list[float]:
+    latencies: list[float] = []
+    body = batch_body(10_000_000)
+
+    async def device(index: int) -> None:
+        client = RawClient(port)
+        await asyncio.sleep(index / DEVICES)  # spread the devices over the second
+        for _ in range(int(seconds)):
+            started = time.perf_counter()
+            if await client.post(tokens[index], body, None) == 202:
+                latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - started)))
+        client.close()
+
+    await asyncio.gather(*(device(i) for i in range(DEVICES)))
+    return latencies
+
+
+def _start_gateway(port: int, log: Any) -> subprocess.Popen[bytes]:
+    # The per-device rate limit is lifted: the bench measures the gateway, not the limit.
+    return subprocess.Popen(
+        [sys.executable, "-m", "lakehouse", "gateway", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "LAKEHOUSE_GATEWAY_REQUESTS_PER_SECOND": "1000",
+             "LAKEHOUSE_GATEWAY_BURST": "1000"},
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    settings = Settings()
+    Stack(settings, Console(stderr=True)).up()
+    tokens = register_devices(settings)
+    port = 18000 + os.getpid() % 1000
+    log_path = Path(tempfile.mkdtemp(prefix="gateway-bench-")) / "gateway.log"
+    with log_path.open("ab") as log:
+        gateway = _start_gateway(port, log)
+    try:
+        for _ in range(120):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        baseline = kafka_baseline(settings, args.seconds)
+        rate = asyncio.run(saturate(port, tokens, args.seconds, args.concurrency))
+        latencies = sorted(asyncio.run(paced(port, tokens, args.seconds)))
+    finally:
+        gateway.terminate()
+        gateway.wait(30)
+    q = statistics.quantiles(latencies, n=100)
+    print(f"raw Kafka produce (same envelopes): {baseline:12,.0f} readings/s")
+    print(
+        f"gateway, one process, saturated:    {rate:12,.0f} readings/s "
+        f"({'PASS' if rate >= 50_000 else 'FAIL'} ≥ 50,000); ratio to Kafka {rate / baseline:.2f}"
+    )
+    print(
+        f"paced, {DEVICES} devices x 1 batch/s ({len(latencies)} requests): "
+        f"p50 {q[49] * 1000:.1f} ms, p95 {q[94] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms "
+        f"({'PASS' if q[94] <= 0.05 else 'FAIL'} p95 ≤ 50 ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
