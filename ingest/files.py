@@ -9,7 +9,6 @@ same content ingested twice, under any name, lands once.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 
 from ingest.readings import Limits, ReadingsBuilder, Rejected, Source
 from lakehouse.contracts import READINGS, REJECTED, ensure_bronze_tables
+from lakehouse.digest import file_sha256
 from lakehouse.errors import InputFileError
 
 if TYPE_CHECKING:
@@ -53,14 +53,6 @@ def detect_format(path: Path) -> str:
         f"cannot tell the format of {path.name}",
         fix="name it .csv, .jsonl or .parquet, or pass --format",
     )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def ingest_file(

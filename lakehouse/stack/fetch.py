@@ -9,7 +9,6 @@ database.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from lakehouse.digest import file_sha256
 from lakehouse.errors import ChecksumMismatchError, FetchError, PrerequisiteError
 from lakehouse.stack.artifacts import MavenArtifact
 from lakehouse.stack.process import tail
@@ -46,17 +46,9 @@ def require_tool(name: str, fix: str) -> str:
     return path
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_sha256(path: Path, expected: str) -> None:
     """Raise ChecksumMismatchError unless `path` hashes to `expected`."""
-    actual = sha256_of(path)
+    actual = file_sha256(path)
     if actual != expected:
         raise ChecksumMismatchError(
             f"checksum mismatch for {path.name}: expected sha256 {expected}, got {actual}",
