@@ -29,7 +29,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from ingest.gateway.auth import Authenticator
@@ -37,6 +36,7 @@ from ingest.gateway.body import parse_readings, read_body
 from ingest.gateway.problems import Problem
 from ingest.gateway.producer import AsyncProducer, KafkaUnavailable
 from ingest.gateway.ratelimit import RateLimiter
+from ingest.gateway.receipts import ReceiptStore
 from ingest.readings import Limits, ReadingsBuilder, Rejected
 from lakehouse.clients import kafka_config
 from lakehouse.config import Settings
@@ -84,6 +84,7 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
         await pool.open(wait=True, timeout=30)
         state["pool"] = pool
         state["auth"] = Authenticator(pool)
+        state["receipts"] = ReceiptStore(pool)
         state["producer"] = AsyncProducer(kafka_config(settings))
         try:
             yield
@@ -166,8 +167,8 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
             )
         _validate(items, identity, limits)
         digest = hashlib.sha256(orjson.dumps(items)).digest()
-        pool: AsyncConnectionPool[Any] = state["pool"]
-        previous = await _stored_receipt(pool, identity.device_id, batch_id)
+        receipts: ReceiptStore = state["receipts"]
+        previous = await receipts.lookup(identity.device_id, batch_id)
         if previous is not None:
             return _replay(previous, digest, batch_id, metrics)
         envelope = orjson.dumps({"device_id": identity.device_id, "tenant": identity.tenant,
@@ -186,15 +187,9 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
             "partition": partition, "offset": offset,
             "received_at": datetime.now(UTC).isoformat(),
         }  # fmt: skip
-        async with pool.connection() as conn:
-            cursor = await conn.execute(
-                "insert into registry.upload_batches (device_id, batch_id, digest, receipt) "
-                "values (%s, %s, %s, %s) on conflict do nothing returning 1",
-                (identity.device_id, batch_id, digest, Jsonb(receipt)),
-            )
-            inserted = await cursor.fetchone()
-        if inserted is None:  # a concurrent retry of the same batch won the race
-            stored = await _stored_receipt(pool, identity.device_id, batch_id)
+        if not await receipts.insert(identity.device_id, batch_id, digest, receipt):
+            # A concurrent retry of the same batch stored its receipt first.
+            stored = await receipts.lookup(identity.device_id, batch_id)
             if stored is not None:
                 return _replay(stored, digest, batch_id, metrics)
         metrics.readings.inc(len(items))
@@ -258,19 +253,6 @@ def _validate(items: list[Any], identity: DeviceIdentity, limits: Limits) -> Non
         raise Problem(400, "invalid-readings",
                       f"{len(errors)} of {len(items)} readings break the contract; "
                       "nothing was accepted", errors=errors[:100])  # fmt: skip
-
-
-async def _stored_receipt(
-    pool: AsyncConnectionPool[Any], device_id: str, batch_id: str
-) -> tuple[bytes, dict[str, Any]] | None:
-    async with pool.connection() as conn:
-        cursor = await conn.execute(
-            "select digest, receipt from registry.upload_batches "
-            "where device_id = %s and batch_id = %s",
-            (device_id, batch_id),
-        )
-        row = await cursor.fetchone()
-    return (bytes(row[0]), row[1]) if row else None
 
 
 def _replay(
