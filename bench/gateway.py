@@ -168,6 +168,26 @@ async def paced(port: int, tokens: list[str], seconds: float) -> list[float]:
     return latencies
 
 
+def server_histogram(port: int) -> dict[float, float]:
+    """Cumulative bucket counts of the gateway's own request-latency histogram."""
+    buckets: dict[float, float] = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        if line.startswith("lakehouse_gateway_request_seconds_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets[float("inf") if bound == "+Inf" else float(bound)] = float(line.split()[-1])
+    return buckets
+
+
+def histogram_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Upper bound of the bucket holding quantile q of the requests between two scrapes."""
+    counts = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    total = counts[float("inf")]
+    for bound, cumulative in counts.items():
+        if cumulative >= q * total:
+            return bound
+    return float("inf")
+
+
 def _start_gateway(port: int, log: Any) -> subprocess.Popen[bytes]:
     # The per-device rate limit is lifted: the bench measures the gateway, not the limit.
     return subprocess.Popen(
@@ -199,7 +219,9 @@ def main() -> None:
                 time.sleep(0.5)
         baseline = kafka_baseline(settings, args.seconds)
         rate = asyncio.run(saturate(port, tokens, args.seconds, args.concurrency))
+        before = server_histogram(port)
         latencies = sorted(asyncio.run(paced(port, tokens, args.seconds)))
+        server_p95 = histogram_quantile(before, server_histogram(port), 0.95)
     finally:
         gateway.terminate()
         gateway.wait(30)
@@ -212,7 +234,12 @@ def main() -> None:
     print(
         f"paced, {DEVICES} devices x 1 batch/s ({len(latencies)} requests): "
         f"p50 {q[49] * 1000:.1f} ms, p95 {q[94] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms "
-        f"({'PASS' if q[94] <= 0.05 else 'FAIL'} p95 ≤ 50 ms)"
+        f"({'PASS' if q[94] <= 0.05 else 'FAIL'} p95 ≤ 50 ms, as the clients see it)"
+    )
+
+    print(
+        f"the same requests inside the gateway (its histogram): p95 ≤ {server_p95 * 1000:.0f} ms "
+        "(the rest is queueing in the kernel, uvicorn and the load generator)"
     )
 
 
