@@ -37,6 +37,7 @@ from lakehouse.clients import iceberg_catalog, kafka_config, trino_connection
 from lakehouse.config import Settings
 from lakehouse.contracts import READINGS_SCHEMA, STREAMING_TABLE_PROPERTIES
 from lakehouse.credentials import load
+from lakehouse.s3 import s3_endpoint
 from lakehouse.simulate import Fleet, SimulationConfig, deliveries, send_to_kafka
 from lakehouse.stack.manager import Stack
 
@@ -92,7 +93,7 @@ def sink_limit(settings: Settings, values: list[bytes]) -> tuple[float, int]:
     creds = load(settings)
     s3 = fs.S3FileSystem(
         access_key=creds.minio_root_user, secret_key=creds.minio_root_password,
-        endpoint_override=f"http://{settings.host}:{settings.minio.port}", scheme="http",
+        endpoint_override=s3_endpoint(settings), scheme="http",
         region=settings.minio.region,
     )  # fmt: skip
     path = f"{settings.minio.bucket}/bench/sink-{uuid.uuid4().hex}.parquet"

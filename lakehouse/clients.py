@@ -100,8 +100,3 @@ def postgres_connection(
         dbname=dbname or role,
         connect_timeout=5,
     )
-
-
-def postgres_dsn(settings: Settings, role: str = "lakehouse", dbname: str | None = None) -> str:
-    """A DSN without the password (it lives in the credentials file)."""
-    return f"postgresql://{role}@{settings.host}:{settings.postgres.port}/{dbname or role}"

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from lakehouse.clients import nessie_api_url
 from lakehouse.config import Settings
 from lakehouse.errors import CatalogError, ReferenceConflictError
 
@@ -27,8 +28,7 @@ class NessieClient:
     """A small synchronous client for the reference operations the platform needs."""
 
     def __init__(self, settings: Settings, *, timeout: float = 30.0) -> None:
-        base = f"http://{settings.host}:{settings.nessie.port}/api/v2"
-        self._http = httpx.Client(base_url=base, timeout=timeout)
+        self._http = httpx.Client(base_url=nessie_api_url(settings), timeout=timeout)
 
     def close(self) -> None:
         self._http.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from lakehouse.errors import PrerequisiteError
-from lakehouse.s3 import ensure_bucket, s3_client
+from lakehouse.s3 import ensure_bucket, s3_client, s3_endpoint
 from lakehouse.stack.artifacts import MINIO_MIN_GO, MINIO_MODULE, MINIO_PACKAGES, MINIO_VERSION
 from lakehouse.stack.fetch import count_lines, require_tool, run_step
 from lakehouse.stack.service import Service
@@ -34,7 +34,7 @@ class Minio(Service):
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.minio.port}"
+        return s3_endpoint(self.settings)
 
     @property
     def console_url(self) -> str:

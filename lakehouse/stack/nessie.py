@@ -9,6 +9,7 @@ import httpx
 from lakehouse.clients import iceberg_catalog
 from lakehouse.contracts import ensure_bronze_tables
 from lakehouse.errors import StackError
+from lakehouse.s3 import s3_endpoint
 from lakehouse.stack.artifacts import NESSIE_SERVER
 from lakehouse.stack.service import Service
 
@@ -76,7 +77,7 @@ class Nessie(Service):
                 pg_port=s.postgres.port,
                 warehouse=s.nessie.warehouse,
                 bucket=s.minio.bucket,
-                s3_endpoint=f"http://{s.host}:{s.minio.port}",
+                s3_endpoint=s3_endpoint(s),
                 region=s.minio.region,
             )
         )

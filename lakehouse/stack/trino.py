@@ -11,6 +11,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
 from lakehouse.clients import trino_connection
 from lakehouse.errors import FetchError
+from lakehouse.s3 import s3_endpoint
 from lakehouse.stack.artifacts import TRINO_SERVER
 from lakehouse.stack.service import Service
 
@@ -117,7 +118,7 @@ class Trino(Service):
             "iceberg.rest-catalog.security": "NONE",
             "iceberg.rest-catalog.vended-credentials-enabled": "false",
             "fs.native-s3.enabled": "true",
-            "s3.endpoint": f"http://{s.host}:{s.minio.port}",
+            "s3.endpoint": s3_endpoint(s),
             "s3.region": s.minio.region,
             "s3.path-style-access": "true",
             "s3.aws-access-key": "${ENV:LAKEHOUSE_S3_ACCESS_KEY}",
