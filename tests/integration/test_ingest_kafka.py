@@ -21,6 +21,7 @@ from lakehouse.simulate import Fleet, SimulationConfig, deliveries, send_to_kafk
 from tests.bad_records import BAD_RECORDS, good_message
 from tests.integration.conftest import (
     bronze_counts,
+    free_port,
     start_consumer,
     stop_consumer,
     wait_for_rows,
@@ -218,14 +219,6 @@ def test_offsets_survive_compaction_and_snapshot_expiry(
         catalog.drop_table(name)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _metrics(port: int) -> dict[str, float]:
     import httpx
 
@@ -252,7 +245,7 @@ def _wait_metric(port: int, name: str, value: float, timeout: float = 60) -> dic
 
 def test_metrics_and_sigterm_drain(stack_settings, topic_factory, consumer_log):
     topic = topic_factory(partitions=2)
-    port = _free_port()
+    port = free_port()
     proc_metrics = ["--metrics-port", str(port)]
     # The batch would only close after 300 s: nothing but SIGTERM commits it.
     proc = start_consumer(topic, f"g-{topic}", "--max-age", "300", *proc_metrics, log=consumer_log)
