@@ -50,7 +50,7 @@ def sample_loop(config: AgentConfig, queue: DurableQueue, stop: threading.Event)
     readers = build_sources(config.sources)
     clock = ClockGuard(os.path.join(config.state_dir, "clock"))
     while not stop.is_set():
-        if config.max_readings and queue.counts()["next_seq"] > config.max_readings:
+        if config.max_readings and queue.next_seq() > config.max_readings:
             stop.wait(1.0)
             continue
         for read in readers:
@@ -65,7 +65,7 @@ def sample_loop(config: AgentConfig, queue: DurableQueue, stop: threading.Event)
                 if ts is not None:
                     stamped.append({**reading, "ts": ts})
             if config.max_readings:
-                room = config.max_readings - queue.counts()["next_seq"] + 1
+                room = config.max_readings - queue.next_seq() + 1
                 stamped = stamped[: max(room, 0)]
             try:
                 queue.put_many(stamped)

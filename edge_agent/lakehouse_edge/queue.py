@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 SCHEMA = """
 create table if not exists readings (
@@ -68,17 +68,23 @@ class DurableQueue:
     def put_many(self, readings: List[Dict[str, Any]]) -> List[int]:
         """Store several readings in one transaction (one fsync); returns their seqs."""
         with self._tx():
-            return [self._put(reading) for reading in readings]
+            pending = self._pending()  # counted once, then tracked, not once per reading
+            seqs = []
+            for reading in readings:
+                seq, pending = self._put(reading, pending)
+                seqs.append(seq)
+            return seqs
 
-    def _put(self, reading: Dict[str, Any]) -> int:
-        if self._pending() >= self.max_rows:
+    def _put(self, reading: Dict[str, Any], pending: int) -> Tuple[int, int]:
+        if pending >= self.max_rows:
             if self.policy == "pause":
                 raise QueueFull(f"{self.max_rows} readings waiting")
-            self._db.execute(
+            deleted = self._db.execute(
                 "delete from readings where seq = (select min(seq) from readings "
                 "where state = 'ready' and batch_id is null)"
-            )
+            ).rowcount
             self._db.execute("update meta set value = value + 1 where key = 'dropped'")
+            pending -= deleted
         seq = self._meta("next_seq")
         self._db.execute("update meta set value = ? where key = 'next_seq'", (seq + 1,))
         payload = json.dumps({**reading, "seq": seq}, separators=(",", ":"))
@@ -86,7 +92,12 @@ class DurableQueue:
             "insert into readings (seq, payload, state, created_at) values (?, ?, 'ready', ?)",
             (seq, payload, time.time()),
         )
-        return seq
+        return seq, pending + 1
+
+    def next_seq(self) -> int:
+        """The seq the next reading will get (cheap: one row of meta)."""
+        with self._lock:
+            return self._meta("next_seq")
 
     def next_batch(self, size: int) -> Optional[Batch]:
         """The oldest unsent batch: first an interrupted one (same id), else a new one."""
