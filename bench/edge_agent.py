@@ -17,10 +17,10 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import psutil
 from rich.console import Console
 
+from bench.gateway import start_gateway
 from lakehouse import registry
 from lakehouse.clients import postgres_connection
 from lakehouse.config import Settings
@@ -63,18 +63,7 @@ def main() -> None:
         f'state_dir = "{work / "state"}"\ninterval_seconds = 1.0\nbatch_size = 100\n\n'
         '[[sources]]\ntype = "simulator"\nmetrics = 10\n'
     )
-    with (work / "gateway.log").open("ab") as log:
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "lakehouse", "gateway", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    for _ in range(120):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.5)
+    gateway = start_gateway(port, work / "gateway.log")
     agent = subprocess.Popen([sys.executable, "-m", "lakehouse_edge", "run", "--config",
                               str(config)], stderr=subprocess.DEVNULL)  # fmt: skip
     idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1e6)"])

@@ -22,7 +22,6 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
@@ -188,14 +187,25 @@ def histogram_quantile(before: dict[float, float], after: dict[float, float], q:
     return float("inf")
 
 
-def _start_gateway(port: int, log: Any) -> subprocess.Popen[bytes]:
-    # The per-device rate limit is lifted: the bench measures the gateway, not the limit.
-    return subprocess.Popen(
-        [sys.executable, "-m", "lakehouse", "gateway", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "LAKEHOUSE_GATEWAY_REQUESTS_PER_SECOND": "1000",
-             "LAKEHOUSE_GATEWAY_BURST": "1000"},
-    )  # fmt: skip
+def start_gateway(port: int, log_path: Path, **env: str) -> subprocess.Popen[bytes]:
+    """A gateway process on `port`, returned once /readyz answers 200."""
+    with log_path.open("ab") as log:
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "lakehouse", "gateway", "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return gateway
+        except httpx.TransportError:
+            pass
+        if gateway.poll() is not None:
+            raise RuntimeError(f"the gateway exited; see {log_path}")
+        time.sleep(0.5)
+    gateway.terminate()
+    raise RuntimeError(f"the gateway did not become ready; see {log_path}")
 
 
 def main() -> None:
@@ -208,15 +218,10 @@ def main() -> None:
     tokens = register_devices(settings)
     port = 18000 + os.getpid() % 1000
     log_path = Path(tempfile.mkdtemp(prefix="gateway-bench-")) / "gateway.log"
-    with log_path.open("ab") as log:
-        gateway = _start_gateway(port, log)
+    # The per-device rate limit is lifted: the bench measures the gateway, not the limit.
+    gateway = start_gateway(port, log_path, LAKEHOUSE_GATEWAY_REQUESTS_PER_SECOND="1000",
+                            LAKEHOUSE_GATEWAY_BURST="1000")  # fmt: skip
     try:
-        for _ in range(120):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
         baseline = kafka_baseline(settings, args.seconds)
         rate = asyncio.run(saturate(port, tokens, args.seconds, args.concurrency))
         before = server_histogram(port)

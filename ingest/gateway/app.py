@@ -8,6 +8,7 @@ would make retries ambiguous, and one batch id must always mean one set of readi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -266,8 +267,6 @@ def _replay(
 
 
 async def _with_timeout(awaitable: Any, seconds: float) -> Any:
-    import asyncio
-
     try:
         return await asyncio.wait_for(awaitable, seconds)
     except TimeoutError:
