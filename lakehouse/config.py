@@ -116,6 +116,23 @@ class GatewaySettings(BaseSettings):
     delivery_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
+def _default_dbt_project() -> Path:
+    return Path(__file__).resolve().parent.parent / "dbt"
+
+
+class TransformSettings(BaseSettings):
+    """`lakehouse transform`: dbt on a Nessie branch, published by merging into main."""
+
+    model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_TRANSFORM_")
+
+    project_dir: Path = Field(default_factory=_default_dbt_project)
+    # Prepended to every namespace the transform reads and writes (bronze included).
+    schema_prefix: str = Field(default="", pattern=r"^[a-z0-9_]*$")
+    threads: int = Field(default=2, ge=1, le=16)
+    max_future_minutes: int = Field(default=10, ge=0)
+    trino_user: str = "lakehouse-transform"
+
+
 class Settings(BaseSettings):
     """Stack-wide settings; each service's own class hangs off it."""
 
@@ -135,6 +152,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    transform: TransformSettings = Field(default_factory=TransformSettings)
 
     @model_validator(mode="after")
     def _ports_are_distinct(self) -> Settings:

@@ -95,3 +95,15 @@ class ServiceStartError(StackError):
         super().__init__(message, fix=fix)
         self.service = service
         self.log_tail = log_tail
+
+
+class TransformError(LakehouseError):
+    """A transform run could not run or publish."""
+
+
+class TransformLockedError(TransformError):
+    """Another transform run holds the lock."""
+
+
+class TransformFailedError(TransformError):
+    """dbt failed on the run's branch: main is untouched and the branch is kept."""

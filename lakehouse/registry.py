@@ -102,8 +102,13 @@ def register(
     lat: float | None = None,
     lon: float | None = None,
     expires_in: timedelta | None = None,
+    since: datetime | None = None,
 ) -> str:
-    """Register a device (creating its tenant and site if needed); returns its token."""
+    """Register a device (creating its tenant and site if needed); returns its token.
+
+    `since` back-dates the device (default now): silver quarantines readings stamped
+    before it, so a device whose history is loaded later needs it.
+    """
     with conn.transaction():
         conn.execute(
             "insert into registry.tenants (tenant) values (%s) on conflict do nothing", (tenant,)
@@ -130,8 +135,9 @@ def register(
                 fix="use `lakehouse devices rotate` for a new token",
             )
         conn.execute(
-            "insert into registry.devices (device_id, tenant, site) values (%s, %s, %s)",
-            (device_id, tenant, site),
+            "insert into registry.devices (device_id, tenant, site, created_at) "
+            "values (%s, %s, %s, coalesce(%s, now()))",
+            (device_id, tenant, site, since),
         )
         return _issue(conn, device_id, expires_in)
 

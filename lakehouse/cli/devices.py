@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import psycopg
@@ -41,12 +41,28 @@ def register(
     expires_in_days: Annotated[
         float | None, typer.Option(help="Token lifetime in days (default: no expiry).")
     ] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            help="When the device came into service (UTC; default now). Readings stamped "
+            "earlier are quarantined by silver, so back-date devices whose history you load."
+        ),
+    ] = None,
 ) -> None:
     """Register a device and print its token once."""
     expires = timedelta(days=expires_in_days) if expires_in_days else None
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
     with _connect(ctx) as conn:
         token = registry.register(
-            conn, device_id, tenant=tenant, site=site, lat=lat, lon=lon, expires_in=expires
+            conn,
+            device_id,
+            tenant=tenant,
+            site=site,
+            lat=lat,
+            lon=lon,
+            expires_in=expires,
+            since=since,
         )
     _show_token(token)
 

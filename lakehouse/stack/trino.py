@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-from lakehouse.clients import trino_connection
+from lakehouse.clients import iceberg_rest_url, trino_connection
+from lakehouse.config import Settings
 from lakehouse.errors import FetchError
 from lakehouse.s3 import s3_endpoint
 from lakehouse.stack.artifacts import TRINO_SERVER
@@ -91,12 +92,18 @@ class Trino(Service):
                 "query.max-memory-per-node": f"{max(heap_gb * 1024 // 2, 256)}MB",
                 "memory.heap-headroom-per-node": f"{max(heap_gb * 1024 // 4, 256)}MB",
                 "plugin.dir": str(self.install_dir / "plugin"),
-                "catalog.config-dir": str(catalogs),
+                # Transform runs add a catalog per Nessie branch with CREATE CATALOG.
+                "catalog.management": "dynamic",
+                "catalog.store": "file",
                 "http-server.log.path": str(self.state_dir / "data" / "http-request.log"),
             },
         )
+        # The file store's own settings; Trino reads this path relative to its cwd.
+        _write_properties(
+            self.etc_dir / "catalog-store.properties", {"catalog.config-dir": str(catalogs)}
+        )
         (self.etc_dir / "log.properties").write_text("io.trino=INFO\n")
-        _write_properties(catalogs / "lake.properties", self.lake_catalog())
+        _write_properties(catalogs / "lake.properties", lake_catalog_properties(s))
         _write_properties(
             catalogs / "pg.properties",
             {
@@ -106,24 +113,6 @@ class Trino(Service):
                 "connection-password": "${ENV:LAKEHOUSE_PG_PASSWORD}",
             },
         )
-
-    def lake_catalog(self, ref: str = "main") -> dict[str, str]:
-        """Iceberg catalog properties for one Nessie branch through its REST endpoint."""
-        s = self.settings
-        suffix = "" if ref == "main" else ref
-        return {
-            "connector.name": "iceberg",
-            "iceberg.catalog.type": "rest",
-            "iceberg.rest-catalog.uri": f"http://{s.host}:{s.nessie.port}/iceberg/{suffix}",
-            "iceberg.rest-catalog.security": "NONE",
-            "iceberg.rest-catalog.vended-credentials-enabled": "false",
-            "fs.native-s3.enabled": "true",
-            "s3.endpoint": s3_endpoint(s),
-            "s3.region": s.minio.region,
-            "s3.path-style-access": "true",
-            "s3.aws-access-key": "${ENV:LAKEHOUSE_S3_ACCESS_KEY}",
-            "s3.aws-secret-key": "${ENV:LAKEHOUSE_S3_SECRET_KEY}",
-        }
 
     def command(self) -> list[str]:
         heap = self.settings.trino.heap
@@ -158,6 +147,27 @@ class Trino(Service):
         cursor.execute("select count(*) from system.runtime.nodes where state = 'active'")
         rows = cursor.fetchall()
         return bool(rows and rows[0][0] >= 1)
+
+
+def lake_catalog_properties(settings: Settings, ref: str = "main") -> dict[str, str]:
+    """Iceberg catalog properties for one Nessie branch through its REST endpoint.
+
+    S3 secrets stay `${ENV:…}` references resolved inside the Trino process, so they
+    appear neither in catalog files nor in a CREATE CATALOG statement.
+    """
+    return {
+        "connector.name": "iceberg",
+        "iceberg.catalog.type": "rest",
+        "iceberg.rest-catalog.uri": iceberg_rest_url(settings, ref),
+        "iceberg.rest-catalog.security": "NONE",
+        "iceberg.rest-catalog.vended-credentials-enabled": "false",
+        "fs.native-s3.enabled": "true",
+        "s3.endpoint": s3_endpoint(settings),
+        "s3.region": settings.minio.region,
+        "s3.path-style-access": "true",
+        "s3.aws-access-key": "${ENV:LAKEHOUSE_S3_ACCESS_KEY}",
+        "s3.aws-secret-key": "${ENV:LAKEHOUSE_S3_SECRET_KEY}",
+    }
 
 
 def _gigabytes(heap: str) -> int:

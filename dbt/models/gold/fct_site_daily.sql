@@ -1,0 +1,62 @@
+{#- Daily KPIs per site and metric (UTC days), combined from the device hours.
+    `uptime_pct` is the share of the 24 hours in which each reporting device sent the
+    metric, averaged over the devices. -#}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='merge',
+    unique_key=['site', 'metric', 'day'],
+) }}
+
+with hourly as (
+    select * from {{ ref('fct_device_hourly') }}
+),
+
+{% if is_incremental() %}
+{%- set earliest = scalar(
+    "select min(date_trunc('day', ts)) from " ~ ref('readings')
+    ~ " where run_id = " ~ current_run_id()
+) %}
+touched as (
+    select distinct site, metric, cast(ts as date) as day
+    from {{ ref('readings') }}
+    where run_id = {{ current_run_id() }}
+),
+
+scoped as (
+    select h.*
+    from hourly as h
+    inner join touched as t
+        on t.site = h.site and t.metric = h.metric and t.day = cast(h.hour as date)
+    {%- if earliest is not none %}
+    where h.hour >= {{ ts_literal(earliest) }}
+    {%- else %}
+    where false
+    {%- endif %}
+),
+{% else %}
+scoped as (
+    select * from hourly
+),
+{% endif %}
+
+final as (
+    select
+        site,
+        tenant,
+        metric,
+        cast(hour as date) as day,
+        sum(readings) as readings,
+        count(distinct device_id) as devices_reporting,
+        count(*) as device_hours,
+        min(value_min) as value_min,
+        max(value_max) as value_max,
+        sum(value_sum) / sum(readings) as value_avg,
+        case when sum(readings) > 1 then sqrt(greatest(
+            (sum(value_sum_sq) - sum(value_sum) * sum(value_sum) / sum(readings))
+            / (sum(readings) - 1), 0e0)) end as value_stddev,
+        100e0 * count(*) / (24 * count(distinct device_id)) as uptime_pct
+    from scoped
+    group by site, tenant, metric, cast(hour as date)
+)
+
+select * from final

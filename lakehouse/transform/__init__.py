@@ -1,0 +1,1 @@
+"""Write-audit-publish transforms: dbt on a Nessie branch, merged into main when it passes."""

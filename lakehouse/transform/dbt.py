@@ -1,0 +1,114 @@
+"""`dbt build` in-process (dbtRunner), against one Trino catalog."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from lakehouse.config import Settings
+from lakehouse.errors import TransformError
+from lakehouse.transform.runs import NodeResult
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    success: bool
+    nodes: list[NodeResult]
+    error: str | None = None
+
+    def rows(self, model: str) -> int | None:
+        for node in self.nodes:
+            if node.resource_type == "model" and node.node.rsplit(".", 1)[-1] == model:
+                return node.rows_affected
+        return None
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """dbt's env_var() reads the process environment; set it for one invocation."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def build(
+    settings: Settings,
+    *,
+    catalog: str,
+    dbt_vars: dict[str, Any],
+    full_refresh: bool = False,
+    quiet: bool = False,
+    select: list[str] | None = None,
+) -> BuildResult:
+    """Run `dbt build` with the project's models writing into `catalog`."""
+    from dbt.cli.main import dbtRunner
+
+    project = settings.transform.project_dir
+    if not (project / "dbt_project.yml").is_file():
+        raise TransformError(
+            f"no dbt project at {project}",
+            fix="set LAKEHOUSE_TRANSFORM_PROJECT_DIR to the repository's dbt/ directory",
+        )
+    work = settings.home / "transform"
+    args = [
+        "build",
+        "--project-dir", str(project),
+        "--profiles-dir", str(project),
+        "--target-path", str(work / "target"),
+        "--log-path", str(work / "logs"),
+        "--vars", json.dumps(dbt_vars),
+    ]  # fmt: skip
+    if full_refresh:
+        args.append("--full-refresh")
+    if quiet:
+        args.append("--quiet")
+    if select:
+        args += ["--select", *select]
+    env = {
+        "LAKEHOUSE_DBT_HOST": settings.host,
+        "LAKEHOUSE_DBT_PORT": str(settings.trino.port),
+        "LAKEHOUSE_DBT_CATALOG": catalog,
+        "LAKEHOUSE_DBT_USER": settings.transform.trino_user,
+        "LAKEHOUSE_DBT_THREADS": str(settings.transform.threads),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    with _environment(env):
+        outcome = dbtRunner().invoke(args)
+    nodes = _nodes(outcome.result)
+    if outcome.exception is not None:
+        return BuildResult(False, nodes, error=str(outcome.exception))
+    return BuildResult(bool(outcome.success), nodes)
+
+
+def _nodes(result: Any) -> list[NodeResult]:
+    nodes = []
+    for item in getattr(result, "results", None) or []:
+        response = getattr(item, "adapter_response", None) or {}
+        rows = response.get("rows_affected") if isinstance(response, dict) else None
+        status = str(getattr(item.status, "value", item.status))
+        message = item.message
+        failures = getattr(item, "failures", None)
+        if failures and status in {"fail", "warn"}:
+            message = f"{failures} failing rows"
+        nodes.append(
+            NodeResult(
+                node=item.node.unique_id,
+                resource_type=str(item.node.resource_type),
+                status=status,
+                rows_affected=int(rows) if isinstance(rows, int) and rows >= 0 else None,
+                seconds=float(item.execution_time or 0.0),
+                message=str(message) if message else None,
+            )
+        )
+    return nodes

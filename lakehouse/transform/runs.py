@@ -1,0 +1,215 @@
+"""Run records and the run lock, in PostgreSQL (schema `transform`).
+
+Analysts query the records through Trino (`pg.transform.runs`, `pg.transform.run_nodes`).
+The lock is a session advisory lock: it is released when the holding process ends,
+however it ends, so a crashed run never blocks the next one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from lakehouse.errors import TransformLockedError
+
+# An arbitrary constant that names the transform lock among advisory locks.
+LOCK_KEY = 0x6C616B65686F7573
+
+SCHEMA_SQL = """
+create schema if not exists transform;
+create table if not exists transform.runs (
+    run_id text primary key,
+    started_at timestamptz not null default now(),
+    finished_at timestamptz,
+    outcome text not null check (
+        outcome in ('running', 'published', 'failed', 'up_to_date', 'error', 'abandoned')
+    ),
+    full_refresh boolean not null,
+    branch text,
+    trino_catalog text,
+    main_before text,
+    main_after text,
+    bronze_window text,
+    bronze_rows bigint,
+    silver_rows bigint,
+    quarantined_rows bigint,
+    seconds double precision,
+    failed_nodes text,
+    error text
+);
+create table if not exists transform.run_nodes (
+    run_id text not null references transform.runs on delete cascade,
+    node text not null,
+    resource_type text not null,
+    status text not null,
+    rows_affected bigint,
+    seconds double precision,
+    message text,
+    primary key (run_id, node)
+);
+"""
+
+REGISTRY_VERSION_SQL = """
+select coalesce(string_agg(item, '|' order by item), '') from (
+    select 't:' || tenant || ':' || created_at as item from registry.tenants
+    union all
+    select 's:' || site || ':' || tenant || ':' || lat || ':' || lon || ':' || created_at
+    from registry.sites
+    union all
+    select 'd:' || device_id || ':' || tenant || ':' || site || ':' || created_at || ':'
+        || coalesce(revoked_at::text, '')
+    from registry.devices
+) as items
+"""
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    """One dbt node (model, seed, test, unit test) of a run."""
+
+    node: str
+    resource_type: str
+    status: str
+    rows_affected: int | None
+    seconds: float
+    message: str | None
+
+    @property
+    def failed(self) -> bool:
+        return self.status in {"error", "fail", "runtime error"}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str
+    full_refresh: bool
+    branch: str | None
+    main_after: str | None
+    bronze_rows: int | None
+    silver_rows: int | None
+    quarantined_rows: int | None
+    seconds: float | None
+    failed_nodes: str | None
+    error: str | None
+
+
+def ensure_schema(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():
+        conn.execute(SCHEMA_SQL)
+
+
+def acquire_lock(conn: psycopg.Connection[Any]) -> None:
+    """Hold the transform lock for as long as `conn` stays open."""
+    row = conn.execute("select pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+    if not row or not row[0]:
+        holder = conn.execute(
+            "select run_id, started_at from transform.runs where outcome = 'running' "
+            "order by started_at desc limit 1"
+        ).fetchone()
+        detail = f" (run {holder[0]}, started {holder[1]:%Y-%m-%d %H:%M:%S %Z})" if holder else ""
+        raise TransformLockedError(
+            f"another transform run is in progress{detail}",
+            fix="wait for it to finish; `lakehouse transform runs` shows its progress",
+        )
+    # The lock is ours, so a record still 'running' belongs to a process that died.
+    conn.execute(
+        "update transform.runs set outcome = 'abandoned', finished_at = now(), "
+        "error = 'the process running it ended before it finished' where outcome = 'running'"
+    )
+
+
+def registry_version(conn: psycopg.Connection[Any]) -> int:
+    """A 63-bit fingerprint of the registry rows the dimensions are built from."""
+    import hashlib
+
+    row = conn.execute(REGISTRY_VERSION_SQL).fetchone()
+    digest = hashlib.sha256((row[0] if row else "").encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def start(
+    conn: psycopg.Connection[Any], run_id: str, *, full_refresh: bool, branch: str | None
+) -> None:
+    conn.execute(
+        "insert into transform.runs (run_id, outcome, full_refresh, branch) "
+        "values (%s, 'running', %s, %s)",
+        (run_id, full_refresh, branch),
+    )
+
+
+def finish(
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    *,
+    outcome: str,
+    seconds: float,
+    window: dict[str, Any] | None = None,
+    trino_catalog: str | None = None,
+    main_before: str | None = None,
+    main_after: str | None = None,
+    nodes: list[NodeResult] | None = None,
+    counts: dict[str, int | None] | None = None,
+    error: str | None = None,
+) -> None:
+    counts = counts or {}
+    nodes = nodes or []
+    failed = ", ".join(n.node for n in nodes if n.failed) or None
+    with conn.transaction():
+        conn.execute(
+            "update transform.runs set outcome = %s, finished_at = now(), seconds = %s, "
+            "bronze_window = %s, trino_catalog = %s, main_before = %s, main_after = %s, "
+            "bronze_rows = %s, silver_rows = %s, quarantined_rows = %s, failed_nodes = %s, "
+            "error = %s where run_id = %s",
+            (
+                outcome,
+                seconds,
+                json.dumps(window) if window is not None else None,
+                trino_catalog,
+                main_before,
+                main_after,
+                counts.get("bronze"),
+                counts.get("silver"),
+                counts.get("quarantine"),
+                failed,
+                error,
+                run_id,
+            ),
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "insert into transform.run_nodes "
+                "(run_id, node, resource_type, status, rows_affected, seconds, message) "
+                "values (%s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (run_id, n.node, n.resource_type, n.status, n.rows_affected, n.seconds,
+                     n.message)
+                    for n in nodes
+                ],
+            )
+
+
+def recent(conn: psycopg.Connection[Any], limit: int = 20) -> list[RunRecord]:
+    rows = conn.execute(
+        "select run_id, started_at, finished_at, outcome, full_refresh, branch, main_after, "
+        "bronze_rows, silver_rows, quarantined_rows, seconds, failed_nodes, error "
+        "from transform.runs order by started_at desc limit %s",
+        (limit,),
+    ).fetchall()
+    return [RunRecord(*row) for row in rows]
+
+
+def get(conn: psycopg.Connection[Any], run_id: str) -> RunRecord | None:
+    row = conn.execute(
+        "select run_id, started_at, finished_at, outcome, full_refresh, branch, main_after, "
+        "bronze_rows, silver_rows, quarantined_rows, seconds, failed_nodes, error "
+        "from transform.runs where run_id = %s",
+        (run_id,),
+    ).fetchone()
+    return RunRecord(*row) if row else None
