@@ -128,7 +128,7 @@ class TransformSettings(BaseSettings):
     project_dir: Path = Field(default_factory=_default_dbt_project)
     # Prepended to every namespace the transform reads and writes (bronze included).
     schema_prefix: str = Field(default="", pattern=r"^[a-z0-9_]*$")
-    threads: int = Field(default=2, ge=1, le=16)
+    threads: int = Field(default=4, ge=1, le=16)
     max_future_minutes: int = Field(default=10, ge=0)
     trino_user: str = "lakehouse-transform"
 

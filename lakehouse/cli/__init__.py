@@ -17,6 +17,7 @@ from lakehouse.cli.gateway import gateway
 from lakehouse.cli.ingest import ingest_app
 from lakehouse.cli.simulate import simulate
 from lakehouse.cli.stack import stack_app
+from lakehouse.cli.transform import transform_app
 from lakehouse.config import Settings
 from lakehouse.errors import LakehouseError, ServiceStartError
 
@@ -24,6 +25,7 @@ app = typer.Typer(help="A self-hosted Apache Iceberg lakehouse.", no_args_is_hel
 app.add_typer(stack_app, name="stack")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(devices_app, name="devices")
+app.add_typer(transform_app, name="transform")
 app.command("gateway")(gateway)
 app.command("simulate")(simulate)
 

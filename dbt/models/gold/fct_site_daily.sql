@@ -7,6 +7,8 @@
     unique_key=['site', 'metric', 'day'],
 ) }}
 
+-- depends_on: {{ ref('readings') }}
+
 with hourly as (
     select * from {{ ref('fct_device_hourly') }}
 ),

@@ -10,6 +10,8 @@
     properties={"partitioning": "ARRAY['month(hour)']"},
 ) }}
 
+-- depends_on: {{ ref('readings') }}
+
 with hourly as (
     select * from {{ ref('fct_device_hourly') }}
 ),

@@ -1,0 +1,137 @@
+"""`lakehouse transform …`: publish silver, gold and platinum through a Nessie branch."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lakehouse.cli.common import err, out, settings_of
+from lakehouse.clients import postgres_connection
+from lakehouse.config import Settings
+from lakehouse.credentials import load
+from lakehouse.errors import LakehouseError, TransformLockedError
+from lakehouse.transform import runs
+from lakehouse.transform.runner import RunReport, TransformRunner
+
+transform_app = typer.Typer(
+    help="Build silver, gold and platinum with dbt on a Nessie branch; publish if every test passes.",
+    invoke_without_command=True,
+)
+
+
+@transform_app.callback()
+def transform(
+    ctx: typer.Context,
+    every: Annotated[
+        float | None,
+        typer.Option(help="Run again every SECONDS until interrupted (SIGTERM/Ctrl-C).", min=1),
+    ] = None,
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Rebuild every layer from all of bronze.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Run dbt even when bronze has no new rows.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-model progress.")] = False,
+) -> None:
+    """Run once (or every SECONDS): branch, dbt build, merge into main when it passes."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = settings_of(ctx)
+    runner = TransformRunner(settings, load(settings), quiet=quiet)
+    if every is None:
+        report = runner.run(full_refresh=full_refresh, force=force)
+        _print_report(report)
+        raise typer.Exit(0 if report.outcome in {"published", "up_to_date"} else 1)
+    _loop(runner, every, full_refresh=full_refresh, force=force)
+
+
+def _loop(runner: TransformRunner, every: float, *, full_refresh: bool, force: bool) -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    first = True
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            # Only the first run of a loop rebuilds everything when asked to.
+            _print_report(runner.run(full_refresh=full_refresh and first, force=force))
+        except TransformLockedError as exc:
+            err.print(f"[yellow]skipped:[/] {exc.message}", highlight=False)
+        except LakehouseError as exc:
+            err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        first = False
+        stop.wait(max(every - (time.monotonic() - started), 0))
+    err.print("stopped")
+
+
+def _print_report(report: RunReport) -> None:
+    window = report.window
+    if report.outcome == "up_to_date":
+        err.print(f"run {report.run_id}: up to date (no new bronze rows), main unchanged")
+        return
+    counts = report.counts
+    err.print(
+        f"run {report.run_id}: [bold]{report.outcome}[/] in {report.seconds:.1f} s — "
+        f"bronze rows {counts.get('bronze')}, silver +{counts.get('silver')}, "
+        f"quarantined +{counts.get('quarantine')}"
+        + (f", {len(window.files)} new file(s)" if window and window.files else ""),
+        highlight=False,
+    )
+    if report.outcome == "published":
+        err.print(f"main is now at {report.main_after}", highlight=False)
+        return
+    for node in report.failed_nodes:
+        err.print(f"  [red]✗[/] {node.node} ({node.status}): {node.message or ''}", highlight=False)
+    err.print(
+        f"main is untouched. Branch and Trino catalog [bold]{report.branch}[/] are kept: "
+        f"query e.g. `select * from {report.branch}.silver.readings`; "
+        f"drop them with `lakehouse transform discard {report.run_id}`.",
+        highlight=False,
+    )
+
+
+@transform_app.command("runs")
+def list_runs(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("-n", help="How many recent runs.")] = 20,
+) -> None:
+    """Recent runs (also queryable in Trino as pg.transform.runs)."""
+    settings: Settings = settings_of(ctx)
+    with postgres_connection(settings, load(settings)) as conn:
+        runs.ensure_schema(conn)
+        records = runs.recent(conn, limit)
+    table = Table("run", "started", "outcome", "seconds", "bronze", "silver", "quarantined",
+                  "failed")  # fmt: skip
+    for r in records:
+        table.add_row(
+            r.run_id,
+            f"{r.started_at:%Y-%m-%d %H:%M:%S}",
+            r.outcome,
+            f"{r.seconds:.1f}" if r.seconds is not None else "",
+            _number(r.bronze_rows),
+            _number(r.silver_rows),
+            _number(r.quarantined_rows),
+            r.failed_nodes or r.error or "",
+        )
+    out.print(table)
+
+
+@transform_app.command("discard")
+def discard(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="A failed run whose branch was kept.")],
+) -> None:
+    """Drop the branch and Trino catalog a failed run left for inspection."""
+    settings = settings_of(ctx)
+    TransformRunner(settings, load(settings)).discard(run_id)
+    err.print(f"discarded the branch and catalog of run {run_id}")
+
+
+def _number(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
