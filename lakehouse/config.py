@@ -93,6 +93,8 @@ class IngestSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_INGEST_")
 
     group_id: str = "bronze-readings"
+    # Namespace of the readings/readings_rejected tables consumers write.
+    namespace: str = Field(default="bronze", pattern=r"^[a-z0-9_]+$")
     max_rows: int = Field(default=500_000, ge=1)
     max_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
     max_age_seconds: float = Field(default=5.0, gt=0)

@@ -56,6 +56,7 @@ def ingest_kafka(
     consumer = BronzeConsumer(
         settings, load(settings), policy=policy, group_id=group, topic=topic, metrics=metrics,
         overrides=overrides,
+        tables=(f"{ingest.namespace}.readings", f"{ingest.namespace}.readings_rejected"),
     )  # fmt: skip
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: consumer.stop())

@@ -84,11 +84,26 @@ def build(
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
     with _environment(env):
-        outcome = dbtRunner().invoke(args)
+        try:
+            outcome = dbtRunner().invoke(args)
+        finally:
+            _release_log_files()
     nodes = _nodes(outcome.result)
     if outcome.exception is not None:
         return BuildResult(False, nodes, error=str(outcome.exception))
     return BuildResult(bool(outcome.success), nodes)
+
+
+def _release_log_files() -> None:
+    """Close the log files dbt opened: its next invocation drops the handlers unclosed."""
+    from dbt_common.events.event_manager_client import cleanup_event_logger, get_event_manager
+
+    for logger in get_event_manager().loggers:
+        python_logger = getattr(logger, "_python_logger", None)
+        for handler in list(getattr(python_logger, "handlers", [])):
+            handler.close()
+            python_logger.removeHandler(handler)
+    cleanup_event_logger()
 
 
 def _nodes(result: Any) -> list[NodeResult]:

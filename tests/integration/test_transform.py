@@ -1,0 +1,516 @@
+"""Transforms on the real stack: golden numbers, idempotence, incremental = full refresh,
+write-audit-publish on failure, and publishing while ingestion keeps committing.
+
+Each test works in its own namespaces (`t<id>_bronze` … `t<id>_platinum`) with its own
+registered devices; bronze is written as the consumer writes it (rows plus committed
+offsets in one snapshot), or by the real consumer process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from lakehouse import registry
+from lakehouse.clients import iceberg_catalog, kafka_config, postgres_connection, trino_connection
+from lakehouse.nessie import NessieClient
+from lakehouse.transform.runner import RunReport, TransformRunner
+from tests.bronze_writer import append_file, append_from_kafka, create_environment, drop_environment
+from tests.integration.conftest import start_consumer, stop_consumer
+
+pytestmark = pytest.mark.integration
+
+SINCE = datetime(2026, 10, 1, tzinfo=UTC)
+H0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+MODELS = (
+    "silver.readings", "silver.readings_quarantine", "silver.bronze_progress",
+    "gold.fct_device_hourly", "gold.fct_site_daily", "gold.device_health",
+    "platinum.device_features", "platinum.anomaly_scores",
+)  # fmt: skip
+
+
+@dataclass
+class Env:
+    """One isolated lakehouse environment and its devices."""
+
+    settings: Any
+    credentials: Any
+    prefix: str
+    u: str
+    table: Any
+    devices: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+
+    def runner(self) -> TransformRunner:
+        return TransformRunner(self.settings, self.credentials, quiet=True)
+
+    def run(self, **kwargs: bool) -> RunReport:
+        return self.runner().run(**kwargs)
+
+    def query(self, sql: str) -> list[list[Any]]:
+        cursor = trino_connection(self.settings).cursor()
+        cursor.execute(sql.replace("{p}", f"lake.{self.prefix}"))
+        return cursor.fetchall()
+
+    def snapshot_ids(self) -> dict[str, int | None]:
+        catalog = iceberg_catalog(self.settings, self.credentials)
+        return {
+            name: catalog.load_table(f"{self.prefix}{name}").metadata.current_snapshot_id
+            for name in MODELS
+        }
+
+    def contents(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every model's rows without run ids, floats rounded, sorted."""
+        result = {}
+        for name in MODELS:
+            cursor = trino_connection(self.settings).cursor()
+            cursor.execute(f"select * from lake.{self.prefix}{name}")
+            columns = [d[0] for d in cursor.description]
+            keep = [i for i, c in enumerate(columns) if c != "run_id"]
+            rows = [tuple(_canonical(row[i]) for i in keep) for row in cursor.fetchall()]
+            result[name] = sorted(rows, key=repr)
+        return result
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    if isinstance(value, dict):
+        return tuple(sorted(value.items()))
+    return value
+
+
+@pytest.fixture
+def env(stack, stack_settings, credentials, unique) -> Iterator[Env]:
+    prefix = f"t{unique}_"
+    settings = stack_settings.model_copy(deep=True)
+    settings.transform.schema_prefix = prefix
+    catalog = iceberg_catalog(settings, credentials)
+    table = create_environment(catalog, prefix)
+    environment = Env(settings, credentials, prefix, unique, table)
+    with postgres_connection(settings, credentials) as conn:
+        conn.autocommit = True
+        registry.ensure_schema(conn)
+        for key, tenant, site, lat in (("a", "ta", "sa", 52.5), ("b", "ta", "sa", 52.5),
+                                       ("c", "tb", "sb", 48.1)):  # fmt: skip
+            identity = (f"d{key}-{unique}", f"{tenant}-{unique}", f"{site}-{unique}")
+            registry.register(conn, identity[0], tenant=identity[1], site=identity[2],
+                              lat=lat, lon=13.4, since=SINCE)  # fmt: skip
+            environment.devices[key] = identity
+    yield environment
+    with NessieClient(settings) as nessie:
+        for ref in nessie.references():
+            if ref.name.startswith("transform_"):
+                runs_branch = iceberg_catalog(settings, credentials, ref=ref.name)
+                if runs_branch.namespace_exists(f"{prefix}bronze"):
+                    environment.runner().discard(ref.name.removeprefix("transform_"))
+    drop_environment(iceberg_catalog(settings, credentials), prefix)
+
+
+def reading(seq: int, minutes: float, metric: str, value: float, **extra: Any) -> dict[str, Any]:
+    ts = extra.pop("ts", None) or H0 + timedelta(minutes=minutes)
+    return {"seq": seq, "ts": ts.isoformat(), "metric": metric, "value": value, **extra}
+
+
+# ---------------------------------------------------------------------------------------
+# Golden numbers
+
+
+@dataclass
+class Row:
+    """One input reading and what silver must make of it (None: kept)."""
+
+    identity: tuple[str, str, str]
+    reading: dict[str, Any]
+    expect: str | None = None
+
+
+def golden_input(env: Env) -> tuple[list[Row], list[Row], list[Row]]:
+    a, b, c = env.devices["a"], env.devices["b"], env.devices["c"]
+    unknown = (f"dx-{env.u}", a[1], a[2])
+    future = datetime.now(UTC) + timedelta(hours=2)
+    # Partition 0: the bulk of hour 10, with an in-window duplicate and an unknown device.
+    first = [
+        *(Row(a, reading(s, m, "temperature", v))
+          for s, m, v in ((1, 0, 20), (2, 10, 21), (3, 20, 22), (4, 30, 23), (5, 40, 40))),
+        Row(a, reading(6, 5, "humidity", 50)),
+        Row(a, reading(7, 15, "humidity", 52)),
+        *(Row(b, reading(s, s, "temperature", v)) for s, v in ((1, 18), (2, 19), (3, 20))),
+        *(Row(c, reading(s, 15 * (s - 1), "pressure", 999 + s)) for s in (1, 2, 3, 4)),
+        Row(c, reading(1, 0, "pressure", 1000), "duplicate"),
+        Row(unknown, reading(1, 0, "temperature", 20), "unknown_device"),
+    ]  # fmt: skip
+    # Partition 1, in envelopes: later hours first, then late and bad readings.
+    second = [
+        Row(a, reading(8, 60, "temperature", 24)),
+        Row(a, reading(9, 90, "temperature", 25)),
+        Row(b, reading(4, 180, "temperature", 21)),
+        Row(b, reading(5, 50, "temperature", 19.5)),
+        Row(a, reading(2, 10, "temperature", 21), "duplicate"),
+        Row(a, reading(10, 45, "temperature", 200), "value_out_of_range"),
+        Row(b, reading(6, 0, "temperature", 20, ts=datetime(2026, 9, 1, tzinfo=UTC)),
+            "ts_before_device"),
+        Row(c, reading(5, 0, "pressure", 1004, ts=future), "ts_in_future"),
+        Row((c[0], a[1], c[2]), reading(6, 50, "pressure", 1004), "tenant_mismatch"),
+    ]  # fmt: skip
+    # A file, ingested whole.
+    third = [Row(c, reading(7, 55, "pressure", 1005)), Row(c, reading(8, 58, "pressure", 1006))]
+    return first, second, third
+
+
+def load_golden(env: Env) -> list[Row]:
+    first, second, third = golden_input(env)
+    append_from_kafka(env.table, [(r.identity, r.reading) for r in first], partition=0)
+    append_from_kafka(env.table, [(r.identity, r.reading) for r in second], partition=1,
+                      per_message=3)  # fmt: skip
+    sha = hashlib.sha256(f"golden-{env.u}".encode()).hexdigest()
+    append_file(env.table, [(r.identity, r.reading) for r in third], sha)
+    return [*first, *second, *third]
+
+
+def _ts(row: Row) -> datetime:
+    return datetime.fromisoformat(row.reading["ts"])
+
+
+def _hour(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def _stdev(values: list[float]) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def expected_hourly(kept: list[Row]) -> dict[tuple[str, str, datetime], dict[str, Any]]:
+    groups: dict[tuple[str, str, datetime], list[float]] = defaultdict(list)
+    for r in kept:
+        groups[(r.identity[0], r.reading["metric"], _hour(_ts(r)))].append(r.reading["value"])
+    return {
+        key: {"readings": len(v), "min": min(v), "max": max(v), "avg": statistics.fmean(v),
+              "stddev": _stdev(v)}
+        for key, v in groups.items()
+    }  # fmt: skip
+
+
+def expected_features(kept: list[Row]) -> dict[tuple[str, str, datetime], dict[str, Any]]:
+    by_hour: dict[tuple[str, str], dict[datetime, list[float]]] = defaultdict(dict)
+    for r in kept:
+        series = by_hour[(r.identity[0], r.reading["metric"])]
+        series.setdefault(_hour(_ts(r)), []).append(r.reading["value"])
+    features = {}
+    for (device, metric), hours in by_hour.items():
+        for hour, values in hours.items():
+            window = [h for h in hours if hour - timedelta(hours=23) <= h <= hour]
+            pooled = [x for h in window for x in hours[h]]
+            before = hours.get(hour - timedelta(hours=1))
+            lag = statistics.fmean(before) if before else None
+            features[(device, metric, hour)] = {
+                "readings_24h": len(pooled),
+                "mean_24h": statistics.fmean(pooled),
+                "stddev_24h": _stdev(pooled),
+                "lag_1h": lag,
+                "rate": statistics.fmean(values) - lag if lag is not None else None,
+                "missing": 1 - len(window) / 24,
+            }
+    return features
+
+
+def expected_scores(kept: list[Row]) -> dict[tuple[str, int], tuple[float | None, bool]]:
+    groups: dict[tuple[str, str, datetime], list[Row]] = defaultdict(list)
+    for r in kept:
+        groups[(r.identity[0], r.reading["metric"], _hour(_ts(r)))].append(r)
+    scores = {}
+    for rows in groups.values():
+        values = [r.reading["value"] for r in rows]
+        median = statistics.median(values)
+        deviations = [abs(v - median) for v in values]
+        mad, mean_ad = statistics.median(deviations), statistics.fmean(deviations)
+        for r in rows:
+            v = r.reading["value"]
+            if len(values) < 3:
+                z = None
+            elif mad > 0:
+                z = 0.6745 * (v - median) / mad
+            elif mean_ad > 0:
+                z = (v - median) / (1.2533 * mean_ad)
+            else:
+                z = 0.0
+            scores[(r.identity[0], r.reading["seq"])] = (z, z is not None and abs(z) > 3.5)
+    return scores
+
+
+def approx(value: float | None) -> Any:
+    return None if value is None else pytest.approx(value, rel=1e-9, abs=1e-12)
+
+
+def test_golden_numbers(env):
+    rows = load_golden(env)
+    kept = [r for r in rows if r.expect is None]
+
+    report = env.run()
+
+    assert report.outcome == "published", report.error
+    assert report.counts == {"bronze": 27, "silver": 20, "quarantine": 7}
+    assert len(kept) == 20
+    # Quarantine: exactly one row per broken rule, each on the reading that broke it.
+    quarantined = env.query("select device_id, seq, failed_rule from {p}silver.readings_quarantine")
+    assert sorted(map(tuple, quarantined)) == sorted(
+        (r.identity[0], r.reading["seq"], r.expect) for r in rows if r.expect
+    )
+    silver = env.query("select device_id, seq, value from {p}silver.readings")
+    assert sorted(map(tuple, silver)) == sorted(
+        (r.identity[0], r.reading["seq"], r.reading["value"]) for r in kept
+    )
+
+    hourly = env.query(
+        "select device_id, metric, hour, readings, value_min, value_max, value_avg, "
+        "value_stddev from {p}gold.fct_device_hourly"
+    )
+    expected = expected_hourly(kept)
+    assert len(hourly) == len(expected) == 6
+    for device, metric, hour, n, lo, hi, avg, sd in hourly:
+        e = expected[(device, metric, hour)]
+        assert (n, lo, hi) == (e["readings"], e["min"], e["max"])
+        assert (avg, sd) == (approx(e["avg"]), approx(e["stddev"]))
+
+    site_daily = {
+        (site, metric): (n, devices, device_hours, lo, hi, avg, sd, uptime)
+        for site, metric, day, n, devices, device_hours, lo, hi, avg, sd, uptime in env.query(
+            "select site, metric, day, readings, devices_reporting, device_hours, value_min, "
+            "value_max, value_avg, value_stddev, uptime_pct from {p}gold.fct_site_daily"
+        )
+        if day == date(2026, 11, 1)
+    }
+    a, b, c = env.devices["a"], env.devices["b"], env.devices["c"]
+    temperatures = [r.reading["value"] for r in kept
+                    if r.identity[2] == a[2] and r.reading["metric"] == "temperature"]  # fmt: skip
+    assert len(temperatures) == 12
+    n, devices, device_hours, lo, hi, avg, sd, uptime = site_daily[(a[2], "temperature")]
+    # a: hours 10 and 11; b: hours 10 and 13 -> 4 device-hours of 48
+    assert (n, devices, device_hours, lo, hi) == (12, 2, 4, 18.0, 40.0)
+    assert (avg, sd) == (approx(statistics.fmean(temperatures)), approx(statistics.stdev(temperatures)))
+    assert uptime == approx(100 * 4 / 48)
+    assert len(site_daily) == 3
+
+    health = {
+        row[0]: row[1:]
+        for row in env.query(
+            "select device_id, first_seen, last_seen, readings, active_hours, span_hours, "
+            "uptime_pct, gaps, longest_gap_hours from {p}gold.device_health "
+            f"where device_id in ('{a[0]}', '{b[0]}', '{c[0]}')"
+        )
+    }
+    assert health[a[0]] == [H0, H0 + timedelta(minutes=90), 9, 2, 2, 100.0, 0, 0]
+    assert health[b[0]] == [H0 + timedelta(minutes=1), H0 + timedelta(minutes=180), 5, 2, 4,
+                            50.0, 1, 2]  # fmt: skip
+    assert health[c[0]] == [H0, H0 + timedelta(minutes=58), 6, 1, 1, 100.0, 0, 0]
+
+    features = env.query(
+        "select device_id, metric, hour, readings_24h, mean_24h, stddev_24h, lag_1h, "
+        "rate_of_change_1h, missing_ratio_24h from {p}platinum.device_features"
+    )
+    expected_f = expected_features(kept)
+    assert len(features) == len(expected_f) == 6
+    for device, metric, hour, n, mean, sd, lag, rate, missing in features:
+        e = expected_f[(device, metric, hour)]
+        assert n == e["readings_24h"]
+        assert (mean, sd, lag, rate, missing) == (
+            approx(e["mean_24h"]), approx(e["stddev_24h"]), approx(e["lag_1h"]),
+            approx(e["rate"]), approx(e["missing"]),
+        )  # fmt: skip
+
+    scores = env.query("select device_id, seq, robust_z, is_anomaly from {p}platinum.anomaly_scores")
+    expected_s = expected_scores(kept)
+    assert len(scores) == len(expected_s) == 20
+    for device, seq, z, flag in scores:
+        assert (z, flag) == (approx(expected_s[(device, seq)][0]), expected_s[(device, seq)][1])
+    assert {(d, s) for d, s, _, flag in scores if flag} == {(a[0], 5)}
+
+    # Running again with no new data changes nothing: no branch, no commit on main.
+    before = env.contents()
+    with NessieClient(env.settings) as nessie:
+        main_before = nessie.reference("main").hash
+        again = env.run()
+        assert again.outcome == "up_to_date"
+        assert nessie.reference("main").hash == main_before
+        assert again.branch not in {ref.name for ref in nessie.references()}
+    # Forced through dbt anyway, every model still holds exactly the same rows.
+    forced = env.run(force=True)
+    assert forced.outcome == "published", forced.error
+    assert forced.counts == {"bronze": 0, "silver": 0, "quarantine": 0}
+    assert env.contents() == before
+
+    record = env.query(
+        "select outcome, bronze_rows, silver_rows, quarantined_rows from pg.transform.runs "
+        f"where run_id = '{report.run_id}'"
+    )
+    assert record == [["published", 27, 20, 7]]
+    nodes = env.query(
+        f"select count(*), count_if(status = 'pass') from pg.transform.run_nodes "
+        f"where run_id = '{report.run_id}' and resource_type in ('test', 'unit_test')"
+    )
+    assert nodes[0][0] == nodes[0][1] > 50
+
+
+# ---------------------------------------------------------------------------------------
+# Incremental runs equal a full refresh
+
+
+def test_incremental_runs_equal_a_full_refresh(env):
+    a, b, c = env.devices["a"], env.devices["b"], env.devices["c"]
+    seqs = {"a": 0, "b": 0, "c": 0}
+
+    def batch(round_: int) -> list[tuple[tuple[str, str, str], dict[str, Any]]]:
+        out = []
+        for key, identity, metric in (("a", a, "temperature"), ("b", b, "humidity"),
+                                      ("c", c, "pressure")):  # fmt: skip
+            for i in range(12):
+                seqs[key] += 1
+                # Each round moves 2 hours on; every third reading is late by 5 hours.
+                minutes = 120 * round_ + 7 * i - (300 if i % 3 == 0 and round_ else 0)
+                base = 1000 if metric == "pressure" else 20
+                out.append((identity, reading(seqs[key], minutes, metric, base + (i * 7) % 11)))
+        out.append(out[round_])  # a duplicate of an earlier reading of this round
+        if round_:
+            out.append((a, reading(1, 0, "temperature", 20)))  # a duplicate across runs
+        out.append((a, reading(10_000 + round_, 3, "temperature", -100)))  # out of range
+        return out
+
+    total = 0
+    for round_ in range(5):
+        total += append_from_kafka(env.table, batch(round_), partition=round_ % 2, per_message=4)
+        report = env.run()
+        assert report.outcome == "published", report.error
+    assert total == 5 * 39 - 1
+    incremental = env.contents()
+    silver, quarantine = len(incremental["silver.readings"]), len(
+        incremental["silver.readings_quarantine"]
+    )
+    assert (silver, quarantine) == (5 * 36, total - 5 * 36)
+
+    full = env.run(full_refresh=True)
+    assert full.outcome == "published", full.error
+    assert full.counts["bronze"] == total
+    assert env.contents() == incremental
+
+
+# ---------------------------------------------------------------------------------------
+# Write-audit-publish
+
+
+def test_failed_audit_leaves_main_untouched_and_keeps_the_branch(env):
+    a, b = env.devices["a"], env.devices["b"]
+    append_from_kafka(env.table, [(a, reading(1, 0, "temperature", 20)),
+                                  (b, reading(1, 0, "temperature", 21))], partition=0)  # fmt: skip
+    assert env.run().outcome == "published"
+    # b disappears from the registry although silver holds its readings: the
+    # relationship tests must stop the run.
+    with postgres_connection(env.settings, env.credentials) as conn:
+        conn.execute("delete from registry.device_tokens where device_id = %s", (b[0],))
+        conn.execute("delete from registry.devices where device_id = %s", (b[0],))
+    append_from_kafka(env.table, [(a, reading(2, 1, "temperature", 22))], partition=0)
+    snapshots = env.snapshot_ids()
+    with NessieClient(env.settings) as nessie:
+        main_before = nessie.reference("main").hash
+
+        report = env.run()
+
+        assert report.outcome == "failed"
+        failed = {n.node.split(".")[2] for n in report.failed_nodes}
+        assert any(name.startswith("relationships_readings_device_id") for name in failed)
+        assert env.snapshot_ids() == snapshots
+        assert nessie.reference("main").hash == main_before
+        assert report.branch in {ref.name for ref in nessie.references()}
+        # The kept branch holds the run's work for inspection, through its own catalog.
+        cursor = trino_connection(env.settings).cursor()
+        cursor.execute(f'select count(*) from "{report.branch}".{env.prefix}silver.readings')
+        assert cursor.fetchall() == [[3]]
+        assert env.query("select count(*) from {p}silver.readings") == [[2]]
+        record = env.query(
+            f"select outcome, failed_nodes from pg.transform.runs where run_id = '{report.run_id}'"
+        )
+        assert record[0][0] == "failed" and "relationships_readings_device_id" in record[0][1]
+
+        env.runner().discard(report.run_id)
+        assert report.branch not in {ref.name for ref in nessie.references()}
+
+
+def test_a_second_run_is_refused_while_one_holds_the_lock(env, stack_settings, credentials):
+    from lakehouse.errors import TransformLockedError
+    from lakehouse.transform import runs
+
+    with postgres_connection(stack_settings, credentials) as holder:
+        holder.autocommit = True
+        runs.ensure_schema(holder)
+        runs.acquire_lock(holder)
+        with pytest.raises(TransformLockedError):
+            env.run()
+    # The lock went with the holder's session.
+    assert env.run().outcome in {"published", "up_to_date"}
+
+
+# ---------------------------------------------------------------------------------------
+# Publishing while the consumer commits to bronze on main
+
+
+def test_merge_succeeds_while_the_consumer_commits(env, topic_factory, consumer_log, monkeypatch):
+    topic = topic_factory(partitions=3)
+    monkeypatch.setenv("LAKEHOUSE_INGEST_NAMESPACE", f"{env.prefix}bronze")
+    consumer = start_consumer(topic, f"g-{env.u}", "--max-age", "1", log=consumer_log)
+    devices = list(env.devices.values())
+    total = 6_000
+    producer = Producer(kafka_config(env.settings, **{"enable.idempotence": True}))
+
+    def produce() -> None:
+        for i in range(total // 100):
+            device, tenant, site = devices[i % 3]
+            envelope = {
+                "device_id": device, "tenant": tenant, "site": site,
+                "readings": [reading(i // 3 * 100 + j + 1, (i * 100 + j) / 60, "temperature",
+                                     20 + j % 5) for j in range(100)],
+            }  # fmt: skip
+            producer.produce(topic, orjson.dumps(envelope), key=device)
+            producer.poll(0)
+            time.sleep(0.5)
+        producer.flush(30)
+
+    try:
+        feeder = threading.Thread(target=produce)
+        feeder.start()
+        time.sleep(5)
+        bronze_at_start = _bronze_rows(env)
+        report = env.run()
+        bronze_at_merge = _bronze_rows(env)
+        assert report.outcome == "published", report.error
+        # The consumer committed on main while the run worked on its branch.
+        assert bronze_at_start < bronze_at_merge
+        assert 0 < report.counts["bronze"] < total
+        feeder.join()
+        deadline = time.monotonic() + 120
+        while _bronze_rows(env) < total and time.monotonic() < deadline:
+            time.sleep(1)
+        assert _bronze_rows(env) == total
+    finally:
+        assert stop_consumer(consumer) == 0
+
+    final = env.run()
+    assert final.outcome == "published", final.error
+    assert report.counts["silver"] + final.counts["silver"] == total
+    assert env.query("select count(*), count(distinct (device_id, seq)) from {p}silver.readings") == [
+        [total, total]
+    ]
+    assert env.query("select count(*) from {p}silver.readings_quarantine") == [[0]]
+
+
+def _bronze_rows(env: Env) -> int:
+    return env.query("select count(*) from {p}bronze.readings")[0][0]
+
