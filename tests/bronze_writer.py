@@ -74,7 +74,9 @@ def append_file(
     """Append readings as one ingested file with this hash."""
     builder = ReadingsBuilder()
     for line, (identity, reading) in enumerate(readings, start=2):
-        builder.add_reading(reading, identity, Source("file", batch_id=sha256, file="f.csv", line=line))
+        builder.add_reading(
+            reading, identity, Source("file", batch_id=sha256, file="f.csv", line=line)
+        )
     data = builder.readings_table()
     table.append(data)
     return data.num_rows

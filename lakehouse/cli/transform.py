@@ -19,7 +19,7 @@ from lakehouse.transform import runs
 from lakehouse.transform.runner import RunReport, TransformRunner
 
 transform_app = typer.Typer(
-    help="Build silver, gold and platinum with dbt on a Nessie branch; publish if every test passes.",
+    help="Build silver, gold and platinum on a Nessie branch; publish when every test passes.",
     invoke_without_command=True,
 )
 
@@ -90,7 +90,7 @@ def _print_report(report: RunReport) -> None:
         err.print(f"  [red]✗[/] {node.node} ({node.status}): {node.message or ''}", highlight=False)
     err.print(
         f"main is untouched. Branch and Trino catalog [bold]{report.branch}[/] are kept: "
-        f"query e.g. `select * from {report.branch}.silver.readings`; "
+        f"query its tables as {report.branch}.<schema>.<table> in Trino; "
         f"drop them with `lakehouse transform discard {report.run_id}`.",
         highlight=False,
     )

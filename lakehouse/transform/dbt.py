@@ -100,7 +100,9 @@ def _release_log_files() -> None:
 
     for logger in get_event_manager().loggers:
         python_logger = getattr(logger, "_python_logger", None)
-        for handler in list(getattr(python_logger, "handlers", [])):
+        if python_logger is None:
+            continue
+        for handler in list(python_logger.handlers):
             handler.close()
             python_logger.removeHandler(handler)
     cleanup_event_logger()

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from lakehouse.clients import iceberg_catalog, postgres_connection, trino_connection
 from lakehouse import registry
+from lakehouse.clients import iceberg_catalog, postgres_connection, trino_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
 from lakehouse.errors import CatalogError, LakehouseError, TransformError
@@ -108,9 +108,7 @@ class TransformRunner:
         finally:
             conn.close()
 
-    def _run(
-        self, conn: Any, report: RunReport, *, full_refresh: bool, force: bool
-    ) -> None:
+    def _run(self, conn: Any, report: RunReport, *, full_refresh: bool, force: bool) -> None:
         with NessieClient(self.settings) as nessie:
             self._drop_orphan_catalogs(nessie)
             branch = nessie.create_branch(report.branch, "main")
@@ -160,14 +158,12 @@ class TransformRunner:
             nessie.delete_branch(report.branch)
 
     def _window(self, branch: str, conn: Any, *, full_refresh: bool) -> BronzeWindow:
-        from pyiceberg.expressions import IsNull
-
         catalog = iceberg_catalog(self.settings, self.credentials, ref=branch)
         bronze_name = f"{self.prefix}bronze.readings"
         if not catalog.table_exists(bronze_name):
             raise TransformError(f"there is no {bronze_name} table to transform")
         bronze = catalog.load_table(bronze_name)
-        files = bronze.scan(row_filter=IsNull("source_topic"), selected_fields=("batch_id",))
+        files = bronze.scan(row_filter="source_topic is null", selected_fields=("batch_id",))
         batch_ids = {b for b in files.to_arrow().column("batch_id").to_pylist() if b}
         return compute_window(
             committed=committed_offsets(bronze.properties),
@@ -195,7 +191,7 @@ class TransformRunner:
         properties = lake_catalog_properties(self.settings, ref=branch)
         connector = properties.pop("connector.name")
         assignments = ", ".join(
-            f'"{key}" = \'{value.replace(chr(39), chr(39) * 2)}\''
+            f"\"{key}\" = '{value.replace(chr(39), chr(39) * 2)}'"
             for key, value in properties.items()
         )
         cursor = self._trino()

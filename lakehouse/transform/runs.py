@@ -188,8 +188,15 @@ def finish(
                 "(run_id, node, resource_type, status, rows_affected, seconds, message) "
                 "values (%s, %s, %s, %s, %s, %s, %s)",
                 [
-                    (run_id, n.node, n.resource_type, n.status, n.rows_affected, n.seconds,
-                     n.message)
+                    (
+                        run_id,
+                        n.node,
+                        n.resource_type,
+                        n.status,
+                        n.rows_affected,
+                        n.seconds,
+                        n.message,
+                    )
                     for n in nodes
                 ],
             )

@@ -297,7 +297,10 @@ def test_golden_numbers(env):
     n, devices, device_hours, lo, hi, avg, sd, uptime = site_daily[(a[2], "temperature")]
     # a: hours 10 and 11; b: hours 10 and 13 -> 4 device-hours of 48
     assert (n, devices, device_hours, lo, hi) == (12, 2, 4, 18.0, 40.0)
-    assert (avg, sd) == (approx(statistics.fmean(temperatures)), approx(statistics.stdev(temperatures)))
+    assert (avg, sd) == (
+        approx(statistics.fmean(temperatures)),
+        approx(statistics.stdev(temperatures)),
+    )
     assert uptime == approx(100 * 4 / 48)
     assert len(site_daily) == 3
 
@@ -328,7 +331,9 @@ def test_golden_numbers(env):
             approx(e["rate"]), approx(e["missing"]),
         )  # fmt: skip
 
-    scores = env.query("select device_id, seq, robust_z, is_anomaly from {p}platinum.anomaly_scores")
+    scores = env.query(
+        "select device_id, seq, robust_z, is_anomaly from {p}platinum.anomaly_scores"
+    )
     expected_s = expected_scores(kept)
     assert len(scores) == len(expected_s) == 20
     for device, seq, z, flag in scores:
@@ -392,8 +397,9 @@ def test_incremental_runs_equal_a_full_refresh(env):
         assert report.outcome == "published", report.error
     assert total == 5 * 39 - 1
     incremental = env.contents()
-    silver, quarantine = len(incremental["silver.readings"]), len(
-        incremental["silver.readings_quarantine"]
+    silver, quarantine = (
+        len(incremental["silver.readings"]),
+        len(incremental["silver.readings_quarantine"]),
     )
     assert (silver, quarantine) == (5 * 36, total - 5 * 36)
 
@@ -505,12 +511,11 @@ def test_merge_succeeds_while_the_consumer_commits(env, topic_factory, consumer_
     final = env.run()
     assert final.outcome == "published", final.error
     assert report.counts["silver"] + final.counts["silver"] == total
-    assert env.query("select count(*), count(distinct (device_id, seq)) from {p}silver.readings") == [
-        [total, total]
-    ]
+    assert env.query(
+        "select count(*), count(distinct (device_id, seq)) from {p}silver.readings"
+    ) == [[total, total]]
     assert env.query("select count(*) from {p}silver.readings_quarantine") == [[0]]
 
 
 def _bronze_rows(env: Env) -> int:
     return env.query("select count(*) from {p}bronze.readings")[0][0]
-

@@ -1,0 +1,119 @@
+"""The bronze window: committed offsets minus silver's progress, files by hash."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lakehouse.errors import TransformError
+from lakehouse.transform.window import (
+    REGISTRY_STREAM,
+    PartitionRange,
+    committed_offsets,
+    compute_window,
+    file_stream,
+    kafka_stream,
+)
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+
+
+def test_committed_offsets_are_read_from_every_topic_property():
+    properties = {
+        "lakehouse.kafka.offsets.readings": json.dumps({"0": 10, "1": 4}),
+        "lakehouse.kafka.offsets.other": json.dumps({"2": 7}),
+        "write.format.default": "parquet",
+    }
+    assert committed_offsets(properties) == {"readings": {0: 10, 1: 4}, "other": {2: 7}}
+
+
+def test_first_run_takes_everything_committed():
+    window = compute_window(
+        committed={"readings": {0: 10, 1: 4}}, progress={}, file_batches=[SHA_A], registry=5
+    )
+    assert window.kafka == (
+        PartitionRange("readings", 0, -1, 9),
+        PartitionRange("readings", 1, -1, 3),
+    )
+    assert window.files == (SHA_A,)
+    assert window.has_new_rows and window.registry_changed
+    assert window.offsets_to_read == 14
+
+
+def test_next_run_starts_after_the_recorded_progress():
+    progress = {
+        kafka_stream("readings", 0): 9,
+        kafka_stream("readings", 1): 1,
+        file_stream(SHA_A): None,
+        REGISTRY_STREAM: 5,
+    }
+    window = compute_window(
+        committed={"readings": {0: 10, 1: 4, 2: 1}},
+        progress=progress,
+        file_batches=[SHA_A, SHA_B],
+        registry=5,
+    )
+    assert window.kafka == (
+        PartitionRange("readings", 0, 9, 9),
+        PartitionRange("readings", 1, 1, 3),
+        PartitionRange("readings", 2, -1, 0),
+    )
+    assert window.kafka[0].is_empty and not window.kafka[1].is_empty
+    assert window.files == (SHA_B,)
+    assert not window.registry_changed
+    assert window.as_dbt_var() == {
+        "kafka": [
+            {"topic": "readings", "partition": 0, "after": 9, "through": 9},
+            {"topic": "readings", "partition": 1, "after": 1, "through": 3},
+            {"topic": "readings", "partition": 2, "after": -1, "through": 0},
+        ],
+        "files": [SHA_B],
+        "registry": 5,
+    }
+
+
+def test_nothing_new_means_no_rows_to_process():
+    progress = {kafka_stream("readings", 0): 9, file_stream(SHA_A): None, REGISTRY_STREAM: 1}
+    window = compute_window(
+        committed={"readings": {0: 10}}, progress=progress, file_batches=[SHA_A], registry=1
+    )
+    assert not window.has_new_rows and not window.registry_changed
+    changed = compute_window(
+        committed={"readings": {0: 10}}, progress=progress, file_batches=[SHA_A], registry=2
+    )
+    assert not changed.has_new_rows and changed.registry_changed
+
+
+def test_full_refresh_ignores_progress():
+    progress = {kafka_stream("readings", 0): 9, file_stream(SHA_A): None}
+    window = compute_window(
+        committed={"readings": {0: 10}},
+        progress=progress,
+        file_batches=[SHA_A],
+        registry=1,
+        full_refresh=True,
+    )
+    assert window.kafka == (PartitionRange("readings", 0, -1, 9),)
+    assert window.files == (SHA_A,)
+
+
+def test_bronze_behind_silver_asks_for_a_full_refresh():
+    with pytest.raises(TransformError) as caught:
+        compute_window(
+            committed={"readings": {0: 5}},
+            progress={kafka_stream("readings", 0): 9},
+            file_batches=[],
+            registry=1,
+        )
+    assert "--full-refresh" in (caught.value.fix or "")
+
+
+@pytest.mark.parametrize(
+    ("committed", "files"),
+    [({"bad'topic": {0: 1}}, []), ({}, ["not-a-hash"]), ({}, ["A" * 64])],
+)
+def test_names_that_could_escape_sql_are_refused(committed, files):
+    with pytest.raises(TransformError):
+        compute_window(committed=committed, progress={}, file_batches=files, registry=1)
