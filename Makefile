@@ -59,6 +59,7 @@ bench: setup ## Run the benchmarks (prints ratios and absolute figures)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.edge_agent
+	$(BIN)/python -m bench.transform
 
 .PHONY: clean
 clean: ## Stop the stack, delete its state and the virtualenv (the download cache is kept)

@@ -70,7 +70,7 @@ class TrinoSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_TRINO_")
 
     port: int = 8080
-    heap: str = "2G"
+    heap: str = "3G"
     start_timeout: float = 180.0
 
 

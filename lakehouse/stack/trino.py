@@ -78,7 +78,8 @@ class Trino(Service):
         catalogs = self.etc_dir / "catalog"
         catalogs.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "data").mkdir(exist_ok=True)
-        heap_gb = _gigabytes(s.trino.heap)
+        heap_mb = _megabytes(s.trino.heap)
+        (self.state_dir / "spill").mkdir(exist_ok=True)
         _write_properties(
             self.etc_dir / "config.properties",
             {
@@ -88,9 +89,15 @@ class Trino(Service):
                 "node.bind-ip": s.host,
                 "node.internal-address": s.host,
                 "discovery.uri": self.url,
-                "query.max-memory": f"{max(heap_gb // 2, 1)}GB",
-                "query.max-memory-per-node": f"{max(heap_gb * 1024 // 2, 256)}MB",
-                "memory.heap-headroom-per-node": f"{max(heap_gb * 1024 // 4, 256)}MB",
+                "query.max-memory": f"{max(heap_mb * 7 // 10, 256)}MB",
+                "query.max-memory-per-node": f"{max(heap_mb * 7 // 10, 256)}MB",
+                "memory.heap-headroom-per-node": f"{max(heap_mb // 4, 128)}MB",
+                # Full refreshes sort and window whole tables. Spilling starts before a
+                # query reaches its limit (the threshold is a share of the memory pool).
+                "spill-enabled": "true",
+                "memory-revoking-threshold": "0.7",
+                "memory-revoking-target": "0.5",
+                "spiller-spill-path": str(self.state_dir / "spill"),
                 "plugin.dir": str(self.install_dir / "plugin"),
                 # Transform runs add a catalog per Nessie branch with CREATE CATALOG.
                 "catalog.management": "dynamic",
@@ -170,9 +177,9 @@ def lake_catalog_properties(settings: Settings, ref: str = "main") -> dict[str, 
     }
 
 
-def _gigabytes(heap: str) -> int:
+def _megabytes(heap: str) -> int:
     number, unit = int(heap[:-1]), heap[-1].upper()
-    return number if unit == "G" else max(number // 1024, 1)
+    return number * 1024 if unit == "G" else number
 
 
 def _write_properties(path: Path, values: dict[str, str]) -> None:

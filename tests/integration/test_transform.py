@@ -519,3 +519,30 @@ def test_merge_succeeds_while_the_consumer_commits(env, topic_factory, consumer_
 
 def _bronze_rows(env: Env) -> int:
     return env.query("select count(*) from {p}bronze.readings")[0][0]
+
+
+def test_every_keeps_publishing_until_sigterm(env, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    a = env.devices["a"]
+    append_from_kafka(env.table, [(a, reading(1, 0, "temperature", 20))], partition=0)
+    log = tmp_path / "transform.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lakehouse", "transform", "--every", "1", "--quiet"],
+            env={**os.environ, "LAKEHOUSE_TRANSFORM_SCHEMA_PREFIX": env.prefix},
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and "up to date" not in log.read_text():
+                time.sleep(1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(120) == 0
+    text = log.read_text()
+    assert "published" in text and "up to date" in text and text.rstrip().endswith("stopped")
+    assert env.query("select count(*) from {p}silver.readings") == [[1]]

@@ -3,7 +3,7 @@
     (Iglewicz and Hoaglin's modified z-score; MAD is the median absolute deviation).
     When MAD is 0 the mean absolute deviation is used instead, z = (value - median) /
     (1.2533 * meanAD), and z = 0 when that is 0 too. Hours with fewer than 3 readings
-    are not scored. is_anomaly: |z| > 3.5. Medians are exact (middle rows). -#}
+    are not scored. is_anomaly: |z| > 3.5. Medians are exact (middle values). -#}
 {{ config(
     materialized='incremental',
     incremental_strategy='merge',
@@ -46,70 +46,76 @@ scoped as (
 ),
 {% endif %}
 
-ranked as (
+-- Per hour the values are sorted once into an array: exact medians without a window
+-- over every reading (which would hold the whole table in memory on a full refresh).
+hours as (
     select
-        *,
-        row_number() over (partition by device_id, metric, hour order by value) as value_rank,
-        count(*) over (partition by device_id, metric, hour) as readings_in_hour
+        device_id,
+        metric,
+        hour,
+        count(*) as readings_in_hour,
+        array_sort(array_agg(value)) as sorted_values
     from scoped
+    group by device_id, metric, hour
 ),
 
 medians as (
-    select device_id, metric, hour, avg(value) as baseline_median
-    from ranked
-    where value_rank in ((readings_in_hour + 1) / 2, (readings_in_hour + 2) / 2)
-    group by device_id, metric, hour
-),
-
-deviations as (
-    select
-        r.*,
-        m.baseline_median,
-        abs(r.value - m.baseline_median) as abs_deviation
-    from ranked as r
-    inner join medians as m
-        on m.device_id = r.device_id and m.metric = r.metric and m.hour = r.hour
-),
-
-deviation_ranked as (
     select
         *,
-        row_number() over (partition by device_id, metric, hour order by abs_deviation)
-            as deviation_rank,
-        avg(abs_deviation) over (partition by device_id, metric, hour) as mean_abs_deviation
-    from deviations
+        (element_at(sorted_values, (readings_in_hour + 1) / 2)
+            + element_at(sorted_values, (readings_in_hour + 2) / 2)) / 2 as baseline_median
+    from hours
 ),
 
-mads as (
-    select device_id, metric, hour, avg(abs_deviation) as baseline_mad
-    from deviation_ranked
-    where deviation_rank in ((readings_in_hour + 1) / 2, (readings_in_hour + 2) / 2)
-    group by device_id, metric, hour
+spreads as (
+    select
+        device_id,
+        metric,
+        hour,
+        readings_in_hour,
+        baseline_median,
+        array_sort(transform(sorted_values, x -> abs(x - baseline_median))) as deviations,
+        reduce(sorted_values, 0e0, (total, x) -> total + abs(x - baseline_median), total -> total)
+            / readings_in_hour as mean_abs_deviation
+    from medians
+),
+
+baselines as (
+    select
+        device_id,
+        metric,
+        hour,
+        readings_in_hour,
+        baseline_median,
+        (element_at(deviations, (readings_in_hour + 1) / 2)
+            + element_at(deviations, (readings_in_hour + 2) / 2)) / 2 as baseline_mad,
+        mean_abs_deviation
+    from spreads
 ),
 
 scored as (
     select
-        d.device_id,
-        d.tenant,
-        d.site,
-        d.seq,
-        d.metric,
-        d.ts,
-        d.hour,
-        d.value,
-        d.readings_in_hour,
-        d.baseline_median,
-        m.baseline_mad,
+        r.device_id,
+        r.tenant,
+        r.site,
+        r.seq,
+        r.metric,
+        r.ts,
+        r.hour,
+        r.value,
+        b.readings_in_hour,
+        b.baseline_median,
+        b.baseline_mad,
         case
-            when d.readings_in_hour < 3 then null
-            when m.baseline_mad > 0 then 0.6745e0 * (d.value - d.baseline_median) / m.baseline_mad
-            when d.mean_abs_deviation > 0
-                then (d.value - d.baseline_median) / (1.2533e0 * d.mean_abs_deviation)
+            when b.readings_in_hour < 3 then null
+            when b.baseline_mad > 0 then 0.6745e0 * (r.value - b.baseline_median) / b.baseline_mad
+            when b.mean_abs_deviation > 0
+                then (r.value - b.baseline_median) / (1.2533e0 * b.mean_abs_deviation)
             else 0e0
         end as robust_z
-    from deviation_ranked as d
-    inner join mads as m
-        on m.device_id = d.device_id and m.metric = d.metric and m.hour = d.hour
+    from scoped as r
+    inner join baselines as b
+        on b.device_id = r.device_id and b.metric = r.metric and b.hour = r.hour
 ),
 
 final as (
