@@ -216,7 +216,7 @@ def main() -> None:
     smallest, largest = min(results), max(results)
     ratio = results[largest]["incremental"] / results[smallest]["incremental"]
     console.rule("transform")
-    for size, f in results.items():
+    for f in results.values():
         console.print(
             f"bronze {f['rows']:>12,} rows: incremental (+1 h, {PER_HOUR:,}) "
             f"{f['incremental']:6.1f} s | fixed cost of a run {f['fixed']:5.1f} s | "
@@ -238,7 +238,8 @@ def main() -> None:
         worst = max(worst, p95(times))
         console.print(
             f"{name:38} p50 {statistics.median(times) * 1000:5.0f} ms  "
-            f"p95 {p95(times) * 1000:5.0f} ms  ({p95(times) / statistics.median(baseline):.1f}x select 1)"
+            f"p95 {p95(times) * 1000:5.0f} ms  "
+            f"({p95(times) / statistics.median(baseline):.1f}x select 1)"
         )
     console.print(
         f"worst p95 {worst * 1000:.0f} ms (target ≤ 1000 ms: {'met' if worst <= 1 else 'NOT met'})"
