@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException, ValidationException
 
+from lakehouse.contracts import KAFKA_OFFSETS_PROPERTY_PREFIX
 from lakehouse.errors import FencedCommitError, IngestError
 from lakehouse.failpoints import failpoint
 
@@ -27,12 +28,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OFFSETS_PREFIX = "lakehouse.kafka.offsets."
 MAX_COMMIT_ATTEMPTS = 20
 
 
 def offsets_key(topic: str) -> str:
-    return f"{OFFSETS_PREFIX}{topic}"
+    return f"{KAFKA_OFFSETS_PROPERTY_PREFIX}{topic}"
 
 
 def read_offsets(table: Table, topic: str) -> dict[int, int]:

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table
 
+# Table property (one per topic) holding the next Kafka offset of each partition,
+# committed by the consumers in the same snapshot as the rows they consumed.
+KAFKA_OFFSETS_PROPERTY_PREFIX = "lakehouse.kafka.offsets."
+
 READINGS = "bronze.readings"
 REJECTED = "bronze.readings_rejected"
 

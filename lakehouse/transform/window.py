@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lakehouse.contracts import KAFKA_OFFSETS_PROPERTY_PREFIX
 from lakehouse.errors import TransformError
 
-OFFSETS_PREFIX = "lakehouse.kafka.offsets."
 REGISTRY_STREAM = "registry"
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -85,8 +85,8 @@ def committed_offsets(properties: Mapping[str, str]) -> dict[str, dict[int, int]
 
     offsets: dict[str, dict[int, int]] = {}
     for key, raw in properties.items():
-        if key.startswith(OFFSETS_PREFIX):
-            topic = key[len(OFFSETS_PREFIX) :]
+        if key.startswith(KAFKA_OFFSETS_PROPERTY_PREFIX):
+            topic = key[len(KAFKA_OFFSETS_PROPERTY_PREFIX) :]
             offsets[topic] = {int(p): int(o) for p, o in json.loads(raw).items()}
     return offsets
 
