@@ -80,6 +80,9 @@ class Source:
     line: int | None = None
 
 
+_UPLOAD = Source("upload")
+
+
 class Rejected(Exception):
     """A record that breaks the contract: reason code plus detail."""
 
@@ -205,7 +208,7 @@ class ReadingsBuilder:
             raise Rejected("reading_not_object", f"reading is {_json_type(reading)}")
         keep, self.keep_readings = self.keep_readings, False
         try:
-            self._add_reading(reading, identity, Source("upload"))
+            self._add_reading(reading, identity, _UPLOAD)
         finally:
             self.keep_readings = keep
 

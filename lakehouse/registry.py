@@ -212,11 +212,12 @@ def list_devices(conn: psycopg.Connection[Any], tenant: str | None = None) -> li
     return [DeviceRow(*row) for row in rows]
 
 
-AUTHENTICATE_SQL = """
-select d.device_id, d.tenant, d.site
+AUTHENTICATE_MANY_SQL = """
+select t.token_hash, d.device_id, d.tenant, d.site
 from registry.device_tokens t join registry.devices d using (device_id)
-where t.token_hash = %s
+where t.token_hash = any(%s)
   and t.revoked_at is null and d.revoked_at is null
   and (t.expires_at is null or t.expires_at > now())
   and (t.valid_until is null or t.valid_until > now())
 """
+

@@ -7,8 +7,9 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from ingest.gateway.grouping import Grouped
 from ingest.gateway.problems import Problem
-from lakehouse.registry import AUTHENTICATE_SQL, TOKEN_PREFIX, DeviceIdentity, token_hash
+from lakehouse.registry import AUTHENTICATE_MANY_SQL, TOKEN_PREFIX, DeviceIdentity, token_hash
 
 # Revocation must reach the gateway within 5 s; entries live shorter than that.
 CACHE_SECONDS = 2.0
@@ -19,6 +20,14 @@ class Authenticator:
         self.pool = pool
         self.cache_seconds = cache_seconds
         self._cache: dict[bytes, tuple[float, DeviceIdentity | None]] = {}
+        # Cache misses of concurrent requests share one query.
+        self._lookups: Grouped[bytes, DeviceIdentity | None] = Grouped(self._authenticate)
+
+    async def _authenticate(self, keys: list[bytes]) -> list[DeviceIdentity | None]:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(AUTHENTICATE_MANY_SQL, (keys,))
+            found = {bytes(row[0]): DeviceIdentity(*row[1:]) for row in await cursor.fetchall()}
+        return [found.get(key) for key in keys]
 
     async def identify(self, authorization: str | None) -> DeviceIdentity:
         if not authorization:
@@ -33,10 +42,7 @@ class Authenticator:
         if cached is not None and now - cached[0] < self.cache_seconds:
             identity = cached[1]
         else:
-            async with self.pool.connection() as conn:
-                cursor = await conn.execute(AUTHENTICATE_SQL, (key,))
-                row = await cursor.fetchone()
-            identity = DeviceIdentity(*row) if row else None
+            identity = await self._lookups.submit(key)
             if len(self._cache) > 100_000:
                 self._cache.clear()
             self._cache[key] = (now, identity)

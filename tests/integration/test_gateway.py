@@ -306,6 +306,10 @@ def test_tokens_never_appear_in_any_log(gateway, tokens, stack_settings):
     _, gateway_log = gateway
     logs = [gateway_log, *Path(stack_settings.home, "logs").glob("*.log")]
     secrets = [v for k, v in tokens.items() if not k.endswith("_id")]
+    # The access log is there (one line per request) and holds no header.
+    access = [line for line in gateway_log.read_text().splitlines() if " access " in line]
+    assert any(" POST /v1/readings 202 " in line for line in access)
+    assert any(" POST /v1/readings 401 " in line for line in access)
     for path in logs:
         text = path.read_text(errors="replace")
         for token in secrets:
