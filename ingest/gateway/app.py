@@ -68,6 +68,16 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=self.registry,
         )  # fmt: skip
 
+    def problem(self, exc: Problem) -> Response:
+        """The problem+json response of a client error, counted by status."""
+        self.requests.labels(str(exc.status)).inc()
+        return exc.response()
+
+
+def _internal_error() -> Response:
+    log.exception("unexpected error")
+    return Problem(500, "internal-error", "the gateway failed; try again later").response()
+
 
 def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
     config = settings.gateway
@@ -111,8 +121,7 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
 
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> Response:
-        metrics.requests.labels(str(exc.status)).inc()
-        return exc.response()
+        return metrics.problem(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:
@@ -120,8 +129,7 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unexpected error")
-        return Problem(500, "internal-error", "the gateway failed; try again later").response()
+        return _internal_error()
 
     @app.post(
         "/v1/readings",
@@ -256,12 +264,9 @@ def with_upload_fast_path(app: FastAPI) -> ASGIApp:
             try:
                 response = await upload(Request(scope, receive))
             except Problem as exc:
-                metrics.requests.labels(str(exc.status)).inc()
-                response = exc.response()
+                response = metrics.problem(exc)
             except Exception:
-                log.exception("unexpected error")
-                response = Problem(500, "internal-error", "the gateway failed; try again later"
-                                   ).response()  # fmt: skip
+                response = _internal_error()
             await response(scope, receive, send)
             status = response.status_code
         else:
