@@ -20,12 +20,12 @@ from pathlib import Path
 import psutil
 from rich.console import Console
 
-from bench.gateway import start_gateway
 from lakehouse import registry
 from lakehouse.clients import postgres_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import load
 from lakehouse.stack.manager import Stack
+from tests.gateway_process import start_gateway
 
 
 def footprint(proc: psutil.Process, seconds: float) -> tuple[float, float]:

@@ -15,8 +15,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -33,6 +31,7 @@ from lakehouse.clients import kafka_config, postgres_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import load
 from lakehouse.stack.manager import Stack
+from tests.gateway_process import start_gateway
 
 DEVICES = 500
 BATCH = 100
@@ -185,27 +184,6 @@ def histogram_quantile(before: dict[float, float], after: dict[float, float], q:
         if cumulative >= q * total:
             return bound
     return float("inf")
-
-
-def start_gateway(port: int, log_path: Path, **env: str) -> subprocess.Popen[bytes]:
-    """A gateway process on `port`, returned once /readyz answers 200."""
-    with log_path.open("ab") as log:
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "lakehouse", "gateway", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                return gateway
-        except httpx.TransportError:
-            pass
-        if gateway.poll() is not None:
-            raise RuntimeError(f"the gateway exited; see {log_path}")
-        time.sleep(0.5)
-    gateway.terminate()
-    raise RuntimeError(f"the gateway did not become ready; see {log_path}")
 
 
 def main() -> None:

@@ -220,4 +220,3 @@ where t.token_hash = any(%s)
   and (t.expires_at is null or t.expires_at > now())
   and (t.valid_until is null or t.valid_until > now())
 """
-

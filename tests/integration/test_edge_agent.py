@@ -18,7 +18,8 @@ import pytest
 
 from lakehouse import registry
 from lakehouse.clients import postgres_connection, trino_connection
-from tests.integration.conftest import free_port, start_consumer, start_gateway, stop_consumer
+from tests.gateway_process import start_gateway
+from tests.integration.conftest import free_port, start_consumer, stop_consumer
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from lakehouse import registry
 from lakehouse.clients import kafka_config, postgres_connection
-from tests.integration.conftest import free_port, start_gateway
+from tests.gateway_process import start_gateway
+from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
