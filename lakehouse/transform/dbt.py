@@ -49,7 +49,6 @@ def build(
     dbt_vars: dict[str, Any],
     full_refresh: bool = False,
     quiet: bool = False,
-    select: list[str] | None = None,
 ) -> BuildResult:
     """Run `dbt build` with the project's models writing into `catalog`."""
     from dbt.cli.main import dbtRunner
@@ -73,8 +72,6 @@ def build(
         args.append("--full-refresh")
     if quiet:
         args.append("--quiet")
-    if select:
-        args += ["--select", *select]
     env = {
         "LAKEHOUSE_DBT_HOST": settings.host,
         "LAKEHOUSE_DBT_PORT": str(settings.trino.port),

@@ -42,7 +42,6 @@ class RunReport:
 
     run_id: str
     outcome: str
-    branch: str
     seconds: float = 0.0
     window: BronzeWindow | None = None
     nodes: list[runs.NodeResult] = field(default_factory=list)
@@ -50,6 +49,10 @@ class RunReport:
     main_before: str | None = None
     main_after: str | None = None
     error: str | None = None
+
+    @property
+    def branch(self) -> str:
+        return branch_of(self.run_id)
 
     @property
     def failed_nodes(self) -> list[runs.NodeResult]:
@@ -80,8 +83,7 @@ class TransformRunner:
             runs.ensure_schema(conn)
             registry.ensure_schema(conn)
             runs.acquire_lock(conn)
-            report = RunReport(run_id=new_run_id(), outcome="running", branch="")
-            report.branch = branch_of(report.run_id)
+            report = RunReport(run_id=new_run_id(), outcome="running")
             runs.start(conn, report.run_id, full_refresh=full_refresh, branch=report.branch)
             started = time.monotonic()
             try:

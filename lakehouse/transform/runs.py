@@ -210,13 +210,3 @@ def recent(conn: psycopg.Connection[Any], limit: int = 20) -> list[RunRecord]:
         (limit,),
     ).fetchall()
     return [RunRecord(*row) for row in rows]
-
-
-def get(conn: psycopg.Connection[Any], run_id: str) -> RunRecord | None:
-    row = conn.execute(
-        "select run_id, started_at, finished_at, outcome, full_refresh, branch, main_after, "
-        "bronze_rows, silver_rows, quarantined_rows, seconds, failed_nodes, error "
-        "from transform.runs where run_id = %s",
-        (run_id,),
-    ).fetchone()
-    return RunRecord(*row) if row else None

@@ -49,7 +49,6 @@ class BronzeWindow:
     files: tuple[str, ...] = ()
     registry: int = 0
     registry_changed: bool = False
-    full_refresh: bool = False
 
     @property
     def has_new_rows(self) -> bool:
@@ -131,5 +130,4 @@ def compute_window(
         files=tuple(files),
         registry=registry,
         registry_changed=done.get(REGISTRY_STREAM) != registry,
-        full_refresh=full_refresh,
     )
