@@ -32,3 +32,36 @@
 {% macro hour_number(column) -%}
     cast(to_unixtime({{ column }}) as bigint) / 3600
 {%- endmacro %}
+
+{#- Earliest `grain` (hour, day) of the current run's new silver rows; None if it has none. -#}
+{% macro run_earliest(grain) -%}
+    {{- return(scalar(
+        "select min(date_trunc('" ~ grain ~ "', ts)) from " ~ ref('readings')
+        ~ " where run_id = " ~ current_run_id()
+    )) -}}
+{%- endmacro %}
+
+{#- Silver readings with their `hour`: those of every (device, metric, hour) the current
+    run's new rows fall in, or all of them when the model is built in full. -#}
+{% macro readings_of_touched_hours() -%}
+    {%- if is_incremental() -%}
+        {%- set earliest = run_earliest('hour') %}
+    select r.*, date_trunc('hour', r.ts) as hour
+    from {{ ref('readings') }} as r
+    inner join (
+        select distinct device_id, metric, date_trunc('hour', ts) as hour
+        from {{ ref('readings') }}
+        where run_id = {{ current_run_id() }}
+    ) as t
+        on t.device_id = r.device_id
+        and t.metric = r.metric
+        and t.hour = date_trunc('hour', r.ts)
+        {%- if earliest is not none %}
+    where r.ts >= {{ ts_literal(earliest) }}
+        {%- else %}
+    where false
+        {%- endif %}
+    {%- else %}
+    select *, date_trunc('hour', ts) as hour from {{ ref('readings') }}
+    {%- endif %}
+{%- endmacro %}

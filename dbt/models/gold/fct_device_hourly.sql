@@ -9,39 +9,9 @@
     properties={"partitioning": "ARRAY['month(hour)']"},
 ) }}
 
-with readings as (
-    select * from {{ ref('readings') }}
+with scoped as (
+    {{ readings_of_touched_hours() }}
 ),
-
-{% if is_incremental() %}
-{%- set earliest = scalar(
-    "select min(date_trunc('hour', ts)) from " ~ ref('readings')
-    ~ " where run_id = " ~ current_run_id()
-) %}
-touched as (
-    select distinct device_id, metric, date_trunc('hour', ts) as hour
-    from readings
-    where run_id = {{ current_run_id() }}
-),
-
-scoped as (
-    select r.*
-    from readings as r
-    inner join touched as t
-        on t.device_id = r.device_id
-        and t.metric = r.metric
-        and t.hour = date_trunc('hour', r.ts)
-    {%- if earliest is not none %}
-    where r.ts >= {{ ts_literal(earliest) }}
-    {%- else %}
-    where false
-    {%- endif %}
-),
-{% else %}
-scoped as (
-    select * from readings
-),
-{% endif %}
 
 final as (
     select
@@ -50,7 +20,7 @@ final as (
         max(tenant) as tenant,
         max_by(site, ts) as site,
         metric,
-        date_trunc('hour', ts) as hour,
+        hour,
         count(*) as readings,
         min(value) as value_min,
         max(value) as value_max,
@@ -61,7 +31,7 @@ final as (
         min(ts) as first_ts,
         max(ts) as last_ts
     from scoped
-    group by device_id, metric, date_trunc('hour', ts)
+    group by device_id, metric, hour
 )
 
 select * from final

@@ -14,10 +14,7 @@ with hourly as (
 ),
 
 {% if is_incremental() %}
-{%- set earliest = scalar(
-    "select min(date_trunc('day', ts)) from " ~ ref('readings')
-    ~ " where run_id = " ~ current_run_id()
-) %}
+{%- set earliest = run_earliest('day') %}
 touched as (
     select distinct site, metric, cast(ts as date) as day
     from {{ ref('readings') }}
@@ -53,9 +50,8 @@ final as (
         min(value_min) as value_min,
         max(value_max) as value_max,
         sum(value_sum) / sum(readings) as value_avg,
-        case when sum(readings) > 1 then sqrt(greatest(
-            (sum(value_sum_sq) - sum(value_sum) * sum(value_sum) / sum(readings))
-            / (sum(readings) - 1), 0e0)) end as value_stddev,
+        {{ stddev_from_sums('sum(readings)', 'sum(value_sum)', 'sum(value_sum_sq)') }}
+            as value_stddev,
         100e0 * count(*) / (24 * count(distinct device_id)) as uptime_pct
     from scoped
     group by site, tenant, metric, cast(hour as date)

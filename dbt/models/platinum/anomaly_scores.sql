@@ -11,40 +11,9 @@
     properties={"partitioning": "ARRAY['day(ts)']"},
 ) }}
 
-with readings as (
-    select device_id, tenant, site, seq, metric, ts, value, run_id
-    from {{ ref('readings') }}
+with scoped as (
+    {{ readings_of_touched_hours() }}
 ),
-
-{% if is_incremental() %}
-{%- set earliest = scalar(
-    "select min(date_trunc('hour', ts)) from " ~ ref('readings')
-    ~ " where run_id = " ~ current_run_id()
-) %}
-touched as (
-    select distinct device_id, metric, date_trunc('hour', ts) as hour
-    from readings
-    where run_id = {{ current_run_id() }}
-),
-
-scoped as (
-    select r.*, date_trunc('hour', r.ts) as hour
-    from readings as r
-    inner join touched as t
-        on t.device_id = r.device_id
-        and t.metric = r.metric
-        and t.hour = date_trunc('hour', r.ts)
-    {%- if earliest is not none %}
-    where r.ts >= {{ ts_literal(earliest) }}
-    {%- else %}
-    where false
-    {%- endif %}
-),
-{% else %}
-scoped as (
-    select *, date_trunc('hour', ts) as hour from readings
-),
-{% endif %}
 
 -- Per hour the values are sorted once into an array: exact medians without a window
 -- over every reading (which would hold the whole table in memory on a full refresh).
@@ -62,8 +31,7 @@ hours as (
 medians as (
     select
         *,
-        (element_at(sorted_values, (readings_in_hour + 1) / 2)
-            + element_at(sorted_values, (readings_in_hour + 2) / 2)) / 2 as baseline_median
+        {{ middle_value('sorted_values', 'readings_in_hour') }} as baseline_median
     from hours
 ),
 
@@ -87,8 +55,7 @@ baselines as (
         hour,
         readings_in_hour,
         baseline_median,
-        (element_at(deviations, (readings_in_hour + 1) / 2)
-            + element_at(deviations, (readings_in_hour + 2) / 2)) / 2 as baseline_mad,
+        {{ middle_value('deviations', 'readings_in_hour') }} as baseline_mad,
         mean_abs_deviation
     from spreads
 ),

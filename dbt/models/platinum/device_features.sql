@@ -84,9 +84,7 @@ final as (
         stddev_1h,
         readings_24h,
         sum_24h / readings_24h as mean_24h,
-        case when readings_24h > 1 then sqrt(greatest(
-            (sum_sq_24h - sum_24h * sum_24h / readings_24h) / (readings_24h - 1), 0e0)) end
-            as stddev_24h,
+        {{ stddev_from_sums('readings_24h', 'sum_24h', 'sum_sq_24h') }} as stddev_24h,
         lag_1h,
         mean_1h - lag_1h as rate_of_change_1h,
         1e0 - active_hours_24h / 24e0 as missing_ratio_24h
