@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import gzip
 import itertools
 import os
@@ -177,20 +178,25 @@ async def saturate(
 async def paced(
     port: int, tokens: list[str], bodies: list[list[bytes]], warmup: int
 ) -> list[float]:
-    """Each device sends one batch per second; latencies after the first `warmup` s."""
+    """Each device sends one batch per second; latencies after the first `warmup` s.
+
+    Every send has a fixed due time (devices spread evenly over the second), so a late
+    send does not shift the device's later ones and the devices never bunch up. Latency
+    counts from the due time, so a slow answer also counts against the sends it held up.
+    """
     latencies: list[float] = []
+    start = time.perf_counter()
 
     async def device(index: int) -> None:
         client = RawClient(port)
-        await asyncio.sleep(index / DEVICES)  # spread the devices over the second
         for number, body in enumerate(bodies[index]):
-            started = time.perf_counter()
+            due = start + index / DEVICES + number
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
             status = await client.post(tokens[index], body, f"paced-{index}-{number}")
             if status != 202:
                 raise RuntimeError(f"device {index} batch {number}: HTTP {status}")
             if number >= warmup:
-                latencies.append(time.perf_counter() - started)
-            await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - started)))
+                latencies.append(time.perf_counter() - due)
         client.close()
 
     await asyncio.gather(*(device(i) for i in range(DEVICES)))
@@ -227,6 +233,9 @@ def main() -> None:
     Stack(settings, Console(stderr=True)).up()
     tokens = register_devices(settings)
     bodies = batch_bodies(args.warmup + args.seconds)
+    # The load generator's own garbage collections would stall its clients mid-phase.
+    gc.collect()
+    gc.freeze()
     port = 18000 + os.getpid() % 1000
     log_path = Path(tempfile.mkdtemp(prefix="gateway-bench-")) / "gateway.log"
     # The per-device rate limit is lifted: the bench measures the gateway, not the limit.

@@ -97,9 +97,10 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
         )
         await pool.open(wait=True, timeout=30)
         state["pool"] = pool
-        state["auth"] = Authenticator(pool)
-        state["receipts"] = ReceiptStore(pool)
+        auth = state["auth"] = Authenticator(pool)
+        receipts = state["receipts"] = ReceiptStore(pool)
         state["producer"] = AsyncProducer(kafka_config(settings))
+        sweeper = asyncio.create_task(auth.keep_fresh(), name="token-cache")
         # Every request allocates thousands of short-lived objects; with the default
         # thresholds the cyclic collector runs several times per request and keeps
         # walking the long-lived objects of the app. Freeze those, collect less often.
@@ -109,7 +110,10 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
         try:
             yield
         finally:
+            sweeper.cancel()
             state["producer"].close()
+            await auth.close()
+            await receipts.close()
             await pool.close()
 
     app = FastAPI(
@@ -232,7 +236,7 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
                 await conn.execute("select 1")
         except Exception:  # any failure means not ready
             raise Problem(503, "not-ready", "PostgreSQL unavailable", retry_after=5) from None
-        if not state["producer"].available():
+        if not await state["producer"].available():
             raise Problem(503, "not-ready", "Kafka unavailable", retry_after=5)
         return JSONResponse({"status": "ready"})
 

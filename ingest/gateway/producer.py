@@ -1,12 +1,19 @@
-"""An idempotent Kafka producer whose deliveries can be awaited."""
+"""An idempotent Kafka producer whose deliveries can be awaited.
+
+Delivery reports are polled on the event loop itself, every millisecond while any is
+outstanding, rather than by a thread: a polling thread has to take the GIL from the
+loop for every report and hand each result back through the loop's wake-up pipe,
+which at hundreds of uploads per second costs the loop more than the polling does.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
+
+POLL_INTERVAL_SECONDS = 0.001
 
 
 class KafkaUnavailable(Exception):
@@ -25,13 +32,8 @@ class AsyncProducer:
                 "message.timeout.ms": 10_000,
             }
         )
-        self._stop = threading.Event()
-        self._poller = threading.Thread(target=self._poll, name="kafka-poll", daemon=True)
-        self._poller.start()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.05)
+        self._outstanding = 0
+        self._timer: asyncio.TimerHandle | None = None
 
     async def send(self, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
         """Produce and wait for the broker's acknowledgement: (partition, offset)."""
@@ -39,35 +41,40 @@ class AsyncProducer:
         future: asyncio.Future[tuple[int, int]] = loop.create_future()
 
         def delivered(error: KafkaError | None, message: Message) -> None:
+            # Runs inside poll(), on the loop's thread.
+            self._outstanding -= 1
+            if future.done():  # the sender gave up waiting
+                return
             if error is not None:
-                loop.call_soon_threadsafe(_fail, future, KafkaUnavailable(str(error)))
+                future.set_exception(KafkaUnavailable(str(error)))
             else:
-                result = (message.partition() or 0, message.offset() or 0)
-                loop.call_soon_threadsafe(_succeed, future, result)
+                future.set_result((message.partition() or 0, message.offset() or 0))
 
         try:
             self._producer.produce(topic, value=value, key=key, on_delivery=delivered)
         except BufferError as exc:
             raise KafkaUnavailable("the producer queue is full") from exc
+        self._outstanding += 1
+        if self._timer is None:
+            self._timer = loop.call_later(POLL_INTERVAL_SECONDS, self._poll, loop)
         return await future
 
-    def available(self, timeout: float = 2.0) -> bool:
+    def _poll(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._producer.poll(0)
+        self._timer = (
+            loop.call_later(POLL_INTERVAL_SECONDS, self._poll, loop) if self._outstanding else None
+        )
+
+    async def available(self, timeout: float = 2.0) -> bool:
+        """Whether the cluster answers a metadata request (asked off the event loop)."""
         try:
-            return bool(self._producer.list_topics(timeout=timeout).brokers)
+            metadata = await asyncio.to_thread(self._producer.list_topics, timeout=timeout)
         except Exception:  # any failure to reach the cluster means unavailable
             return False
+        return bool(metadata.brokers)
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._producer.flush(10)
-        self._stop.set()
-        self._poller.join(2)
-
-
-def _succeed(future: asyncio.Future[tuple[int, int]], result: tuple[int, int]) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
-def _fail(future: asyncio.Future[tuple[int, int]], error: Exception) -> None:
-    if not future.done():
-        future.set_exception(error)
