@@ -67,6 +67,7 @@ class BronzeWindow:
             ],
             "files": list(self.files),
             "registry": self.registry,
+            "registry_changed": self.registry_changed,
         }
 
 

@@ -409,6 +409,45 @@ def test_incremental_runs_equal_a_full_refresh(env):
     assert env.contents() == incremental
 
 
+def test_a_device_registered_late_gets_its_quarantined_readings_back(env):
+    a = env.devices["a"]
+    late = (f"dl-{env.u}", a[1], a[2])
+    append_from_kafka(env.table, [
+        (a, reading(1, 0, "temperature", 20)),
+        (a, reading(2, 10, "temperature", 21)),
+        (late, reading(1, 0, "temperature", 19)),
+        (late, reading(2, 30, "temperature", 22)),
+        (late, reading(2, 30, "temperature", 22)),  # sent twice
+        (late, reading(3, 40, "temperature", 200)),  # out of range
+    ], partition=0)  # fmt: skip
+    assert env.run().outcome == "published"
+
+    def quarantine() -> list[list[Any]]:
+        return env.query(
+            "select failed_rule, count(*) from {p}silver.readings_quarantine "
+            f"where device_id = '{late[0]}' group by 1 order by 1"
+        )
+
+    assert quarantine() == [["unknown_device", 4]]
+    with postgres_connection(env.settings, env.credentials) as conn:
+        conn.autocommit = True
+        registry.register(conn, late[0], tenant=late[1], site=late[2], since=SINCE)
+
+    report = env.run()  # no new bronze rows, but the registry changed
+    assert report.outcome == "published", report.error
+    assert quarantine() == [["duplicate", 1], ["value_out_of_range", 1]]
+    assert env.query(
+        f"select seq, value from {{p}}silver.readings where device_id = '{late[0]}' order by seq"
+    ) == [[1, 19.0], [2, 22.0]]
+    assert env.query(
+        "select hour, readings, value_sum from {p}gold.fct_device_hourly "
+        f"where device_id = '{late[0]}'"
+    ) == [[H0, 2, 41.0]]
+    incremental = env.contents()
+    assert env.run(full_refresh=True).outcome == "published"
+    assert env.contents() == incremental
+
+
 # ---------------------------------------------------------------------------------------
 # Write-audit-publish
 

@@ -1,10 +1,16 @@
 {#- This run's bronze rows, each with the first silver rule it fails (null: valid).
     Rules, in order: unknown_device, tenant_mismatch, ts_in_future, ts_before_device,
     value_out_of_range, duplicate. A duplicate is a valid reading whose (device_id, seq)
-    is already in silver or arrived earlier in this window; the first arrival wins. -#}
+    is already in silver or arrived earlier in this window; the first arrival wins.
+    When the registry changed since the last run, the quarantined readings that failed
+    a rule about the registry are examined again with the bronze rows (a device
+    registered late gets its early readings back; readings_quarantine replaces them). -#}
 {{ config(materialized='table') }}
 
 {%- set published = none if flags.FULL_REFRESH else existing_relation('silver', 'readings') %}
+{%- set quarantined = none if flags.FULL_REFRESH
+    else existing_relation('silver', 'readings_quarantine') %}
+{%- set reexamine = quarantined and var('bronze_window').get('registry_changed', false) %}
 
 with bronze as (
     select * from {{ source('bronze', 'readings') }}
@@ -18,6 +24,15 @@ increment as (
     select * from bronze
     where source_topic is null
       and {{ bronze_file_filter() }}
+    {%- if reexamine %}
+    union all
+    select
+        device_id, tenant, site, seq, ts, metric, value, unit, attrs,
+        ingested_at, source, source_topic, source_partition, source_offset,
+        batch_id, source_file, source_line
+    from {{ quarantined }}
+    where failed_rule in ({{ registry_rules() }})
+    {%- endif %}
 ),
 
 devices as (

@@ -1,8 +1,11 @@
-{#- Bronze rows that failed a silver rule, with the rule's name. -#}
+{#- Bronze rows that failed a silver rule, with the rule's name. When the registry
+    changed, readings_checked examined the rows of the registry's rules again: they are
+    deleted here first, and those still failing come back with this run's verdict. -#}
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
     properties={"partitioning": "ARRAY['day(ingested_at)']"},
+    pre_hook="{{ forget_reexamined_quarantine() }}",
 ) }}
 
 with checked as (
