@@ -31,7 +31,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from psycopg_pool import AsyncConnectionPool
+from psycopg import OperationalError
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ingest.gateway.auth import Authenticator
@@ -51,6 +52,9 @@ access_log = logging.getLogger("ingest.gateway.access")
 
 _BATCH_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 KAFKA_RETRY_AFTER = 5
+DATABASE_RETRY_AFTER = 5
+# PostgreSQL (registry, receipts) down or unreachable: the client should retry later.
+DATABASE_UNAVAILABLE = (OperationalError, PoolTimeout)
 
 
 class Metrics:
@@ -74,6 +78,12 @@ class Metrics:
         return exc.response()
 
 
+def _database_unavailable(exc: Exception) -> Problem:
+    log.warning("PostgreSQL unavailable: %s", exc)
+    return Problem(503, "database-unavailable", "the device registry is unavailable; "
+                   "readings not accepted", retry_after=DATABASE_RETRY_AFTER)  # fmt: skip
+
+
 def _internal_error() -> Response:
     log.exception("unexpected error")
     return Problem(500, "internal-error", "the gateway failed; try again later").response()
@@ -93,7 +103,12 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
             f"user=lakehouse password={credentials.database_passwords['lakehouse']}"
         )
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            conninfo, min_size=2, max_size=10, open=False, kwargs={"autocommit": True}
+            conninfo,
+            min_size=2,
+            max_size=10,
+            open=False,
+            kwargs={"autocommit": True},
+            timeout=DATABASE_RETRY_AFTER,  # a request waits this long at most for a connection
         )
         await pool.open(wait=True, timeout=30)
         state["pool"] = pool
@@ -131,6 +146,11 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:
         return Problem(400, "invalid-request", str(exc.errors())[:500]).response()
 
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _database(_: Request, exc: Exception) -> Response:
+        return metrics.problem(_database_unavailable(exc))
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
         return _internal_error()
@@ -165,7 +185,7 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
             413: {"description": "Body or batch too large"},
             415: {"description": "Unsupported Content-Type or Content-Encoding"},
             429: {"description": "Rate limit exceeded; see Retry-After"},
-            503: {"description": "Kafka unavailable; see Retry-After"},
+            503: {"description": "Kafka or PostgreSQL unavailable; see Retry-After"},
         },
     )
     async def upload(request: Request) -> Response:
@@ -269,6 +289,8 @@ def with_upload_fast_path(app: FastAPI) -> ASGIApp:
                 response = await upload(Request(scope, receive))
             except Problem as exc:
                 response = metrics.problem(exc)
+            except DATABASE_UNAVAILABLE as exc:
+                response = metrics.problem(_database_unavailable(exc))
             except Exception:
                 response = _internal_error()
             await response(scope, receive, send)

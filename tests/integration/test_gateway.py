@@ -303,6 +303,25 @@ def test_kafka_outage_gives_503_with_retry_after_and_recovery(gateway, tokens, s
     assert retry.status_code == 202
 
 
+def test_postgres_outage_gives_503_with_retry_after_and_recovery(gateway, tokens, stack):
+    url, _ = gateway
+    stack.service("postgres").stop()
+    try:
+        response = post(url, tokens["b"], [GOOD], headers={"Idempotency-Key": "pg-outage-1"})
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        assert response.json()["type"] == "/problems/database-unavailable"
+    finally:
+        stack.up()
+    deadline = time.monotonic() + 60
+    while True:
+        retry = post(url, tokens["b"], [GOOD], headers={"Idempotency-Key": "pg-outage-1"})
+        if retry.status_code == 202 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert retry.status_code == 202
+
+
 def test_tokens_never_appear_in_any_log(gateway, tokens, stack_settings):
     _, gateway_log = gateway
     logs = [gateway_log, *Path(stack_settings.home, "logs").glob("*.log")]
