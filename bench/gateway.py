@@ -11,7 +11,8 @@ Target ≥ 50,000 readings/s.
 (3) Baseline: the same envelopes produced straight to Kafka (acks=all).
 
 The phases run in that order, each after the page cache was flushed to disk, so that
-no phase pays for the writes of the one before (the baseline writes gigabytes).
+no phase pays for the writes of the one before (the baseline writes gigabytes); the
+paced phase also waits until the machine is quiet (work left over from earlier runs).
 
 Usage: python -m bench.gateway [--seconds S] [--concurrency N] [--warmup S]
 """
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import psutil
 from confluent_kafka import Producer
 from rich.console import Console
 
@@ -203,6 +205,17 @@ async def paced(
     return latencies
 
 
+def settle(limit: float = 15.0, quiet_seconds: int = 3, max_wait: float = 120.0) -> float:
+    """Wait until the machine's CPU use stays under `limit` % for `quiet_seconds`
+    seconds in a row (work left over from earlier runs: JVM collections, autovacuum,
+    Kafka segment deletion), at most `max_wait` seconds. Returns the seconds waited."""
+    started = time.monotonic()
+    quiet = 0
+    while quiet < quiet_seconds and time.monotonic() - started < max_wait:
+        quiet = quiet + 1 if psutil.cpu_percent(interval=1.0) < limit else 0
+    return time.monotonic() - started
+
+
 def server_histogram(port: int) -> dict[float, float]:
     """Cumulative bucket counts of the gateway's own request-latency histogram."""
     buckets: dict[float, float] = {}
@@ -243,6 +256,7 @@ def main() -> None:
                             LAKEHOUSE_GATEWAY_BURST="1000")  # fmt: skip
     try:
         os.sync()
+        waited = settle()
         before = server_histogram(port)
         latencies = sorted(asyncio.run(paced(port, tokens, bodies, args.warmup)))
         server_p95 = histogram_quantile(before, server_histogram(port), 0.95)
@@ -254,6 +268,7 @@ def main() -> None:
     os.sync()
     baseline = kafka_baseline(settings, args.seconds)
     q = statistics.quantiles(latencies, n=100)
+    print(f"machine settled (CPU < 15 % for 3 s) after {waited:.0f} s")
     print(
         f"paced, {DEVICES} devices x 1 batch/s ({len(latencies)} requests after a "
         f"{args.warmup} s warm-up): p50 {q[49] * 1000:.1f} ms, p95 {q[94] * 1000:.1f} ms, "
