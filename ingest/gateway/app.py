@@ -32,7 +32,7 @@ from prometheus_client import (
     generate_latest,
 )
 from psycopg import OperationalError
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ingest.gateway.auth import Authenticator
@@ -53,8 +53,6 @@ access_log = logging.getLogger("ingest.gateway.access")
 _BATCH_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 KAFKA_RETRY_AFTER = 5
 DATABASE_RETRY_AFTER = 5
-# PostgreSQL (registry, receipts) down or unreachable: the client should retry later.
-DATABASE_UNAVAILABLE = (OperationalError, PoolTimeout)
 
 
 class Metrics:
@@ -78,7 +76,9 @@ class Metrics:
         return exc.response()
 
 
-def _database_unavailable(exc: Exception) -> Problem:
+def _database_unavailable(exc: OperationalError) -> Problem:
+    """PostgreSQL (registry, receipts) down or unreachable, or no pooled connection in
+    time (psycopg_pool's PoolTimeout is an OperationalError): the client retries later."""
     log.warning("PostgreSQL unavailable: %s", exc)
     return Problem(503, "database-unavailable", "the device registry is unavailable; "
                    "readings not accepted", retry_after=DATABASE_RETRY_AFTER)  # fmt: skip
@@ -147,8 +147,7 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
         return Problem(400, "invalid-request", str(exc.errors())[:500]).response()
 
     @app.exception_handler(OperationalError)
-    @app.exception_handler(PoolTimeout)
-    async def _database(_: Request, exc: Exception) -> Response:
+    async def _database(_: Request, exc: OperationalError) -> Response:
         return metrics.problem(_database_unavailable(exc))
 
     @app.exception_handler(Exception)
@@ -289,7 +288,7 @@ def with_upload_fast_path(app: FastAPI) -> ASGIApp:
                 response = await upload(Request(scope, receive))
             except Problem as exc:
                 response = metrics.problem(exc)
-            except DATABASE_UNAVAILABLE as exc:
+            except OperationalError as exc:
                 response = metrics.problem(_database_unavailable(exc))
             except Exception:
                 response = _internal_error()

@@ -102,7 +102,7 @@ class Authenticator:
             chunk = keys[start : start + SWEEP_CHUNK]
             async with self.pool.connection() as conn:
                 cursor = await conn.execute(AUTHENTICATE_MANY_SQL, (_hex_array(chunk),))
-                found = {bytes(row[0]): DeviceIdentity(*row[1:]) for row in await cursor.fetchall()}
+                found = _identities(await cursor.fetchall())
             for key in chunk:
                 entry = self._cache.get(key)
                 if entry is not None and entry.checked < now:  # not re-read since
@@ -113,9 +113,13 @@ class Authenticator:
         await self._conn.release()
 
     async def _authenticate(self, keys: list[bytes]) -> list[DeviceIdentity | None]:
-        rows = await self._conn.fetch(AUTHENTICATE_MANY_SQL, (_hex_array(keys),))
-        found = {bytes(row[0]): DeviceIdentity(*row[1:]) for row in rows}
+        found = _identities(await self._conn.fetch(AUTHENTICATE_MANY_SQL, (_hex_array(keys),)))
         return [found.get(key) for key in keys]
+
+
+def _identities(rows: list[tuple[Any, ...]]) -> dict[bytes, DeviceIdentity]:
+    """Rows of AUTHENTICATE_MANY_SQL by token hash."""
+    return {bytes(row[0]): DeviceIdentity(*row[1:]) for row in rows}
 
 
 def _hex_array(keys: list[bytes]) -> str:
