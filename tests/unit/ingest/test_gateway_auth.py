@@ -81,21 +81,29 @@ def _status(authenticator: Authenticator, token: str) -> int | DeviceIdentity:
         return exc.status
 
 
-def test_first_sight_asks_the_registry_then_the_cache_answers(clock: Clock) -> None:
+@pytest.fixture
+def seen(clock: Clock) -> tuple[FakeRegistry, Authenticator]:
+    """A registry that knows TOKEN, and an authenticator that has seen it once."""
     registry = FakeRegistry()
     registry.valid[token_hash(TOKEN)] = IDENTITY
     authenticator = _authenticator(registry)
     assert _status(authenticator, TOKEN) == IDENTITY
+    return registry, authenticator
+
+
+def test_first_sight_asks_the_registry_then_the_cache_answers(
+    seen: tuple[FakeRegistry, Authenticator], clock: Clock
+) -> None:
+    registry, authenticator = seen
     clock.now += 1.9
     assert _status(authenticator, TOKEN) == IDENTITY
     assert registry.queries == 1
 
 
-def test_the_sweep_keeps_tokens_in_use_fresh_without_request_lookups(clock: Clock) -> None:
-    registry = FakeRegistry()
-    registry.valid[token_hash(TOKEN)] = IDENTITY
-    authenticator = _authenticator(registry)
-    assert _status(authenticator, TOKEN) == IDENTITY
+def test_the_sweep_keeps_tokens_in_use_fresh_without_request_lookups(
+    seen: tuple[FakeRegistry, Authenticator], clock: Clock
+) -> None:
+    registry, authenticator = seen
     for _ in range(10):
         clock.now += 1.0
         asyncio.run(authenticator.refresh())
@@ -103,22 +111,20 @@ def test_the_sweep_keeps_tokens_in_use_fresh_without_request_lookups(clock: Cloc
     assert registry.queries == 1 + 10  # one lookup, then one query per sweep
 
 
-def test_a_revocation_lands_with_the_next_sweep(clock: Clock) -> None:
-    registry = FakeRegistry()
-    registry.valid[token_hash(TOKEN)] = IDENTITY
-    authenticator = _authenticator(registry)
-    assert _status(authenticator, TOKEN) == IDENTITY
+def test_a_revocation_lands_with_the_next_sweep(
+    seen: tuple[FakeRegistry, Authenticator], clock: Clock
+) -> None:
+    registry, authenticator = seen
     del registry.valid[token_hash(TOKEN)]
     clock.now += 1.0
     asyncio.run(authenticator.refresh())
     assert _status(authenticator, TOKEN) == 401
 
 
-def test_without_sweeps_an_entry_is_looked_up_again_after_cache_seconds(clock: Clock) -> None:
-    registry = FakeRegistry()
-    registry.valid[token_hash(TOKEN)] = IDENTITY
-    authenticator = _authenticator(registry)
-    assert _status(authenticator, TOKEN) == IDENTITY
+def test_without_sweeps_an_entry_is_looked_up_again_after_cache_seconds(
+    seen: tuple[FakeRegistry, Authenticator], clock: Clock
+) -> None:
+    registry, authenticator = seen
     del registry.valid[token_hash(TOKEN)]
     clock.now += 2.0
     assert _status(authenticator, TOKEN) == 401
@@ -140,11 +146,10 @@ def test_refusals_are_remembered_for_cache_seconds_and_not_swept(clock: Clock) -
     assert registry.queries == 2
 
 
-def test_idle_tokens_leave_the_cache(clock: Clock) -> None:
-    registry = FakeRegistry()
-    registry.valid[token_hash(TOKEN)] = IDENTITY
-    authenticator = _authenticator(registry)
-    assert _status(authenticator, TOKEN) == IDENTITY
+def test_idle_tokens_leave_the_cache(
+    seen: tuple[FakeRegistry, Authenticator], clock: Clock
+) -> None:
+    registry, authenticator = seen
     clock.now += auth_module.IDLE_SECONDS + 1
     asyncio.run(authenticator.refresh())
     assert registry.queries == 1  # the idle token was dropped, not re-checked
