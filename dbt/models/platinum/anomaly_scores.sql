@@ -37,11 +37,7 @@ medians as (
 
 spreads as (
     select
-        device_id,
-        metric,
-        hour,
-        readings_in_hour,
-        baseline_median,
+        *,
         array_sort(transform(sorted_values, x -> abs(x - baseline_median))) as deviations,
         reduce(sorted_values, 0e0, (total, x) -> total + abs(x - baseline_median), total -> total)
             / readings_in_hour as mean_abs_deviation
@@ -50,13 +46,8 @@ spreads as (
 
 baselines as (
     select
-        device_id,
-        metric,
-        hour,
-        readings_in_hour,
-        baseline_median,
-        {{ middle_value('deviations', 'readings_in_hour') }} as baseline_mad,
-        mean_abs_deviation
+        *,
+        {{ middle_value('deviations', 'readings_in_hour') }} as baseline_mad
     from spreads
 ),
 

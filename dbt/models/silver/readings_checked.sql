@@ -10,7 +10,7 @@
 {%- set published = none if flags.FULL_REFRESH else existing_relation('silver', 'readings') %}
 {%- set quarantined = none if flags.FULL_REFRESH
     else existing_relation('silver', 'readings_quarantine') %}
-{%- set reexamine = quarantined and var('bronze_window').get('registry_changed', false) %}
+{%- set reexamine = quarantined and registry_changed() %}
 
 with bronze as (
     select * from {{ source('bronze', 'readings') }}
