@@ -2,7 +2,9 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-PYTHON ?= python3
+# Started as root, the services run as an unprivileged user, who must be able to run
+# the virtualenv's interpreter: use the system one (an interpreter under /root is not).
+PYTHON ?= $(shell if [ "$$(id -u)" = 0 ] && [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else echo python3; fi)
 VENV ?= .venv
 BIN := $(VENV)/bin
 LAKEHOUSE := $(BIN)/lakehouse
@@ -13,7 +15,7 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/.installed: pyproject.toml edge_agent/pyproject.toml scripts/prerequisites.sh
-	@bash scripts/prerequisites.sh
+	@PYTHON=$(PYTHON) bash scripts/prerequisites.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./edge_agent
@@ -60,6 +62,9 @@ bench: setup ## Run the benchmarks (prints ratios and absolute figures)
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.edge_agent
 	$(BIN)/python -m bench.transform
+	$(BIN)/python -m bench.outage
+	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench.down
 
 .PHONY: clean
 clean: ## Stop the stack, delete its state and the virtualenv (the download cache is kept)

@@ -1,0 +1,19 @@
+"""Benchmarks, run with `make bench` (`python -m bench.<name>`).
+
+Every benchmark runs against a stack of its own (home `.lakehouse-bench/`, every port
+the default + 30000), set up here before any settings are built, so a lakehouse
+started with `make up` on the same machine is never touched. `python -m bench.down`
+stops it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lakehouse.config import isolated_environment
+
+BENCH_ENVIRONMENT = isolated_environment(
+    Path(__file__).resolve().parent.parent / ".lakehouse-bench", port_shift=30_000
+)
+os.environ.update(BENCH_ENVIRONMENT)

@@ -42,6 +42,7 @@ from lakehouse import registry
 from lakehouse.clients import kafka_config, postgres_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import load
+from lakehouse.stack.kafka_acl import grant_topic, revoke_topic
 from lakehouse.stack.manager import Stack
 from tests.gateway_process import start_gateway
 
@@ -91,16 +92,18 @@ def kafka_baseline(settings: Settings, seconds: float) -> float:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     topic = f"bench-gateway-{uuid.uuid4().hex[:6]}"
-    admin = AdminClient(kafka_config(settings))
+    admin = AdminClient(kafka_config(settings, "admin"))
     admin.create_topics([NewTopic(topic, num_partitions=settings.kafka.partitions)])[topic].result()
+    grant_topic(admin, topic, [])
     try:
         return _produce_for(settings, topic, seconds)
     finally:
         admin.delete_topics([topic])[topic].result()
+        revoke_topic(admin, topic, [])
 
 
 def _produce_for(settings: Settings, topic: str, seconds: float) -> float:
-    producer = Producer(kafka_config(settings, acks="all", **{"enable.idempotence": True,
+    producer = Producer(kafka_config(settings, "gateway", acks="all", **{"enable.idempotence": True,
                                                               "linger.ms": 2}))  # fmt: skip
     body = orjson.loads(gzip.decompress(batch_body(0, 0)))
     sent = 0

@@ -39,21 +39,28 @@ from lakehouse.contracts import READINGS_SCHEMA, STREAMING_TABLE_PROPERTIES
 from lakehouse.credentials import load
 from lakehouse.s3 import s3_endpoint
 from lakehouse.simulate import Fleet, SimulationConfig, deliveries, send_to_kafka
+from lakehouse.stack.kafka_acl import grant_topic, revoke_topic
 from lakehouse.stack.manager import Stack
 
 PARTITIONS = 6
 
 
+# Group id prefixes the ingest principal may use on a benchmark topic.
+BENCH_GROUPS = ["bench-"]
+
+
 def make_topic(settings: Settings, prefix: str) -> str:
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient(kafka_config(settings))
+    admin = AdminClient(kafka_config(settings, "admin"))
     admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS)])[topic].result(30)
+    grant_topic(admin, topic, BENCH_GROUPS)
     return topic
 
 
 def drop_topic(settings: Settings, topic: str) -> None:
-    admin = AdminClient(kafka_config(settings))
+    admin = AdminClient(kafka_config(settings, "admin"))
     admin.delete_topics([topic])[topic].result(30)
+    revoke_topic(admin, topic, BENCH_GROUPS)
 
 
 def produce(settings: Settings, topic: str, readings: int, batch: int) -> int:
@@ -68,7 +75,7 @@ def consume_only(
     settings: Settings, topic: str, messages_expected: int
 ) -> tuple[float, list[bytes]]:
     consumer = Consumer(
-        kafka_config(settings, **{"group.id": f"bench-{uuid.uuid4().hex}",
+        kafka_config(settings, "ingest", **{"group.id": f"bench-{uuid.uuid4().hex}",
                                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                                   "fetch.max.bytes": 64 << 20})
     )  # fmt: skip
@@ -92,11 +99,13 @@ def sink_limit(settings: Settings, values: list[bytes]) -> tuple[float, int]:
     table = builder.readings_table()
     creds = load(settings)
     s3 = fs.S3FileSystem(
-        access_key=creds.minio_root_user, secret_key=creds.minio_root_password,
+        access_key="ingest", secret_key=creds.minio_keys["ingest"],
         endpoint_override=s3_endpoint(settings), scheme="http",
         region=settings.minio.region,
     )  # fmt: skip
-    path = f"{settings.minio.bucket}/bench/sink-{uuid.uuid4().hex}.parquet"
+    # Where the ingest key may write: a bronze namespace's folder.
+    folder = f"{settings.minio.bucket}/{settings.nessie.warehouse}/bronze"
+    path = f"{folder}/bench-sink-{uuid.uuid4().hex}.parquet"
     started = time.perf_counter()
     with s3.open_output_stream(path) as out:
         pq.write_table(table, out, compression="zstd")
@@ -147,7 +156,7 @@ def freshness(settings: Settings, seconds: int, rate: int) -> list[float]:
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
-    producer = Producer(kafka_config(settings, acks="all", **{"linger.ms": 5}))
+    producer = Producer(kafka_config(settings, "simulate", acks="all", **{"linger.ms": 5}))
     per_message = 10
     started = time.time()
     seq = 0
@@ -188,7 +197,7 @@ def freshness(settings: Settings, seconds: int, rate: int) -> list[float]:
 
 
 def commit_cost(settings: Settings, commits: int) -> tuple[float, float]:
-    catalog = iceberg_catalog(settings, load(settings))
+    catalog = iceberg_catalog(settings, load(settings), s3_key="ingest")
     name = f"bronze.bench_commits_{uuid.uuid4().hex[:8]}"
     table = catalog.create_table(name, schema=READINGS_SCHEMA,
                                  properties=STREAMING_TABLE_PROPERTIES)  # fmt: skip

@@ -62,7 +62,7 @@ def jvm_floor(settings: Settings, console: Console) -> float:
 
 def workload(settings: Settings) -> None:
     """A little real work so the RSS figures include a query and a commit."""
-    catalog = iceberg_catalog(settings, load(settings))
+    catalog = iceberg_catalog(settings, load(settings), s3_key="ingest")
     name = "bronze.bench_stack_start"
     if catalog.table_exists(name):
         catalog.drop_table(name)

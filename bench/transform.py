@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -82,6 +83,30 @@ def readings(devices: list[tuple[str, str, str]], first_second: int, seconds: in
     return pa.table(columns, schema=READINGS_ARROW)
 
 
+def register_fleet(
+    settings: Settings,
+    credentials,
+    prefix: str,
+    where: Callable[[str], tuple[float, float]] = lambda site: (50.0, 8.0),
+) -> list[tuple[str, str, str]]:
+    """DEVICES devices of two tenants on ten sites (lat, lon from `where`), registered
+    once; returns (device, tenant, site) of each."""
+    devices = [
+        (f"{prefix}d{i:03}", f"{prefix}t{i % 2}", f"{prefix}s{i % 10}") for i in range(DEVICES)
+    ]
+    with postgres_connection(settings, credentials) as conn:
+        conn.autocommit = True
+        registry.ensure_schema(conn)
+        for device, tenant, site in devices:
+            if not conn.execute(
+                "select 1 from registry.devices where device_id = %s", (device,)
+            ).fetchone():
+                lat, lon = where(site)
+                registry.register(conn, device, tenant=tenant, site=site, lat=lat, lon=lon,
+                                  since=START - timedelta(days=1))  # fmt: skip
+    return devices
+
+
 def commit(table, data: pa.Table, partition: int) -> None:
     """Commit as a consumer of `partition` would: one offset per reading."""
     table.refresh()
@@ -125,21 +150,10 @@ def environment(settings: Settings, credentials, size: int) -> tuple[Settings, d
     prefix = f"bench{size // 1_000_000}m_"
     env_settings = settings.model_copy(deep=True)
     env_settings.transform.schema_prefix = prefix
-    catalog = iceberg_catalog(env_settings, credentials)
+    catalog = iceberg_catalog(env_settings, credentials, s3_key="ingest")
     drop_environment(catalog, prefix)
     table = create_environment(catalog, prefix)
-    devices = [
-        (f"{prefix}d{i:03}", f"{prefix}t{i % 2}", f"{prefix}s{i % 10}") for i in range(DEVICES)
-    ]
-    with postgres_connection(env_settings, credentials) as conn:
-        conn.autocommit = True
-        registry.ensure_schema(conn)
-        for device, tenant, site in devices:
-            if not conn.execute(
-                "select 1 from registry.devices where device_id = %s", (device,)
-            ).fetchone():
-                registry.register(conn, device, tenant=tenant, site=site, lat=50.0, lon=8.0,
-                                  since=START - timedelta(days=1))  # fmt: skip
+    devices = register_fleet(env_settings, credentials, prefix)
     runner = TransformRunner(env_settings, credentials, quiet=True)
     seconds = round(size / (DEVICES * len(METRICS)))
     started = time.perf_counter()
@@ -248,7 +262,8 @@ def main() -> None:
     if not args.keep:
         for env_settings in environments:
             drop_environment(
-                iceberg_catalog(env_settings, credentials), env_settings.transform.schema_prefix
+                iceberg_catalog(env_settings, credentials, s3_key="ingest"),
+                env_settings.transform.schema_prefix,
             )
 
 

@@ -24,6 +24,7 @@ from ingest.readings import Limits, ReadingsBuilder, Rejected, Source
 from lakehouse.contracts import READINGS, REJECTED, ensure_bronze_tables
 from lakehouse.digest import file_sha256
 from lakehouse.errors import InputFileError
+from lakehouse.retry import Outage, retry_transient
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -68,11 +69,18 @@ def ingest_file(
         raise InputFileError(f"{path} does not exist or is not a file")
     fmt = file_format or detect_format(path)
     sha = file_sha256(path)
-    ensure_bronze_tables(catalog)
-    readings_table = catalog.load_table(READINGS)
-    rejected_table = catalog.load_table(REJECTED)
-    have_readings = _holds_batch(readings_table, sha)
-    have_rejected = _holds_batch(rejected_table, sha)
+    outage = Outage("the bronze catalog (Nessie, MinIO)", log)
+
+    def open_tables() -> tuple[Table, Table, bool, bool]:
+        ensure_bronze_tables(catalog)
+        readings_table = catalog.load_table(READINGS)
+        rejected_table = catalog.load_table(REJECTED)
+        return (readings_table, rejected_table,
+                _holds_batch(readings_table, sha), _holds_batch(rejected_table, sha))  # fmt: skip
+
+    readings_table, rejected_table, have_readings, have_rejected = retry_transient(
+        open_tables, outage=outage
+    )
     if have_readings and have_rejected:
         return FileResult(path, sha, 0, 0, skipped=True)
 
@@ -96,12 +104,10 @@ def ingest_file(
     add_readings = readings.num_rows > 0 and not have_readings
     add_rejected = rejected.num_rows > 0 and not have_rejected
     if add_readings:
-        readings_table.append(
-            readings.sort_by([("device_id", "ascending"), ("ts", "ascending")]),
-            snapshot_properties=summary,
-        )
+        sorted_readings = readings.sort_by([("device_id", "ascending"), ("ts", "ascending")])
+        add_readings = _append_once(readings_table, sorted_readings, sha, summary, outage)
     if add_rejected:
-        rejected_table.append(rejected, snapshot_properties=summary)
+        add_rejected = _append_once(rejected_table, rejected, sha, summary, outage)
     return FileResult(
         path,
         sha,
@@ -109,6 +115,25 @@ def ingest_file(
         rejected.num_rows if add_rejected else 0,
         skipped=not (add_readings or add_rejected),
     )
+
+
+def _append_once(
+    table: Table, data: pa.Table, sha: str, summary: dict[str, str], outage: Outage
+) -> bool:
+    """Append unless the table holds the file already; an outage or conflict is retried.
+
+    Each attempt reads the table afresh, so an append whose commit reached the catalog
+    before the connection broke (or a concurrent ingest of the same file) is not repeated.
+    """
+
+    def attempt() -> bool:
+        table.refresh()
+        if _holds_batch(table, sha):
+            return False
+        table.append(data, snapshot_properties=summary)
+        return True
+
+    return retry_transient(attempt, outage=outage)
 
 
 def _holds_batch(table: Table, sha: str) -> bool:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -36,9 +37,13 @@ from lakehouse.contracts import READINGS, REJECTED, ensure_bronze_tables
 from lakehouse.credentials import Credentials
 from lakehouse.errors import ConfigError, FencedCommitError
 from lakehouse.failpoints import failpoint
+from lakehouse.retry import Interrupted, Outage, retry_transient
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyiceberg.table import Table
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +105,7 @@ def consumer_config(settings: Settings, group_id: str, overrides: dict[str, Any]
             )
     return kafka_config(
         settings,
+        "ingest",
         **{
             "group.id": group_id,
             "enable.auto.commit": False,
@@ -140,10 +146,19 @@ class BronzeConsumer:
         self._config = consumer_config(
             settings, group_id or settings.ingest.group_id, overrides or {}
         )
-        catalog = iceberg_catalog(settings, credentials)
-        ensure_bronze_tables(catalog, *tables)
-        self._readings: Table = catalog.load_table(tables[0])
-        self._rejected: Table = catalog.load_table(tables[1])
+        self.stop_event = threading.Event()
+        # Nessie and MinIO (and PostgreSQL behind Nessie): every table operation.
+        self._catalog_outage = Outage(
+            "the bronze catalog (Nessie, MinIO)", log, self.metrics.availability("catalog")
+        )
+        self._kafka_outage = Outage("Kafka", log, self.metrics.availability("kafka"))
+
+        def open_tables() -> tuple[Table, Table]:
+            catalog = iceberg_catalog(settings, credentials, s3_key="ingest")
+            ensure_bronze_tables(catalog, *tables)
+            return catalog.load_table(tables[0]), catalog.load_table(tables[1])
+
+        self._readings, self._rejected = self._retry(open_tables)
         self._consumer: Consumer | None = None
         self._assigned: set[int] = set()
         self._readings_at: dict[int, int] = {}
@@ -152,12 +167,40 @@ class BronzeConsumer:
         # One worker decodes and commits a batch while the next one is consumed.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._inflight: Future[_Outcome] | None = None
-        self.stop_event = threading.Event()
         self.commits = 0
+
+    def _retry(
+        self, action: Callable[[], T], before_retry: Callable[[], object] | None = None
+    ) -> T:
+        """Run a table operation, riding out a catalog or storage outage."""
+        return retry_transient(
+            action, outage=self._catalog_outage, stop=self.stop_event, before_retry=before_retry
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
     def run(self, *, idle_exit_seconds: float | None = None) -> None:
-        """Consume until `stop_event` is set (or the topic is idle that long), then drain."""
+        """Consume until `stop_event` is set (or the topic is idle that long), then drain.
+
+        Stopped while a server is away, the batch not yet committed is left to be
+        consumed again (its offsets were not committed either).
+        """
+        try:
+            self._run(idle_exit_seconds)
+        except Interrupted as exc:
+            log.warning("%s; the uncommitted batch will be consumed again", exc.message)
+
+    def _consume(self, consumer: Consumer) -> list[Message]:
+        try:
+            messages = consumer.consume(num_messages=5000, timeout=0.2)
+        except KafkaException as exc:
+            self._kafka_outage.failed(exc)
+            self.stop_event.wait(1.0)
+            return []
+        if messages and self._kafka_outage.down:
+            self._kafka_outage.recovered()
+        return messages
+
+    def _run(self, idle_exit_seconds: float | None) -> None:
         consumer = Consumer(self._config)
         self._consumer = consumer
         consumer.subscribe(
@@ -167,7 +210,7 @@ class BronzeConsumer:
         last_message = time.monotonic()
         try:
             while not self.stop_event.is_set():
-                messages = consumer.consume(num_messages=5000, timeout=0.2)
+                messages = self._consume(consumer)
                 for message in messages:
                     self._add(message)
                 self.metrics.consumed.inc(len(messages))
@@ -223,8 +266,8 @@ class BronzeConsumer:
         self._assigned -= {tp.partition for tp in partitions}
 
     def _load_offsets(self) -> None:
-        self._readings.refresh()
-        self._rejected.refresh()
+        self._retry(self._readings.refresh)
+        self._retry(self._rejected.refresh)
         self._readings_at = read_offsets(self._readings, self.topic)
         self._rejected_at = read_offsets(self._rejected, self.topic)
 
@@ -314,19 +357,11 @@ class BronzeConsumer:
         partitions = sorted(batch.end)
         try:
             new_readings = {p: max(batch.end[p], self._readings_at.get(p, 0)) for p in partitions}
-            commit_with_offsets(
-                self._readings, readings, topic=self.topic,
-                expected={p: self._readings_at.get(p) for p in partitions},
-                new=new_readings,
-            )  # fmt: skip
+            self._commit_table(self._readings, readings, self._readings_at, new_readings)
             self._readings_at.update(new_readings)
             failpoint("after-readings-commit")
             new_rejected = {p: max(batch.end[p], self._rejected_at.get(p, 0)) for p in partitions}
-            commit_with_offsets(
-                self._rejected, rejected, topic=self.topic,
-                expected={p: self._rejected_at.get(p) for p in partitions},
-                new=new_rejected,
-            )  # fmt: skip
+            self._commit_table(self._rejected, rejected, self._rejected_at, new_rejected)
             self._rejected_at.update(new_rejected)
         except FencedCommitError as exc:
             return _Outcome(batch, 0, 0, time.monotonic() - started, None, fenced=exc)
@@ -335,6 +370,21 @@ class BronzeConsumer:
             batch, readings.num_rows, rejected.num_rows, time.monotonic() - started,
             builder.max_event_us,
         )  # fmt: skip
+
+    def _commit_table(
+        self, table: Table, data: pa.Table, at: dict[int, int], new: dict[int, int]
+    ) -> None:
+        """Commit with offsets; an outage is waited out and the commit tried again.
+
+        A commit that reached the catalog before the connection broke is not repeated:
+        the retry finds the table's offsets moved and is fenced, and the consumer
+        re-seeks from the table as after any fenced batch.
+        """
+        expected = {p: at.get(p) for p in new}
+        self._retry(
+            lambda: commit_with_offsets(table, data, topic=self.topic, expected=expected, new=new),
+            before_retry=table.refresh,
+        )
 
     def _reseek(self) -> None:
         self._load_offsets()

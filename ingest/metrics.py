@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -53,8 +54,20 @@ class IngestMetrics:
             "Now minus the newest event time committed", registry=r,
         )  # fmt: skip
         self.freshness.set_function(self._freshness)
+        self.dependency_up = Gauge(
+            "lakehouse_ingest_dependency_up",
+            "1 while a server the consumer needs answers, 0 during an outage",
+            ["dependency"], registry=r,
+        )  # fmt: skip
+        for dependency in ("catalog", "kafka"):
+            self.dependency_up.labels(dependency).set(1)
         self._last_commit_at: float | None = None
         self._newest_event_at: float | None = None
+
+    def availability(self, dependency: str) -> Callable[[bool], None]:
+        """A callback that sets the dependency's gauge (for lakehouse.retry.Outage)."""
+        gauge = self.dependency_up.labels(dependency)
+        return lambda available: gauge.set(1 if available else 0)
 
     def record_commit(self, newest_event_seconds: float | None) -> None:
         self._last_commit_at = time.time()

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
-from lakehouse.s3 import s3_endpoint
+from lakehouse.credentials import load as load_credentials
+from lakehouse.errors import ConfigError
+from lakehouse.s3 import s3_endpoint, s3_keys
 
 if TYPE_CHECKING:
     import psycopg
@@ -30,26 +32,32 @@ def iceberg_rest_url(settings: Settings, ref: str = "main") -> str:
 
 
 def iceberg_catalog_properties(
-    settings: Settings, credentials: Credentials, ref: str = "main"
+    settings: Settings, credentials: Credentials, ref: str = "main", *, s3_key: str
 ) -> dict[str, str]:
+    access_key, secret = s3_keys(credentials, s3_key)
     return {
         "type": "rest",
         "uri": iceberg_rest_url(settings, ref),
         "warehouse": settings.nessie.warehouse,
         "s3.endpoint": s3_endpoint(settings),
-        "s3.access-key-id": credentials.minio_root_user,
-        "s3.secret-access-key": credentials.minio_root_password,
+        "s3.access-key-id": access_key,
+        "s3.secret-access-key": secret,
         "s3.region": settings.minio.region,
         "s3.force-virtual-addressing": "false",
     }
 
 
-def iceberg_catalog(settings: Settings, credentials: Credentials, ref: str = "main") -> RestCatalog:
-    """A pyiceberg catalog on the Nessie branch `ref`."""
+def iceberg_catalog(
+    settings: Settings, credentials: Credentials, ref: str = "main", *, s3_key: str
+) -> RestCatalog:
+    """A pyiceberg catalog on the Nessie branch `ref`, reading and writing files with the
+    MinIO key `s3_key` ("ingest" writes bronze, "reader" only reads)."""
     from pyiceberg.catalog.rest import RestCatalog
 
     name = "lake" if ref == "main" else f"lake_{ref}"
-    return RestCatalog(name, **iceberg_catalog_properties(settings, credentials, ref))
+    return RestCatalog(
+        name, **iceberg_catalog_properties(settings, credentials, ref, s3_key=s3_key)
+    )
 
 
 def trino_connection(
@@ -58,26 +66,68 @@ def trino_connection(
     catalog: str = "lake",
     schema: str | None = None,
     user: str = "lakehouse",
+    password: str | None = None,
     request_timeout: float = 300.0,
 ) -> TrinoConnection:
-    """A Trino DB-API connection (no auth on the loopback-only default stack)."""
-    import trino
+    """A Trino DB-API connection over HTTPS, verified against the stack's CA.
 
+    `user` defaults to the platform's engineer principal; the platform's own principals
+    find their password in the credentials, others pass theirs.
+    """
+    import requests
+    import trino
+    from trino.auth import BasicAuthentication
+
+    from lakehouse.credentials import load
+    from lakehouse.tls import ca_path
+
+    if password is None:
+        password = load(settings).trino_passwords.get(user)
+        if password is None:
+            raise ConfigError(f"no password for Trino user {user!r}", fix="pass password=")
+    session = requests.Session()
+    session.verify = str(ca_path(settings.home))
+    # REQUESTS_CA_BUNDLE and friends would replace the stack's CA with the system's.
+    session.trust_env = False
     connection: TrinoConnection = trino.dbapi.connect(  # type: ignore[no-untyped-call]
         host=settings.host,
         port=settings.trino.port,
         user=user,
+        auth=BasicAuthentication(user, password),
         catalog=catalog,
         schema=schema,
-        http_scheme="http",
+        http_scheme="https",
+        http_session=session,
         request_timeout=request_timeout,
     )
     return connection
 
 
-def kafka_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """confluent-kafka configuration for the stack's broker."""
-    config: dict[str, Any] = {"bootstrap.servers": f"{settings.host}:{settings.kafka.port}"}
+def kafka_config(
+    settings: Settings,
+    principal: str,
+    *,
+    credentials: Credentials | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """confluent-kafka configuration for the stack's broker, signed in as `principal`.
+
+    Every client authenticates (SASL/SCRAM-SHA-512) and may do only what the ACLs of
+    its principal allow (lakehouse.stack.kafka_acl).
+    """
+    secrets = credentials or load_credentials(settings)
+    if principal not in secrets.kafka_passwords:
+        raise ConfigError(
+            f"no Kafka principal {principal!r}",
+            fix=f"use one of {', '.join(sorted(secrets.kafka_passwords))}",
+        )
+    config: dict[str, Any] = {
+        "bootstrap.servers": f"{settings.host}:{settings.kafka.port}",
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanisms": "SCRAM-SHA-512",
+        "sasl.username": principal,
+        "sasl.password": secrets.kafka_passwords[principal],
+    }
     config.update(overrides)
     return config
 

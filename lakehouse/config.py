@@ -7,6 +7,8 @@ Trino, `LAKEHOUSE_HOME=/srv/lakehouse` moves all state.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
@@ -20,6 +22,9 @@ def _default_home() -> Path:
 
 
 def _default_cache() -> Path:
+    # Started as root, the services run as an unprivileged user who cannot enter /root.
+    if os.geteuid() == 0:
+        return Path("/var/cache/lakehouse")
     return Path.home() / ".cache" / "lakehouse"
 
 
@@ -31,10 +36,6 @@ class PostgresSettings(BaseSettings):
     port: int = 15432
     superuser: str = "postgres"
     superuser_password: SecretStr | None = None
-    os_user: str = Field(
-        default="lakehouse-pg",
-        description="Unprivileged OS user that runs PostgreSQL when the stack starts as root.",
-    )
     start_timeout: float = 60.0
 
 
@@ -49,6 +50,9 @@ class MinioSettings(BaseSettings):
     root_password: SecretStr | None = None
     bucket: str = "lakehouse"
     region: str = "us-east-1"
+    # Server-side encryption (SSE-S3) of every object written to the bucket, with a
+    # generated key kept with the other secrets.
+    encrypt: bool = True
     start_timeout: float = 60.0
 
 
@@ -62,6 +66,9 @@ class NessieSettings(BaseSettings):
     warehouse: str = "warehouse"
     heap: str = "512m"
     start_timeout: float = 120.0
+    # Nessie authenticates only through an OpenID Connect provider, which the platform
+    # does not run; so it stays on a loopback address unless this is set.
+    allow_unauthenticated_remote: bool = False
 
 
 class TrinoSettings(BaseSettings):
@@ -109,7 +116,22 @@ class GatewaySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_GATEWAY_")
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GatewaySettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError(
+                "the gateway's TLS needs both a certificate and a key",
+                fix="set LAKEHOUSE_GATEWAY_TLS_CERT and LAKEHOUSE_GATEWAY_TLS_KEY (or neither)",
+            )
+        return self
+
     port: int = 8088
+    # The one service meant to face devices on a network: its own bind address, so
+    # putting it on the LAN (0.0.0.0) leaves every other server on LAKEHOUSE_HOST.
+    host: str = "127.0.0.1"
+    # Serve HTTPS with this certificate chain and key (PEM); plain HTTP when unset.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     max_decompressed_bytes: int = Field(default=8 << 20, ge=1024)
     max_readings: int = Field(default=5_000, ge=1)
@@ -135,6 +157,61 @@ class TransformSettings(BaseSettings):
     trino_user: str = "lakehouse-transform"
 
 
+class SupersetSettings(BaseSettings):
+    """Superset, in a virtualenv of its own (its pins clash with ours)."""
+
+    model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_SUPERSET_")
+
+    port: int = 8089
+    version: str = "6.1.0"
+    workers: int = Field(default=1, ge=1, le=16)
+    threads: int = Field(default=8, ge=1, le=64)
+    admin_user: str = Field(default="admin", pattern=r"^[a-z][a-z0-9_.-]{0,62}$")
+
+
+class ServingSettings(BaseSettings):
+    """The PostgreSQL serving layer dashboards read."""
+
+    model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_SERVING_")
+
+    # Publish to serving after every transform run that published.
+    publish_after_transform: bool = True
+    # The PostgreSQL schema (in database `lakehouse`) dashboards read.
+    schema_name: str = Field(default="serving", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class AuditSettings(BaseSettings):
+    """The audit log: the receiver of Trino's query events (lakehouse.audit_receiver)."""
+
+    model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_AUDIT_")
+
+    port: int = 8091
+    # Log every Trino query (principal, statement, tables, outcome) in audit.events.
+    trino_queries: bool = True
+
+
+class SupervisorSettings(BaseSettings):
+    """The supervisor: which services of ours it runs and how it restarts what fails."""
+
+    model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_SUPERVISOR_")
+
+    gateway: bool = True
+    consumers: int = Field(default=1, ge=0, le=64)
+    # Seconds between transform runs (0: no transform loop).
+    transform_every: float = Field(default=60.0, ge=0)
+    # Consecutive failed starts (exits or failed health checks) before giving up.
+    max_restarts: int = Field(default=5, ge=0)
+    backoff_initial_seconds: float = Field(default=1.0, gt=0)
+    backoff_max_seconds: float = Field(default=30.0, gt=0)
+    # A service that stayed healthy this long has its failure count reset.
+    stable_seconds: float = Field(default=60.0, gt=0)
+    health_interval_seconds: float = Field(default=5.0, gt=0)
+    # Consecutive failed health checks of a running process before it is restarted.
+    health_failures: int = Field(default=6, ge=1)
+    log_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    log_backups: int = Field(default=3, ge=1)
+
+
 class Settings(BaseSettings):
     """Stack-wide settings; each service's own class hangs off it."""
 
@@ -145,6 +222,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     java_home: Path | None = None
     stop_timeout: float = 30.0
+    # Unprivileged OS user every server and service runs as when started as root.
+    os_user: str = Field(default="lakehouse", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     namespaces: tuple[str, ...] = ("bronze", "silver", "gold", "platinum")
 
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
@@ -155,6 +234,10 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     transform: TransformSettings = Field(default_factory=TransformSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    superset: SupersetSettings = Field(default_factory=SupersetSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
 
     @model_validator(mode="after")
     def _ports_are_distinct(self) -> Settings:
@@ -171,6 +254,18 @@ class Settings(BaseSettings):
             seen[port] = name
         return self
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as `LAKEHOUSE_*` variables: a child process rebuilds them exactly."""
+        env: dict[str, str] = {}
+        for name, value in self:
+            if isinstance(value, BaseSettings):
+                prefix = str(value.model_config.get("env_prefix", ""))
+                for sub_name, sub_value in value:
+                    _put(env, f"{prefix}{sub_name}".upper(), sub_value)
+            else:
+                _put(env, f"LAKEHOUSE_{name}".upper(), value)
+        return env
+
     def ports(self) -> dict[str, int]:
         """Every port the stack binds, by a readable name."""
         return {
@@ -182,4 +277,59 @@ class Settings(BaseSettings):
             "trino": self.trino.port,
             "kafka": self.kafka.port,
             "kafka controller": self.kafka.controller_port,
+            "gateway": self.gateway.port,
+            "superset": self.superset.port,
+            "audit": self.audit.port,
         }
+
+
+def isolated_environment(home: Path, port_shift: int) -> dict[str, str]:
+    """`LAKEHOUSE_*` variables for a stack of its own: its own home, every port shifted.
+
+    Tests and benchmarks run such a stack, so a lakehouse started with `make up` on the
+    same machine is never touched. The transform loop is off: they run transforms
+    themselves.
+    """
+    defaults = Settings.model_construct(
+        postgres=PostgresSettings.model_construct(),
+        minio=MinioSettings.model_construct(),
+        nessie=NessieSettings.model_construct(),
+        trino=TrinoSettings.model_construct(),
+        kafka=KafkaSettings.model_construct(),
+        ingest=IngestSettings.model_construct(),
+        gateway=GatewaySettings.model_construct(),
+        superset=SupersetSettings.model_construct(),
+        audit=AuditSettings.model_construct(),
+    )
+    shifted = {
+        "LAKEHOUSE_POSTGRES_PORT": defaults.postgres.port,
+        "LAKEHOUSE_MINIO_PORT": defaults.minio.port,
+        "LAKEHOUSE_MINIO_CONSOLE_PORT": defaults.minio.console_port,
+        "LAKEHOUSE_NESSIE_PORT": defaults.nessie.port,
+        "LAKEHOUSE_NESSIE_MANAGEMENT_PORT": defaults.nessie.management_port,
+        "LAKEHOUSE_TRINO_PORT": defaults.trino.port,
+        "LAKEHOUSE_KAFKA_PORT": defaults.kafka.port,
+        "LAKEHOUSE_KAFKA_CONTROLLER_PORT": defaults.kafka.controller_port,
+        "LAKEHOUSE_GATEWAY_PORT": defaults.gateway.port,
+        "LAKEHOUSE_INGEST_METRICS_PORT": defaults.ingest.metrics_port,
+        "LAKEHOUSE_SUPERSET_PORT": defaults.superset.port,
+        "LAKEHOUSE_AUDIT_PORT": defaults.audit.port,
+    }
+    return {
+        "LAKEHOUSE_HOME": str(home),
+        **{key: str(port + port_shift) for key, port in shifted.items()},
+        "LAKEHOUSE_SUPERVISOR_TRANSFORM_EVERY": "0",
+    }
+
+
+def _put(env: dict[str, str], key: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, SecretStr):
+        env[key] = value.get_secret_value()
+    elif isinstance(value, bool):
+        env[key] = "true" if value else "false"
+    elif isinstance(value, tuple | list):
+        env[key] = json.dumps(list(value))
+    else:
+        env[key] = str(value)

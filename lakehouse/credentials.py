@@ -6,22 +6,45 @@ over the generated one, so platform teams can bring their own secrets.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lakehouse.config import Settings
 from lakehouse.errors import ConfigError
+from lakehouse.private_files import write_private
 
 CREDENTIALS_FILE = "credentials.json"
 # PostgreSQL roles created at bootstrap, one per consumer of the database.
 DATABASE_ROLES = ("nessie", "superset", "lakehouse")
+# Trino's `pg` catalog: reads devices, sites, tenants and run records; never tokens
+# or receipts, and writes nothing.
+READER_ROLE = "trino_reader"
+LOGIN_ROLES = (*DATABASE_ROLES, READER_ROLE)
+# Trino principals of the platform itself, by role (users add more with `lakehouse users`).
+TRINO_PRINCIPALS = {
+    "lakehouse": "engineer",
+    "lakehouse-transform": "transform",
+    "lakehouse-ingest": "ingest",
+    "superset": "superset",
+}
+# Kafka (SASL/SCRAM) principals, one per job; what each may do is in lakehouse.stack.kafka_acl.
+KAFKA_PRINCIPALS = ("admin", "gateway", "ingest", "simulate")
+# MinIO access keys, one per service (policies in lakehouse.stack.minio_access); the
+# access key is the name, the secret is generated.
+MINIO_KEYS = ("nessie", "trino", "ingest", "reader")
 
 
 def _token() -> str:
     return secrets.token_urlsafe(24)
+
+
+def _encryption_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 @dataclass(frozen=True)
@@ -32,6 +55,22 @@ class Credentials:
     minio_root_password: str
     postgres_superuser_password: str
     database_passwords: dict[str, str]
+    trino_passwords: dict[str, str] = field(default_factory=dict)
+    # Trino's internal-communication secret (nodes authenticate each other with it).
+    trino_shared_secret: str = ""
+    # Tenants' PostgreSQL serving passwords are derived from it (lakehouse.serving.roles).
+    serving_secret: str = ""
+    # Superset: the key that signs its sessions and encrypts stored passwords, and the
+    # password of its `admin` user.
+    superset_secret_key: str = ""
+    superset_admin_password: str = ""
+    kafka_passwords: dict[str, str] = field(default_factory=dict)
+    # MinIO's server-side encryption key (256 bits, base64): lose it and the objects
+    # it encrypted cannot be read.
+    minio_kms_key: str = ""
+    minio_keys: dict[str, str] = field(default_factory=dict)
+    # Trino's event listener presents it to the audit receiver.
+    audit_token: str = ""
 
     @classmethod
     def generate(cls, settings: Settings) -> Credentials:
@@ -39,7 +78,16 @@ class Credentials:
             minio_root_user=settings.minio.root_user,
             minio_root_password=_token(),
             postgres_superuser_password=_token(),
-            database_passwords={role: _token() for role in DATABASE_ROLES},
+            database_passwords={role: _token() for role in LOGIN_ROLES},
+            trino_passwords={name: _token() for name in TRINO_PRINCIPALS},
+            trino_shared_secret=secrets.token_urlsafe(48),
+            serving_secret=secrets.token_urlsafe(48),
+            superset_secret_key=secrets.token_urlsafe(48),
+            superset_admin_password=_token(),
+            kafka_passwords={name: _token() for name in KAFKA_PRINCIPALS},
+            minio_kms_key=_encryption_key(),
+            minio_keys={name: _token() for name in MINIO_KEYS},
+            audit_token=secrets.token_urlsafe(32),
         )
 
     def with_overrides(self, settings: Settings) -> Credentials:
@@ -54,6 +102,15 @@ class Credentials:
                 pg_password.get_secret_value() if pg_password else self.postgres_superuser_password
             ),
             database_passwords=dict(self.database_passwords),
+            trino_passwords=dict(self.trino_passwords),
+            trino_shared_secret=self.trino_shared_secret,
+            serving_secret=self.serving_secret,
+            superset_secret_key=self.superset_secret_key,
+            superset_admin_password=self.superset_admin_password,
+            kafka_passwords=dict(self.kafka_passwords),
+            minio_kms_key=self.minio_kms_key,
+            minio_keys=dict(self.minio_keys),
+            audit_token=self.audit_token,
         )
 
 
@@ -72,6 +129,8 @@ def load_or_create(settings: Settings) -> Credentials:
                 f"{path} is not a valid credentials file: {exc}",
                 fix=f"restore it from a backup, or delete it together with {settings.home}",
             ) from exc
+        if _complete(stored):  # secrets added by a newer version: generated once
+            _rewrite(path, stored)
         return stored.with_overrides(settings)
     created = Credentials.generate(settings).with_overrides(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +139,45 @@ def load_or_create(settings: Settings) -> Credentials:
     with os.fdopen(fd, "w") as handle:
         json.dump(asdict(created), handle, indent=2)
     return created
+
+
+def _complete(stored: Credentials) -> bool:
+    """Generate the secrets a file from an older version lacks; True if any was."""
+    added = False
+    per_name: list[tuple[Iterable[str], dict[str, str]]] = [
+        (LOGIN_ROLES, stored.database_passwords),
+        (TRINO_PRINCIPALS, stored.trino_passwords),
+        (KAFKA_PRINCIPALS, stored.kafka_passwords),
+        (MINIO_KEYS, stored.minio_keys),
+    ]
+    for names, secrets_by_name in per_name:
+        for name in names:
+            if name not in secrets_by_name:
+                secrets_by_name[name] = _token()
+                added = True
+    if not stored.trino_shared_secret:
+        object.__setattr__(stored, "trino_shared_secret", secrets.token_urlsafe(48))
+        added = True
+    generated: dict[str, Callable[[], str]] = {
+        "serving_secret": lambda: secrets.token_urlsafe(48),
+        "superset_secret_key": lambda: secrets.token_urlsafe(48),
+        "superset_admin_password": _token,
+        "minio_kms_key": _encryption_key,
+        "audit_token": lambda: secrets.token_urlsafe(32),
+    }
+    for name, make in generated.items():
+        if not getattr(stored, name):
+            object.__setattr__(stored, name, make())
+            added = True
+    return added
+
+
+def _rewrite(path: Path, credentials: Credentials) -> None:
+    """Replace the file atomically, keeping its owner and mode 0600."""
+    info = path.stat()
+    write_private(path, json.dumps(asdict(credentials), indent=2))
+    if os.geteuid() == 0:
+        os.chown(path, info.st_uid, info.st_gid)
 
 
 def load(settings: Settings) -> Credentials:

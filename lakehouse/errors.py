@@ -3,6 +3,7 @@
 ```
 LakehouseError
  ├── ConfigError                 settings that cannot work together
+ │    └── InvalidNameError       a run id, branch, device id … outside its pattern
  ├── CatalogError                Nessie refused or failed a reference operation
  │    └── ReferenceConflictError a branch moved or exists already (HTTP 409)
  ├── RegistryError               a device registry operation was refused
@@ -40,6 +41,10 @@ class LakehouseError(Exception):
 
 class ConfigError(LakehouseError):
     """Settings that are individually valid but cannot work together."""
+
+
+class InvalidNameError(ConfigError):
+    """A name that would reach a URL, a path or SQL does not match its strict pattern."""
 
 
 class CatalogError(LakehouseError):
@@ -107,3 +112,11 @@ class TransformLockedError(TransformError):
 
 class TransformFailedError(TransformError):
     """dbt failed on the run's branch: main is untouched and the branch is kept."""
+
+
+class ServingError(LakehouseError):
+    """The PostgreSQL serving layer could not be published or is unsafe to serve."""
+
+
+class UnsafeServingRoleError(ServingError):
+    """A role that dashboards use could see past row-level security."""

@@ -10,6 +10,7 @@ import httpx
 from lakehouse.clients import nessie_api_url
 from lakehouse.config import Settings
 from lakehouse.errors import CatalogError, ReferenceConflictError
+from lakehouse.names import checked
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class NessieClient:
         return response.json() if response.content else {}
 
     def reference(self, name: str) -> Reference:
-        body = self._call("GET", f"/trees/{name}")
+        body = self._call("GET", f"/trees/{checked('branch', name)}")
         return _reference(body["reference"])
 
     def references(self) -> list[Reference]:
@@ -62,7 +63,10 @@ class NessieClient:
         """Create branch `name` at the current head of `source`."""
         head = self.reference(source)
         body = self._call(
-            "POST", "/trees", params={"name": name, "type": "BRANCH"}, json=head.as_json()
+            "POST",
+            "/trees",
+            params={"name": checked("branch", name), "type": "BRANCH"},
+            json=head.as_json(),
         )
         return _reference(body["reference"])
 

@@ -16,7 +16,9 @@ from typing import Any
 
 import psycopg
 
+from lakehouse import audit
 from lakehouse.errors import RegistryError
+from lakehouse.names import checked
 
 TOKEN_PREFIX = "lhd_"  # noqa: S105 - a prefix that marks tokens, not a secret
 
@@ -57,6 +59,17 @@ create table if not exists registry.upload_batches (
     created_at timestamptz not null default now(),
     primary key (device_id, batch_id)
 );
+-- A batch is reserved (receipt null) before it is sent to Kafka and completed after;
+-- reserved_by names the gateway process holding the reservation.
+alter table registry.upload_batches alter column receipt drop not null;
+alter table registry.upload_batches add column if not exists reserved_by text;
+-- Trino's pg catalog reads the registry's descriptive tables, never tokens or receipts.
+do $$ begin
+    if exists (select from pg_roles where rolname = 'trino_reader') then
+        grant usage on schema registry to trino_reader;
+        grant select on registry.tenants, registry.sites, registry.devices to trino_reader;
+    end if;
+end $$;
 """
 
 
@@ -91,6 +104,20 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(424242)")
         conn.execute(SCHEMA_SQL)
+        audit.ensure_schema(conn)
+
+
+def ensure_tenant(conn: psycopg.Connection[Any], tenant: str) -> None:
+    """A tenant exists before its first device (its business users may come first)."""
+    checked("tenant", tenant)
+    with conn.transaction():
+        added = conn.execute(
+            "insert into registry.tenants (tenant) values (%s) on conflict do nothing "
+            "returning tenant",
+            (tenant,),
+        ).fetchone()
+        if added:
+            audit.record(conn, "registry", "add_tenant", tenant)
 
 
 def register(
@@ -109,11 +136,15 @@ def register(
     `since` back-dates the device (default now): silver quarantines readings stamped
     before it, so a device whose history is loaded later needs it.
     """
+    checked("device id", device_id)
+    checked("tenant", tenant)
+    checked("site", site)
     with conn.transaction():
         conn.execute(
             "insert into registry.tenants (tenant) values (%s) on conflict do nothing", (tenant,)
         )
         row = conn.execute("select tenant from registry.sites where site = %s", (site,)).fetchone()
+        new_site = row is None
         if row is None:
             if lat is None or lon is None:
                 raise RegistryError(
@@ -139,7 +170,12 @@ def register(
             "values (%s, %s, %s, coalesce(%s, now()))",
             (device_id, tenant, site, since),
         )
-        return _issue(conn, device_id, expires_in)
+        token = _issue(conn, device_id, expires_in)
+        audit.record(
+            conn, "registry", "register", device_id,
+            detail={"tenant": tenant, "site": site, "new_site": new_site},
+        )  # fmt: skip
+        return token
 
 
 def _issue(conn: psycopg.Connection[Any], device_id: str, expires_in: timedelta | None) -> str:
@@ -150,6 +186,14 @@ def _issue(conn: psycopg.Connection[Any], device_id: str, expires_in: timedelta 
         (token_hash(token), device_id, expires_in),
     )
     return token
+
+
+def registered(conn: psycopg.Connection[Any], device_ids: list[str]) -> set[str]:
+    """Which of `device_ids` are in the registry (revoked or not)."""
+    rows = conn.execute(
+        "select device_id from registry.devices where device_id = any(%s)", (device_ids,)
+    ).fetchall()
+    return {row[0] for row in rows}
 
 
 def rotate(
@@ -168,7 +212,12 @@ def rotate(
             "where device_id = %s and revoked_at is null",
             (grace, device_id),
         )
-        return _issue(conn, device_id, expires_in)
+        token = _issue(conn, device_id, expires_in)
+        audit.record(
+            conn, "registry", "rotate", device_id,
+            detail={"grace_seconds": grace.total_seconds()},
+        )  # fmt: skip
+        return token
 
 
 def revoke(conn: psycopg.Connection[Any], device_id: str) -> None:
@@ -183,6 +232,7 @@ def revoke(conn: psycopg.Connection[Any], device_id: str) -> None:
             "where device_id = %s and revoked_at is null",
             (device_id,),
         )
+        audit.record(conn, "registry", "revoke", device_id)
 
 
 def _active_device(conn: psycopg.Connection[Any], device_id: str) -> None:

@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
+from lakehouse.errors import ConfigError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -19,13 +20,29 @@ def s3_endpoint(settings: Settings) -> str:
     return f"http://{settings.host}:{settings.minio.port}"
 
 
-def s3_client(settings: Settings, credentials: Credentials) -> S3Client:
-    """A path-style S3 client for the stack's object store."""
+# The MinIO root keys, for the stack's bootstrap only.
+ROOT_KEY = "root"
+
+
+def s3_keys(credentials: Credentials, key: str) -> tuple[str, str]:
+    """(access key, secret) of a service key (lakehouse.stack.minio_access) or the root."""
+    if key == ROOT_KEY:
+        return credentials.minio_root_user, credentials.minio_root_password
+    if key not in credentials.minio_keys:
+        raise ConfigError(
+            f"no MinIO key {key!r}", fix=f"use one of {', '.join(sorted(credentials.minio_keys))}"
+        )
+    return key, credentials.minio_keys[key]
+
+
+def s3_client(settings: Settings, credentials: Credentials, key: str) -> S3Client:
+    """A path-style S3 client for the stack's object store, signed with `key`."""
+    access_key, secret = s3_keys(credentials, key)
     return boto3.client(
         "s3",
         endpoint_url=s3_endpoint(settings),
-        aws_access_key_id=credentials.minio_root_user,
-        aws_secret_access_key=credentials.minio_root_password,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret,
         region_name=settings.minio.region,
         config=Config(
             s3={"addressing_style": "path"},
@@ -33,6 +50,16 @@ def s3_client(settings: Settings, credentials: Credentials) -> S3Client:
             connect_timeout=3,
             read_timeout=30,
         ),
+    )
+
+
+def encrypt_by_default(client: S3Client, bucket: str) -> None:
+    """Every object written to `bucket` from now on is encrypted (SSE-S3, AES-256)."""
+    client.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
     )
 
 

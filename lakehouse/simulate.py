@@ -207,19 +207,15 @@ def send_to_kafka(
 
     from lakehouse.clients import kafka_config
 
-    producer = Producer(
-        kafka_config(
-            settings,
-            **{
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 20,
-                "batch.size": 1_000_000,
-                "compression.type": "lz4",
-                "queue.buffering.max.messages": 1_000_000,
-            },
-        )
-    )
+    tuning: dict[str, Any] = {
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 20,
+        "batch.size": 1_000_000,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 1_000_000,
+    }
+    producer = Producer(kafka_config(settings, "simulate", **tuning))
     limiter = RateLimiter(rate)
     sent = 0
     for delivery in stream:

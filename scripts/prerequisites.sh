@@ -7,7 +7,13 @@ set -euo pipefail
 missing=()
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v useradd >/dev/null 2>&1 || missing+=(passwd)
-python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# The dashboards' browser tests drive Debian's Chromium (nothing downloads a browser).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+python=${PYTHON:-python3}
+if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    version=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    missing+=(python3-venv "python${version}-venv")
+fi
 
 if ((${#missing[@]} == 0)); then
     exit 0

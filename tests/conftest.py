@@ -1,16 +1,29 @@
-"""Shared fixtures: the real stack is brought up once per session and reused."""
+"""Shared fixtures: the real stack is brought up once per session and reused.
+
+The tests' stack has a home and ports of its own, so a lakehouse started with
+`make up` on the same machine is never touched. The variables are set before any
+settings are built, and subprocesses of the tests inherit them.
+"""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from lakehouse.config import Settings
+from lakehouse.config import Settings, isolated_environment
 from lakehouse.credentials import Credentials, load
 from lakehouse.stack.manager import Stack
+
+# Ports are the defaults + 20000 (PostgreSQL 35432, Trino 28080, MinIO 29000, …).
+TEST_ENVIRONMENT = isolated_environment(
+    Path(__file__).resolve().parent.parent / ".lakehouse-test", port_shift=20_000
+)
+os.environ.update(TEST_ENVIRONMENT)
 
 
 @pytest.fixture(scope="session")
@@ -22,12 +35,11 @@ def stack_settings() -> Settings:
 def stack(stack_settings: Settings) -> Iterator[Stack]:
     """The running stack; started here if it was not, and then stopped at the end."""
     stack = Stack(stack_settings, Console(stderr=True))
-    running_before = {s.name for s in stack.status() if s.pid is not None}
+    supervised_before = stack.supervisor_pid() is not None
     stack.up()
     yield stack
-    for service in reversed(stack.services()):
-        if service.name not in running_before:
-            service.stop()
+    if not supervised_before:
+        stack.down()
 
 
 @pytest.fixture(scope="session")

@@ -83,7 +83,19 @@ def run(config: AgentConfig) -> int:
                         batch_size=config.batch_size, compress=config.gzip)  # fmt: skip
     sender = threading.Thread(target=uploader.run, args=(stop,), name="uploader", daemon=True)
     sender.start()
-    sample_loop(config, queue, stop)
+    sampler = threading.Thread(target=sample_loop, args=(config, queue, stop), name="sampler",
+                               daemon=True)  # fmt: skip
+    sampler.start()
+    # Neither thread may die while the process lives on: systemd restarts a process.
+    while not stop.wait(1.0):
+        if not (sender.is_alive() and sampler.is_alive()):
+            log.error("the %s thread stopped; exiting so the service manager restarts the agent",
+                      "uploader" if not sender.is_alive() else "sampler")  # fmt: skip
+            stop.set()
+            sender.join(35)
+            queue.close()
+            return 1
+    sampler.join(35)
     sender.join(35)
     queue.close()
     return 0

@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Optional
@@ -29,6 +30,7 @@ class Uploader:
         self.compress = compress
         self.timeout = timeout
         self.retry = RetryPolicy()
+        self.failing_since: Optional[float] = None
 
     def send_one(self) -> Optional[float]:
         """Upload one batch. Returns seconds to wait before the next try (None: go on)."""
@@ -39,6 +41,11 @@ class Uploader:
         if status in (200, 202):
             self.queue.ack(batch)
             self.retry.succeeded()
+            if self.failing_since is not None:
+                log.info(
+                    "gateway reachable again after %.0f s", time.monotonic() - self.failing_since
+                )
+                self.failing_since = None
             return None
         if status in PERMANENT:
             log.error("gateway refused batch %s for good (HTTP %s)", batch.batch_id, status)
@@ -46,7 +53,12 @@ class Uploader:
             return None
         self.queue.release(batch)
         delay = self.retry.next_delay(retry_after)
-        log.warning("upload failed (%s); retrying in %.1f s", status, delay)
+        # One line when uploads start failing, not one per retry.
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            log.warning("upload failed (%s); retrying with backoff, readings kept", status)
+        else:
+            log.debug("upload failed (%s); retrying in %.1f s", status, delay)
         return delay
 
     def _post(self, batch: Batch) -> "tuple[int | str, Optional[float]]":
@@ -70,7 +82,11 @@ class Uploader:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            delay = self.send_one()
+            try:
+                delay = self.send_one()
+            except Exception:  # the thread must outlive any one failure (a locked queue, …)
+                log.exception("uploader error; retrying")
+                delay = self.retry.next_delay(None)
             if delay:
                 stop.wait(delay)
 

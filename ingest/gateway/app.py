@@ -15,7 +15,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -37,15 +38,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ingest.gateway.auth import Authenticator
 from ingest.gateway.body import parse_readings, read_body
+from ingest.gateway.locate import LocateFailed, find_envelope
 from ingest.gateway.problems import Problem
 from ingest.gateway.producer import AsyncProducer, KafkaUnavailable
 from ingest.gateway.ratelimit import RateLimiter
-from ingest.gateway.receipts import ReceiptStore
+from ingest.gateway.receipts import ReceiptStore, Reservation
 from ingest.readings import Limits, ReadingsBuilder, Rejected
 from lakehouse.clients import kafka_config
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
+from lakehouse.failpoints import failpoint
 from lakehouse.registry import DeviceIdentity
+from lakehouse.retry import Outage
+from lakehouse.stack.kafka_acl import GATEWAY_LOCATE_GROUP_PREFIX
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("ingest.gateway.access")
@@ -53,6 +58,9 @@ access_log = logging.getLogger("ingest.gateway.access")
 _BATCH_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 KAFKA_RETRY_AFTER = 5
 DATABASE_RETRY_AFTER = 5
+STATEMENT_TIMEOUT_MS = 5_000
+RECONNECT_FOREVER = 10 * 365 * 86_400.0
+RESERVATION_MARGIN_SECONDS = 5.0
 
 
 class Metrics:
@@ -65,10 +73,21 @@ class Metrics:
             "lakehouse_gateway_readings_accepted", "Readings acknowledged by Kafka",
             registry=self.registry,
         )  # fmt: skip
+        self.dependency_up = Gauge(
+            "lakehouse_gateway_dependency_up",
+            "1 while PostgreSQL or Kafka answers, 0 during an outage",
+            ["dependency"], registry=self.registry,
+        )  # fmt: skip
+        for dependency in ("postgres", "kafka"):
+            self.dependency_up.labels(dependency).set(1)
         self.latency = Histogram(
             "lakehouse_gateway_request_seconds", "POST /v1/readings latency",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=self.registry,
         )  # fmt: skip
+
+    def availability(self, dependency: str) -> Callable[[bool], None]:
+        gauge = self.dependency_up.labels(dependency)
+        return lambda available: gauge.set(1 if available else 0)
 
     def problem(self, exc: Problem) -> Response:
         """The problem+json response of a client error, counted by status."""
@@ -76,10 +95,11 @@ class Metrics:
         return exc.response()
 
 
-def _database_unavailable(exc: OperationalError) -> Problem:
+def _database_unavailable(exc: OperationalError, outage: Outage) -> Problem:
     """PostgreSQL (registry, receipts) down or unreachable, or no pooled connection in
-    time (psycopg_pool's PoolTimeout is an OperationalError): the client retries later."""
-    log.warning("PostgreSQL unavailable: %s", exc)
+    time (psycopg_pool's PoolTimeout is an OperationalError): the client retries later.
+    Logged once per outage, not once per request."""
+    outage.failed(exc)
     return Problem(503, "database-unavailable", "the device registry is unavailable; "
                    "readings not accepted", retry_after=DATABASE_RETRY_AFTER)  # fmt: skip
 
@@ -95,26 +115,38 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
     metrics = Metrics()
     limiter = RateLimiter(config.requests_per_second, config.burst)
     state: dict[str, Any] = {}
+    # A reservation this old outlived any send (its gateway died): look in Kafka.
+    stale_after = config.delivery_timeout_seconds + RESERVATION_MARGIN_SECONDS
+    db_outage = Outage("PostgreSQL", log, metrics.availability("postgres"))
+    kafka_outage = Outage("Kafka", log, metrics.availability("kafka"))
+    gateway_kafka = kafka_config(settings, "gateway", credentials=credentials)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         conninfo = (
             f"host={settings.host} port={settings.postgres.port} dbname=lakehouse "
-            f"user=lakehouse password={credentials.database_passwords['lakehouse']}"
+            f"user=lakehouse password={credentials.database_passwords['lakehouse']} "
+            f"connect_timeout={DATABASE_RETRY_AFTER}"
         )
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             conninfo,
             min_size=2,
             max_size=10,
             open=False,
-            kwargs={"autocommit": True},
+            # Every statement has a deadline, so a request never hangs on the database.
+            kwargs={"autocommit": True, "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"},
             timeout=DATABASE_RETRY_AFTER,  # a request waits this long at most for a connection
+            # While PostgreSQL is down the pool keeps trying to connect (with backoff).
+            reconnect_timeout=RECONNECT_FOREVER,
+            check=AsyncConnectionPool.check_connection,
         )
-        await pool.open(wait=True, timeout=30)
+        # Not waiting: the gateway starts while PostgreSQL is down (/readyz says so and
+        # uploads get 503 until it is back).
+        await pool.open(wait=False)
         state["pool"] = pool
         auth = state["auth"] = Authenticator(pool)
-        receipts = state["receipts"] = ReceiptStore(pool)
-        state["producer"] = AsyncProducer(kafka_config(settings))
+        receipts = state["receipts"] = ReceiptStore(pool, owner=f"gateway-{uuid.uuid4().hex}")
+        state["producer"] = AsyncProducer(gateway_kafka, config.delivery_timeout_seconds)
         sweeper = asyncio.create_task(auth.keep_fresh(), name="token-cache")
         # Every request allocates thousands of short-lived objects; with the default
         # thresholds the cyclic collector runs several times per request and keeps
@@ -148,7 +180,7 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
 
     @app.exception_handler(OperationalError)
     async def _database(_: Request, exc: OperationalError) -> Response:
-        return metrics.problem(_database_unavailable(exc))
+        return metrics.problem(_database_unavailable(exc, db_outage))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
@@ -184,7 +216,10 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
             413: {"description": "Body or batch too large"},
             415: {"description": "Unsupported Content-Type or Content-Encoding"},
             429: {"description": "Rate limit exceeded; see Retry-After"},
-            503: {"description": "Kafka or PostgreSQL unavailable; see Retry-After"},
+            503: {
+                "description": "Kafka or PostgreSQL unavailable, or the batch is being "
+                "accepted by another request; see Retry-After"
+            },
         },
     )
     async def upload(request: Request) -> Response:
@@ -210,38 +245,79 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
         readings_json = orjson.dumps(items)
         digest = hashlib.sha256(readings_json).digest()
         receipts: ReceiptStore = state["receipts"]
-        previous = await receipts.lookup(identity.device_id, batch_id)
-        if previous is not None:
-            return _replay(previous, digest, batch_id, metrics)
+        device_id = identity.device_id
+        reservation = await receipts.reserve(device_id, batch_id, digest)
+        if reservation.state == "done" and reservation.receipt is not None:
+            return _replay(reservation, digest, batch_id, metrics)
+        if reservation.state != "reserved":
+            found = await _settle_reservation(reservation, device_id, batch_id, digest)
+            if found is not None:
+                return found
         # The readings are serialised once, for the digest and the envelope alike.
-        head = orjson.dumps({"device_id": identity.device_id, "tenant": identity.tenant,
+        head = orjson.dumps({"device_id": device_id, "tenant": identity.tenant,
                              "site": identity.site, "batch_id": batch_id})  # fmt: skip
         envelope = head[:-1] + b',"readings":' + readings_json + b"}"
         try:
             partition, offset = await _with_timeout(
-                state["producer"].send(settings.kafka.topic, identity.device_id.encode(), envelope),
-                config.delivery_timeout_seconds,
+                state["producer"].send(settings.kafka.topic, device_id.encode(), envelope),
+                # librdkafka reports its own timeout first; this only guards the await.
+                config.delivery_timeout_seconds + 2,
             )
         except KafkaUnavailable as exc:
+            kafka_outage.failed(exc)
+            # The reservation stays: a timed-out send may still have reached the broker,
+            # so a retry looks for the batch in Kafka once the reservation is stale.
             raise Problem(503, "kafka-unavailable", f"readings not accepted: {exc}",
                           retry_after=KAFKA_RETRY_AFTER) from None  # fmt: skip
-        receipt = {
-            "batch_id": batch_id, "accepted": len(items), "topic": settings.kafka.topic,
-            "partition": partition, "offset": offset,
-            "received_at": datetime.now(UTC).isoformat(),
-        }  # fmt: skip
-        if not await receipts.insert(identity.device_id, batch_id, digest, receipt):
-            # A concurrent retry of the same batch stored its receipt first.
-            stored = await receipts.lookup(identity.device_id, batch_id)
-            if stored is not None:
-                return _replay(stored, digest, batch_id, metrics)
+        receipt = _receipt(batch_id, len(items), settings.kafka.topic, partition, offset)
+        failpoint("gateway-after-kafka-ack")
+        await receipts.complete(device_id, batch_id, receipt)
+        if db_outage.down_since is not None or kafka_outage.down_since is not None:
+            db_outage.recovered()
+            kafka_outage.recovered()
         metrics.readings.inc(len(items))
         metrics.requests.labels("202").inc()
         metrics.latency.observe(time.perf_counter() - started)
         return JSONResponse(receipt, status_code=202)
 
+    async def _settle_reservation(
+        reservation: Reservation, device_id: str, batch_id: str, digest: bytes
+    ) -> Response | None:
+        """Another request holds the batch id: answer for it, or take it over (None)."""
+        if reservation.digest is not None and reservation.digest != digest:
+            raise _conflict(batch_id)
+        if reservation.state == "unknown" or reservation.age < stale_after:
+            raise Problem(503, "batch-in-progress", f"batch {batch_id!r} is being accepted by "
+                          "another request; retry for its receipt", retry_after=1)  # fmt: skip
+        # Its gateway died between Kafka and PostgreSQL: did the batch reach Kafka?
+        receipts: ReceiptStore = state["receipts"]
+        since = time.time() - reservation.age
+        try:
+            found = await asyncio.to_thread(
+                find_envelope, gateway_kafka, settings.kafka.topic, device_id, batch_id, since,
+            )  # fmt: skip
+        except LocateFailed as exc:
+            kafka_outage.failed(exc)
+            raise Problem(503, "kafka-unavailable", f"readings not accepted: {exc}",
+                          retry_after=KAFKA_RETRY_AFTER) from None  # fmt: skip
+        if found is None:
+            if not await receipts.take_over(device_id, batch_id, stale_after):
+                raise Problem(503, "batch-in-progress", f"batch {batch_id!r} is being "
+                              "accepted by another request", retry_after=1)  # fmt: skip
+            return None
+        log.info("batch %s of %s was in Kafka already (%d/%d); receipt restored",
+                 batch_id, device_id, found[0], found[1])  # fmt: skip
+        accepted = await asyncio.to_thread(
+            _count_in_envelope, gateway_kafka, settings.kafka.topic, found,
+        )  # fmt: skip
+        receipt = _receipt(batch_id, accepted, settings.kafka.topic, found[0], found[1])
+        await receipts.complete(device_id, batch_id, receipt)
+        metrics.requests.labels("200").inc()
+        return JSONResponse(receipt, status_code=200)
+
     app.state.upload = upload
     app.state.metrics = metrics
+    app.state.db_outage = db_outage
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:
@@ -277,6 +353,7 @@ def with_upload_fast_path(app: FastAPI) -> ASGIApp:
     """
     upload = app.state.upload
     metrics: Metrics = app.state.metrics
+    db_outage: Outage = app.state.db_outage
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -289,7 +366,7 @@ def with_upload_fast_path(app: FastAPI) -> ASGIApp:
             except Problem as exc:
                 response = metrics.problem(exc)
             except OperationalError as exc:
-                response = metrics.problem(_database_unavailable(exc))
+                response = metrics.problem(_database_unavailable(exc, db_outage))
             except Exception:
                 response = _internal_error()
             await response(scope, receive, send)
@@ -348,14 +425,43 @@ def _validate(items: list[Any], identity: DeviceIdentity, limits: Limits) -> Non
                       "nothing was accepted", errors=errors[:100])  # fmt: skip
 
 
-def _replay(
-    stored: tuple[bytes, dict[str, Any]], digest: bytes, batch_id: str, metrics: Metrics
-) -> Response:
-    if stored[0] != digest:
-        raise Problem(409, "idempotency-conflict",
-                      f"batch id {batch_id!r} was already used for different readings")  # fmt: skip
+def _replay(reservation: Reservation, digest: bytes, batch_id: str, metrics: Metrics) -> Response:
+    if reservation.digest != digest:
+        raise _conflict(batch_id)
     metrics.requests.labels("200").inc()
-    return JSONResponse(stored[1], status_code=200)
+    return JSONResponse(reservation.receipt, status_code=200)
+
+
+def _conflict(batch_id: str) -> Problem:
+    return Problem(409, "idempotency-conflict",
+                   f"batch id {batch_id!r} was already used for different readings")  # fmt: skip
+
+
+def _receipt(
+    batch_id: str, accepted: int, topic: str, partition: int, offset: int
+) -> dict[str, Any]:
+    return {
+        "batch_id": batch_id, "accepted": accepted, "topic": topic,
+        "partition": partition, "offset": offset,
+        "received_at": datetime.now(UTC).isoformat(),
+    }  # fmt: skip
+
+
+def _count_in_envelope(config: dict[str, Any], topic: str, at: tuple[int, int]) -> int:
+    """Readings in the envelope at (partition, offset) of the readings topic."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**config, "group.id": f"{GATEWAY_LOCATE_GROUP_PREFIX}{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "log_level": 3})  # fmt: skip
+    try:
+        consumer.assign([TopicPartition(topic, at[0], at[1])])
+        for _ in range(30):
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None:
+                return len(orjson.loads(message.value() or b"{}").get("readings", []))
+        raise LocateFailed("the envelope could not be read back")
+    finally:
+        consumer.close()
 
 
 async def _with_timeout(awaitable: Any, seconds: float) -> Any:

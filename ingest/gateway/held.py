@@ -32,6 +32,17 @@ class HeldConnection:
             await self.release()
             raise
 
+    async def execute(self, query: str, params: tuple[Any, ...]) -> None:
+        """A statement that returns no rows."""
+        if self._conn is None:
+            self._conn = await self.pool.getconn()
+            set_json_loads(orjson.loads, self._conn)
+        try:
+            await self._conn.execute(query, params, prepare=True)
+        except psycopg.Error:
+            await self.release()
+            raise
+
     async def release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:

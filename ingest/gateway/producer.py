@@ -21,7 +21,10 @@ class KafkaUnavailable(Exception):
 
 
 class AsyncProducer:
-    def __init__(self, config: dict[str, Any]) -> None:
+    """`delivery_timeout` bounds how long librdkafka tries a message: after a failure
+    is reported the message is not sent later behind the caller's back."""
+
+    def __init__(self, config: dict[str, Any], delivery_timeout: float = 10.0) -> None:
         self._producer = Producer(
             {
                 **config,
@@ -29,7 +32,7 @@ class AsyncProducer:
                 "enable.idempotence": True,
                 "linger.ms": 2,
                 "compression.type": "lz4",
-                "message.timeout.ms": 10_000,
+                "message.timeout.ms": int(delivery_timeout * 1000),
             }
         )
         self._outstanding = 0

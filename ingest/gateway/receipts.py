@@ -1,14 +1,19 @@
-"""Upload receipts in PostgreSQL, read and written in groups.
+"""Upload receipts in PostgreSQL: a batch id is reserved before Kafka, completed after.
 
-Every request needs one lookup (was this batch id accepted before?) and, once Kafka
-acknowledged, one insert; both are grouped across concurrent requests (see grouping).
-A group travels as one JSON parameter: psycopg adapts a JSON string far more cheaply
-than arrays of Python values.
+Every request first reserves its (device, batch id) with the batch's digest; the
+reservation that wins sends the envelope to Kafka and then completes the row with
+the receipt. A retry finds either the receipt (replayed as 200), or a reservation in
+progress (503, retry shortly), or a reservation whose gateway died between Kafka and
+PostgreSQL: then Kafka itself is searched for the envelope (see locate) before it is
+sent again, so a batch is never in Kafka twice. Reservations and completions are
+grouped across concurrent requests (see grouping); a group travels as one JSON
+parameter, which psycopg adapts far more cheaply than arrays of Python values.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import orjson
 from psycopg_pool import AsyncConnectionPool
@@ -17,68 +22,118 @@ from ingest.gateway.grouping import Grouped
 from ingest.gateway.held import HeldConnection
 
 Key = tuple[str, str]
-Stored = tuple[bytes, dict[str, Any]]
 
-_LOOKUP = """
-select b.device_id, b.batch_id, b.digest, b.receipt
-from jsonb_to_recordset(%s::jsonb) as k(device_id text, batch_id text)
-join registry.upload_batches b using (device_id, batch_id)
+_RESERVE = """
+with k as (
+    select * from jsonb_to_recordset(%s::jsonb)
+        as k(i int, device_id text, batch_id text, digest text, owner text)
+), ins as (
+    insert into registry.upload_batches (device_id, batch_id, digest, receipt, reserved_by)
+    select device_id, batch_id, decode(digest, 'hex'), null, owner from k
+    on conflict do nothing
+    returning device_id, batch_id
+)
+select k.i, ins.device_id is not null, b.digest, b.receipt,
+       extract(epoch from now() - b.created_at)::float8
+from k
+left join ins using (device_id, batch_id)
+left join registry.upload_batches b
+    on ins.device_id is null and b.device_id = k.device_id and b.batch_id = k.batch_id
 """
-_INSERT = """
-insert into registry.upload_batches (device_id, batch_id, digest, receipt)
-select r.device_id, r.batch_id, decode(r.digest, 'hex'), r.receipt
-from jsonb_to_recordset(%s::jsonb) as r(device_id text, batch_id text, digest text, receipt jsonb)
-on conflict do nothing
-returning device_id, batch_id
+_COMPLETE = """
+update registry.upload_batches b set receipt = r.receipt, reserved_by = null
+from jsonb_to_recordset(%s::jsonb) as r(device_id text, batch_id text, receipt jsonb)
+where b.device_id = r.device_id and b.batch_id = r.batch_id
 """
+_TAKE_OVER = """
+update registry.upload_batches set reserved_by = %s, created_at = now()
+where device_id = %s and batch_id = %s and receipt is null
+  and created_at < now() - make_interval(secs => %s)
+returning 1
+"""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What reserving a batch id found.
+
+    `reserved`: this request holds the batch id and sends the batch. `done`: a receipt
+    exists (`receipt`). `pending`: another request holds it since `age` seconds.
+    `unknown`: a concurrent reservation not yet visible; the client retries shortly.
+    """
+
+    state: Literal["reserved", "done", "pending", "unknown"]
+    digest: bytes | None = None
+    receipt: dict[str, Any] | None = None
+    age: float = 0.0
 
 
 class ReceiptStore:
-    def __init__(self, pool: AsyncConnectionPool[Any], max_group: int = 256) -> None:
-        self._lookup_conn = HeldConnection(pool)
-        self._insert_conn = HeldConnection(pool)
-        self._lookups: Grouped[Key, Stored | None] = Grouped(self._run_lookups, max_group)
-        self._inserts: Grouped[tuple[str, str, bytes, dict[str, Any]], bool] = Grouped(
-            self._run_inserts, max_group
+    def __init__(self, pool: AsyncConnectionPool[Any], owner: str, max_group: int = 256) -> None:
+        self._pool = pool
+        self.owner = owner
+        self._reserve_conn = HeldConnection(pool)
+        self._complete_conn = HeldConnection(pool)
+        self._reservations: Grouped[tuple[str, str, bytes], Reservation] = Grouped(
+            self._run_reservations, max_group
+        )
+        self._completions: Grouped[tuple[str, str, dict[str, Any]], None] = Grouped(
+            self._run_completions, max_group
         )
 
-    async def lookup(self, device_id: str, batch_id: str) -> Stored | None:
-        return await self._lookups.submit((device_id, batch_id))
+    async def reserve(self, device_id: str, batch_id: str, digest: bytes) -> Reservation:
+        return await self._reservations.submit((device_id, batch_id, digest))
 
-    async def insert(self, device_id: str, batch_id: str, digest: bytes,
-                     receipt: dict[str, Any]) -> bool:  # fmt: skip
-        """Store a receipt; False if one existed already (a concurrent retry won)."""
-        return await self._inserts.submit((device_id, batch_id, digest, receipt))
+    async def complete(self, device_id: str, batch_id: str, receipt: dict[str, Any]) -> None:
+        """Store the receipt of a batch Kafka acknowledged."""
+        await self._completions.submit((device_id, batch_id, receipt))
+
+    async def take_over(self, device_id: str, batch_id: str, older_than: float) -> bool:
+        """Take a stale reservation (its gateway died); False if someone else did."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(_TAKE_OVER, (self.owner, device_id, batch_id, older_than))
+            return await cursor.fetchone() is not None
 
     async def close(self) -> None:
-        await self._lookup_conn.release()
-        await self._insert_conn.release()
+        await self._reserve_conn.release()
+        await self._complete_conn.release()
 
-    async def _run_lookups(self, keys: list[Key]) -> list[Stored | None]:
-        rows = await self._lookup_conn.fetch(
-            _LOOKUP, (_json([{"device_id": k[0], "batch_id": k[1]} for k in keys]),)
-        )
-        found = {(row[0], row[1]): (bytes(row[2]), row[3]) for row in rows}
-        return [found.get(key) for key in keys]
-
-    async def _run_inserts(self, rows: list[tuple[str, str, bytes, dict[str, Any]]]) -> list[bool]:
-        # Two identical keys in one group: only the first may insert.
+    async def _run_reservations(self, items: list[tuple[str, str, bytes]]) -> list[Reservation]:
+        # Two identical keys in one group: only the first may reserve.
         first: dict[Key, int] = {}
-        for index, row in enumerate(rows):
-            first.setdefault((row[0], row[1]), index)
-        unique = [rows[i] for i in sorted(first.values())]
+        for index, (device_id, batch_id, _) in enumerate(items):
+            first.setdefault((device_id, batch_id), index)
         payload = _json(
             [
-                {"device_id": r[0], "batch_id": r[1], "digest": r[2].hex(), "receipt": r[3]}
-                for r in unique
+                {"i": i, "device_id": items[i][0], "batch_id": items[i][1],
+                 "digest": items[i][2].hex(), "owner": self.owner}
+                for i in sorted(first.values())
             ]
-        )
-        stored = await self._insert_conn.fetch(_INSERT, (payload,))
-        inserted = {(row[0], row[1]) for row in stored}
-        return [
-            (row[0], row[1]) in inserted and first[(row[0], row[1])] == index
-            for index, row in enumerate(rows)
-        ]
+        )  # fmt: skip
+        rows = await self._reserve_conn.fetch(_RESERVE, (payload,))
+        by_index: dict[int, Reservation] = {}
+        for index, reserved, digest, receipt, age in rows:
+            if reserved:
+                by_index[index] = Reservation("reserved")
+            elif digest is None:
+                by_index[index] = Reservation("unknown")
+            elif receipt is None:
+                by_index[index] = Reservation("pending", bytes(digest), None, float(age))
+            else:
+                by_index[index] = Reservation("done", bytes(digest), receipt, float(age))
+        results: list[Reservation] = []
+        for index, (device_id, batch_id, digest) in enumerate(items):
+            winner = first[(device_id, batch_id)]
+            if winner == index:
+                results.append(by_index[index])
+            else:  # the same batch twice at once: the other one is sending it
+                results.append(Reservation("pending", digest, None, 0.0))
+        return results
+
+    async def _run_completions(self, items: list[tuple[str, str, dict[str, Any]]]) -> list[None]:
+        payload = _json([{"device_id": d, "batch_id": b, "receipt": r} for d, b, r in items])
+        await self._complete_conn.execute(_COMPLETE, (payload,))
+        return [None] * len(items)
 
 
 def _json(value: Any) -> str:

@@ -11,13 +11,16 @@ import typer
 from pydantic import ValidationError
 from rich.logging import RichHandler
 
+from lakehouse.cli.audit import audit_app
 from lakehouse.cli.common import err
 from lakehouse.cli.devices import devices_app
 from lakehouse.cli.gateway import gateway
 from lakehouse.cli.ingest import ingest_app
+from lakehouse.cli.serve import serve_app
 from lakehouse.cli.simulate import simulate
 from lakehouse.cli.stack import stack_app
 from lakehouse.cli.transform import transform_app
+from lakehouse.cli.users import users_app
 from lakehouse.config import Settings
 from lakehouse.errors import LakehouseError, ServiceStartError
 
@@ -26,6 +29,9 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(devices_app, name="devices")
 app.add_typer(transform_app, name="transform")
+app.add_typer(users_app, name="users")
+app.add_typer(serve_app, name="serve")
+app.add_typer(audit_app, name="audit")
 app.command("gateway")(gateway)
 app.command("simulate")(simulate)
 
@@ -39,6 +45,10 @@ def _root(
     logging.basicConfig(
         level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)]
     )
+    if not verbose:
+        # One line per HTTP request to Nessie or the gateway's probes is noise, not news.
+        for chatty in ("httpx", "httpcore"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     if ctx.obj is None:
         ctx.obj = Settings()
 

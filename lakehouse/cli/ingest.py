@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -15,6 +16,9 @@ from rich.table import Table
 from lakehouse.cli.common import err, out, settings_of
 from lakehouse.clients import iceberg_catalog
 from lakehouse.credentials import load
+
+if TYPE_CHECKING:
+    from ingest.kafka_consumer import BronzeConsumer
 
 ingest_app = typer.Typer(help="Write readings into the bronze tables.")
 
@@ -38,6 +42,19 @@ def ingest_kafka(
     ] = None,
 ) -> None:
     """Consume the readings topic into bronze, exactly once; SIGTERM drains and commits."""
+    # A stop asked for while still starting up (connecting, loading tables) is kept and
+    # honoured once the consumer exists, so SIGTERM always ends in a clean exit.
+    stop_requested = threading.Event()
+    consumer: BronzeConsumer | None = None
+
+    def request_stop(*_: object) -> None:
+        stop_requested.set()
+        if consumer is not None:
+            consumer.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request_stop)
+
     from ingest.kafka_consumer import BronzeConsumer, CommitPolicy
     from ingest.metrics import IngestMetrics
 
@@ -58,8 +75,8 @@ def ingest_kafka(
         overrides=overrides,
         tables=(f"{ingest.namespace}.readings", f"{ingest.namespace}.readings_rejected"),
     )  # fmt: skip
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: consumer.stop())
+    if stop_requested.is_set():
+        consumer.stop()
     consumer.run(idle_exit_seconds=idle_exit)
     err.print(f"stopped after {consumer.commits} commits")
 
@@ -78,7 +95,7 @@ def ingest_file_command(
     if file_format is not None and file_format not in FORMATS:
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
     settings = settings_of(ctx)
-    catalog = iceberg_catalog(settings, load(settings))
+    catalog = iceberg_catalog(settings, load(settings), s3_key="ingest")
     table = Table("file", "readings", "rejected", "status")
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} rows"),

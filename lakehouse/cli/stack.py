@@ -16,7 +16,7 @@ from lakehouse.cli.common import err, out
 from lakehouse.cli.common import settings_of as _settings
 from lakehouse.config import Settings
 from lakehouse.errors import LakehouseError
-from lakehouse.stack.manager import SERVICE_NAMES, Stack
+from lakehouse.stack.manager import Stack
 from lakehouse.stack.process import tail
 from lakehouse.stack.service import ServiceStatus
 
@@ -44,17 +44,42 @@ def stack_down(
         err.print("nothing was running")
 
 
+@stack_app.command("stop")
+def stack_stop(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help="The service to stop and keep stopped.")],
+) -> None:
+    """Stop one service and keep it stopped until `stack start` (the rest keeps running)."""
+    Stack(_settings(ctx), err).hold(service)
+    err.print(f"{service} stopped; `lakehouse stack start {service}` starts it again")
+
+
+@stack_app.command("start")
+def stack_start(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help="A stopped or failed service.")],
+) -> None:
+    """Start a service stopped with `stack stop`, or one the supervisor gave up on."""
+    Stack(_settings(ctx), err).release(service)
+    err.print(f"{service} running")
+
+
 @stack_app.command("status")
 def stack_status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show each service's pid, port, URL and health. Exit 1 if any is unhealthy."""
+    """Each service's state, pid, uptime, restarts, last exit and health; exit 1 if any is
+    not running healthy."""
     statuses = Stack(_settings(ctx), err).status()
     if as_json:
         out.print_json(json.dumps([asdict(s) for s in statuses]))
     else:
         out.print(_status_table(statuses))
+        for s in statuses:
+            if s.state == "failed" and s.last_error:
+                err.print(f"[red]{s.name}[/] failed: {s.last_exit}", highlight=False)
+                err.print(s.last_error.rstrip(), markup=False, highlight=False)
     if not all(s.healthy for s in statuses):
         raise typer.Exit(1)
 
@@ -62,16 +87,15 @@ def stack_status(
 @stack_app.command("logs")
 def stack_logs(
     ctx: typer.Context,
-    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_NAMES)}.")],
+    service: Annotated[str, typer.Argument(help="A service name, or `supervisor`.")],
     lines: Annotated[int, typer.Option("--lines", "-n", help="Lines to show.")] = 50,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
 ) -> None:
     """Print the end of a service's log."""
     settings = _settings(ctx)
-    if service not in SERVICE_NAMES:
-        raise LakehouseError(
-            f"unknown service {service!r}", fix=f"use one of: {', '.join(SERVICE_NAMES)}"
-        )
+    names = [*Stack(settings, err).names(), "supervisor"]
+    if service not in names:
+        raise LakehouseError(f"unknown service {service!r}", fix=f"use one of: {', '.join(names)}")
     path = settings.home / "logs" / f"{service}.log"
     if not path.exists():
         raise LakehouseError(f"no log for {service} at {path}", fix="start it: lakehouse stack up")
@@ -89,17 +113,33 @@ def stack_logs(
 
 
 def _status_table(statuses: list[ServiceStatus]) -> Table:
-    table = Table("service", "pid", "port", "url", "health")
+    table = Table("service", "state", "pid", "uptime", "restarts", "health", "url", "last exit")
     for s in statuses:
         health = "[green]healthy[/]" if s.healthy else "[red]down[/]"
-        table.add_row(s.name, str(s.pid or "-"), str(s.port), s.url, health)
+        table.add_row(
+            s.name, s.state, str(s.pid or "-"), _duration(s.uptime_seconds), str(s.restarts),
+            health, s.url, s.last_exit or "",
+        )  # fmt: skip
     return table
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _endpoints_table(settings: Settings, statuses: list[ServiceStatus]) -> Table:
     by_name = {s.name: s for s in statuses}
     host = settings.host
     table = Table("endpoint", "address", title="lakehouse is up")
+    table.add_row(
+        "Superset (dashboards)",
+        f"{by_name['superset'].url}  (user {settings.superset.admin_user}, password: "
+        "superset_admin_password in the credentials)",
+    )
     table.add_row("Trino", by_name["trino"].url)
     table.add_row("Nessie", by_name["nessie"].url)
     table.add_row("Iceberg REST", f"{by_name['nessie'].url}/iceberg")
@@ -107,5 +147,7 @@ def _endpoints_table(settings: Settings, statuses: list[ServiceStatus]) -> Table
     table.add_row("MinIO console", f"http://{host}:{settings.minio.console_port}")
     table.add_row("Kafka bootstrap", by_name["kafka"].url)
     table.add_row("PostgreSQL", by_name["postgres"].url)
+    if "gateway" in by_name:
+        table.add_row("upload gateway", by_name["gateway"].url)
     table.add_row("credentials", str(settings.home / "credentials.json"))
     return table

@@ -15,6 +15,8 @@ from lakehouse.clients import postgres_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import load
 from lakehouse.errors import LakehouseError, TransformLockedError
+from lakehouse.names import checked
+from lakehouse.serving.publish import describe
 from lakehouse.transform import runs
 from lakehouse.transform.runner import RunReport, TransformRunner
 
@@ -56,6 +58,7 @@ def _loop(runner: TransformRunner, every: float, *, full_refresh: bool, force: b
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     first = True
+    failures = 0
     while not stop.is_set():
         started = time.monotonic()
         try:
@@ -63,10 +66,20 @@ def _loop(runner: TransformRunner, every: float, *, full_refresh: bool, force: b
             _print_report(runner.run(full_refresh=full_refresh and first, force=force))
         except TransformLockedError as exc:
             err.print(f"[yellow]skipped:[/] {exc.message}", highlight=False)
+            failures = 0
         except LakehouseError as exc:
             err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        except Exception as exc:  # a server away (Trino, Nessie, PostgreSQL): try again
+            failures += 1
+            err.print(
+                f"[bold red]run failed:[/] {type(exc).__name__}: {str(exc)[:300]}"
+                + (f" ({failures} in a row)" if failures > 1 else ""),
+                highlight=False,
+            )
         first = False
-        stop.wait(max(every - (time.monotonic() - started), 0))
+        # After failures, retry sooner than the interval but back off up to it.
+        wait = every if not failures else min(every, 5.0 * 2 ** (failures - 1))
+        stop.wait(max(wait - (time.monotonic() - started), 0))
     err.print("stopped")
 
 
@@ -85,6 +98,14 @@ def _print_report(report: RunReport) -> None:
     )
     if report.outcome == "published":
         err.print(f"main is now at {report.main_after}", highlight=False)
+        if report.serving is not None:
+            err.print(describe(report.serving), highlight=False)
+        elif report.serving_error is not None:
+            err.print(
+                f"[yellow]serving not updated:[/] {report.serving_error}; "
+                "`lakehouse serve publish` catches up",
+                highlight=False,
+            )
         return
     for node in report.failed_nodes:
         err.print(f"  [red]✗[/] {node.node} ({node.status}): {node.message or ''}", highlight=False)
@@ -128,6 +149,7 @@ def discard(
     run_id: Annotated[str, typer.Argument(help="A failed run whose branch was kept.")],
 ) -> None:
     """Drop the branch and Trino catalog a failed run left for inspection."""
+    checked("run id", run_id)
     settings = settings_of(ctx)
     TransformRunner(settings, load(settings)).discard(run_id)
     err.print(f"discarded the branch and catalog of run {run_id}")

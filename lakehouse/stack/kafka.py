@@ -14,8 +14,11 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
+from lakehouse.clients import kafka_config
 from lakehouse.errors import FetchError, StackError
+from lakehouse.private_files import write_private
 from lakehouse.stack.artifacts import KAFKA_SCALA, KAFKA_VERSION, LOG4J_VERSION
+from lakehouse.stack.kafka_acl import ADMIN_PRINCIPAL, grant, grant_topic, platform_bindings
 from lakehouse.stack.process import port_accepts
 from lakehouse.stack.service import Service
 
@@ -59,6 +62,14 @@ logger.controller.level = WARN
 logger.state.name = state.change.logger
 logger.state.level = WARN
 """
+
+
+def new_cluster_id() -> str:
+    """A random cluster id in Kafka's form (base64 of a UUID), never starting with "-"."""
+    while True:
+        raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not raw.startswith("-"):
+            return raw
 
 
 class Kafka(Service):
@@ -111,21 +122,49 @@ class Kafka(Service):
     def _properties(self) -> Path:
         return self.state_dir / "server.properties"
 
+    def _security_properties(self) -> list[str]:
+        """SASL on both listeners; the authorizer denies what no ACL allows.
+
+        Clients and the broker itself use SCRAM-SHA-512 on the client listener (the
+        credentials live in the cluster metadata, added at storage format). The
+        controller listener uses PLAIN with its one user in the JAAS line, since SCRAM
+        credentials cannot be read before the controller is up.
+        """
+        password = self.ctx.credentials.kafka_passwords[ADMIN_PRINCIPAL]
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        login = f'username="{ADMIN_PRINCIPAL}" password="{password}"'
+        return [
+            "listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            "inter.broker.listener.name=CLIENT",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            "sasl.mechanism.controller.protocol=PLAIN",
+            "listener.name.client.sasl.enabled.mechanisms=SCRAM-SHA-512",
+            f"listener.name.client.scram-sha-512.sasl.jaas.config={scram} required {login};",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            f"listener.name.controller.plain.sasl.jaas.config={plain} required {login} "
+            f'user_{ADMIN_PRINCIPAL}="{password}";',
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{ADMIN_PRINCIPAL}",
+            "allow.everyone.if.no.acl.found=false",
+        ]
+
     def configure(self) -> None:
         host, kafka = self.settings.host, self.settings.kafka
         data = self.state_dir / "data"
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._properties.write_text(
+        # 0600: it holds the admin principal's password.
+        write_private(
+            self._properties,
             "\n".join(
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@{host}:{kafka.controller_port}",
-                    f"listeners=PLAINTEXT://{host}:{kafka.port},CONTROLLER://{host}:{kafka.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{host}:{kafka.port}",
+                    f"listeners=CLIENT://{host}:{kafka.port},CONTROLLER://{host}:{kafka.controller_port}",
+                    f"advertised.listeners=CLIENT://{host}:{kafka.port}",
                     "controller.listener.names=CONTROLLER",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    *self._security_properties(),
                     f"log.dirs={data}",
                     f"num.partitions={kafka.partitions}",
                     "auto.create.topics.enable=false",
@@ -142,25 +181,43 @@ class Kafka(Service):
                     "replica.fetch.max.bytes=4194304",
                     "",
                 ]
-            )
+            ),
         )
         (self.state_dir / "log4j2.properties").write_text(_LOG4J2)
+        scram_marker = self.state_dir / "scram-users"
         if (data / "meta.properties").exists():
+            if not scram_marker.exists():
+                raise StackError(
+                    f"the Kafka storage in {data} was formatted without SASL users, "
+                    "so no client could sign in",
+                    fix=f"let the consumers drain the topic, then remove {data} and run "
+                    "`lakehouse stack up` again",
+                )
             return
         cluster_file = self.state_dir / "cluster.id"
         if not cluster_file.exists():
-            raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            cluster_file.write_text(raw)
+            cluster_file.write_text(new_cluster_id())
+        scram_users = [
+            f"--add-scram=SCRAM-SHA-512=[name={name},password={password}]"
+            for name, password in sorted(self.ctx.credentials.kafka_passwords.items())
+        ]
         result = subprocess.run(
             [*self._java_command(), "kafka.tools.StorageTool", "format",
-             "-t", cluster_file.read_text().strip(), "-c", str(self._properties)],
+             # The = form: an id may start with "-", which would read as an option.
+             f"--cluster-id={cluster_file.read_text().strip()}", "-c", str(self._properties),
+             *scram_users],
             capture_output=True, text=True, check=False, cwd=self.state_dir,
         )  # fmt: skip
         if result.returncode != 0:
+            # The tool echoes its arguments on some errors; never log a password.
+            output = f"{result.stdout[-800:]}{result.stderr[-800:]}"
+            for password in self.ctx.credentials.kafka_passwords.values():
+                output = output.replace(password, "***")
             raise StackError(
-                f"formatting Kafka storage failed: {result.stdout[-800:]}{result.stderr[-800:]}",
+                f"formatting Kafka storage failed: {output}",
                 fix=f"remove {data} and run `lakehouse stack up` again",
             )
+        scram_marker.write_text(",".join(sorted(self.ctx.credentials.kafka_passwords)))
 
     def _java_command(self) -> list[str]:
         return [
@@ -179,7 +236,10 @@ class Kafka(Service):
         ]  # fmt: skip
 
     def admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 3})
+        config = kafka_config(
+            self.settings, ADMIN_PRINCIPAL, credentials=self.ctx.credentials, log_level=3
+        )
+        return AdminClient(config)
 
     def ready(self) -> bool:
         # librdkafka logs every refused connection; only ask once the port answers.
@@ -200,3 +260,5 @@ class Kafka(Service):
         elif len(existing[topic].partitions) < partitions:
             futures = admin.create_partitions([NewPartitions(topic, partitions)])
             futures[topic].result(timeout=30)
+        grant(admin, platform_bindings())
+        grant_topic(admin, topic, [self.settings.ingest.group_id])

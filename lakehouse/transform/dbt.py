@@ -11,6 +11,7 @@ from typing import Any
 
 from lakehouse.config import Settings
 from lakehouse.errors import TransformError
+from lakehouse.tls import ca_path
 from lakehouse.transform.runs import NodeResult
 
 
@@ -47,6 +48,7 @@ def build(
     *,
     catalog: str,
     dbt_vars: dict[str, Any],
+    password: str,
     full_refresh: bool = False,
     quiet: bool = False,
 ) -> BuildResult:
@@ -77,6 +79,11 @@ def build(
         "LAKEHOUSE_DBT_PORT": str(settings.trino.port),
         "LAKEHOUSE_DBT_CATALOG": catalog,
         "LAKEHOUSE_DBT_USER": settings.transform.trino_user,
+        "LAKEHOUSE_DBT_PASSWORD": password,
+        "LAKEHOUSE_DBT_CERT": str(ca_path(settings.home)),
+        # requests lets these variables override the CA dbt-trino passes.
+        "REQUESTS_CA_BUNDLE": str(ca_path(settings.home)),
+        "CURL_CA_BUNDLE": str(ca_path(settings.home)),
         "LAKEHOUSE_DBT_THREADS": str(settings.transform.threads),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }

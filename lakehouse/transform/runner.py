@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from lakehouse import registry
+from lakehouse import audit, registry
 from lakehouse.clients import iceberg_catalog, postgres_connection, trino_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
 from lakehouse.errors import CatalogError, LakehouseError, TransformError
+from lakehouse.names import checked
 from lakehouse.nessie import NessieClient
+from lakehouse.serving.publish import PublishReport, ServingPublisher
 from lakehouse.transform import dbt, runs
 from lakehouse.transform.window import BronzeWindow, committed_offsets, compute_window
 
@@ -49,6 +51,8 @@ class RunReport:
     main_before: str | None = None
     main_after: str | None = None
     error: str | None = None
+    serving: PublishReport | None = None
+    serving_error: str | None = None
 
     @property
     def branch(self) -> str:
@@ -65,7 +69,7 @@ def new_run_id() -> str:
 
 def branch_of(run_id: str) -> str:
     """The Nessie branch and the Trino catalog of a run share this name."""
-    return f"{BRANCH_PREFIX}{run_id}"
+    return f"{BRANCH_PREFIX}{checked('run id', run_id)}"
 
 
 class TransformRunner:
@@ -84,7 +88,13 @@ class TransformRunner:
             registry.ensure_schema(conn)
             runs.acquire_lock(conn)
             report = RunReport(run_id=new_run_id(), outcome="running")
-            runs.start(conn, report.run_id, full_refresh=full_refresh, branch=report.branch)
+            runs.start(
+                conn,
+                report.run_id,
+                full_refresh=full_refresh,
+                branch=report.branch,
+                schema_prefix=self.prefix,
+            )
             started = time.monotonic()
             try:
                 self._run(conn, report, full_refresh=full_refresh, force=force)
@@ -106,9 +116,22 @@ class TransformRunner:
                     counts=report.counts,
                     error=report.error,
                 )
+            if report.outcome == "published" and self.settings.serving.publish_after_transform:
+                self._serve(report, full_refresh=full_refresh)
             return report
         finally:
             conn.close()
+
+    def _serve(self, report: RunReport, *, full_refresh: bool) -> None:
+        """Bring the run into serving. Main already has it, so a failure here fails
+        nothing: the next run (or `lakehouse serve publish`) serves what is pending."""
+        try:
+            report.serving = ServingPublisher(self.settings, self.credentials).publish(
+                full_refresh=full_refresh
+            )
+        except Exception as exc:  # any failure: serving catches up on the next publish
+            report.serving_error = str(exc)
+            log.warning("run %s: serving publish failed, pending: %s", report.run_id, exc)
 
     def _run(self, conn: Any, report: RunReport, *, full_refresh: bool, force: bool) -> None:
         with NessieClient(self.settings) as nessie:
@@ -129,6 +152,7 @@ class TransformRunner:
             self._create_catalog(report.branch)
             result = dbt.build(
                 self.settings,
+                password=self.credentials.trino_passwords[self.settings.transform.trino_user],
                 catalog=report.branch,
                 dbt_vars={
                     "run_id": report.run_id,
@@ -156,11 +180,17 @@ class TransformRunner:
             )
             report.main_after = merged.hash
             report.outcome = "published"
+            audit.record(
+                conn, "transform", "publish", report.run_id,
+                detail={"branch": report.branch, "main_before": report.main_before,
+                        "main_after": report.main_after, "full_refresh": full_refresh,
+                        "schema_prefix": self.prefix},
+            )  # fmt: skip
             self._drop_catalog(report.branch)
             nessie.delete_branch(report.branch)
 
     def _window(self, branch: str, conn: Any, *, full_refresh: bool) -> BronzeWindow:
-        catalog = iceberg_catalog(self.settings, self.credentials, ref=branch)
+        catalog = iceberg_catalog(self.settings, self.credentials, ref=branch, s3_key="reader")
         bronze_name = f"{self.prefix}bronze.readings"
         if not catalog.table_exists(bronze_name):
             raise TransformError(f"there is no {bronze_name} table to transform")
@@ -185,7 +215,9 @@ class TransformRunner:
         )
 
     def _trino(self) -> Any:
-        return trino_connection(self.settings, catalog="system").cursor()
+        return trino_connection(
+            self.settings, catalog="system", user=self.settings.transform.trino_user
+        ).cursor()
 
     def _create_catalog(self, branch: str) -> None:
         from lakehouse.stack.trino import lake_catalog_properties
@@ -197,12 +229,13 @@ class TransformRunner:
             for key, value in properties.items()
         )
         cursor = self._trino()
-        cursor.execute(f'create catalog "{branch}" using {connector} with ({assignments})')
+        name = checked("catalog", branch)
+        cursor.execute(f'create catalog "{name}" using {connector} with ({assignments})')
         cursor.fetchall()
 
     def _drop_catalog(self, name: str) -> None:
         cursor = self._trino()
-        cursor.execute(f'drop catalog if exists "{name}"')
+        cursor.execute(f'drop catalog if exists "{checked("catalog", name)}"')
         cursor.fetchall()
 
     def _drop_orphan_catalogs(self, nessie: NessieClient) -> None:

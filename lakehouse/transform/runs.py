@@ -51,6 +51,17 @@ create table if not exists transform.run_nodes (
     message text,
     primary key (run_id, node)
 );
+-- What the serving publish made of a published run (lakehouse.serving.publish).
+alter table transform.runs add column if not exists serving jsonb;
+-- The schema prefix the run wrote under ('' for the lakehouse's own namespaces).
+alter table transform.runs add column if not exists schema_prefix text;
+-- Analysts read the run records through Trino's read-only pg catalog.
+do $$ begin
+    if exists (select from pg_roles where rolname = 'trino_reader') then
+        grant usage on schema transform to trino_reader;
+        grant select on transform.runs, transform.run_nodes to trino_reader;
+    end if;
+end $$;
 """
 
 REGISTRY_VERSION_SQL = """
@@ -135,12 +146,17 @@ def registry_version(conn: psycopg.Connection[Any]) -> int:
 
 
 def start(
-    conn: psycopg.Connection[Any], run_id: str, *, full_refresh: bool, branch: str | None
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    *,
+    full_refresh: bool,
+    branch: str | None,
+    schema_prefix: str = "",
 ) -> None:
     conn.execute(
-        "insert into transform.runs (run_id, outcome, full_refresh, branch) "
-        "values (%s, 'running', %s, %s)",
-        (run_id, full_refresh, branch),
+        "insert into transform.runs (run_id, outcome, full_refresh, branch, schema_prefix) "
+        "values (%s, 'running', %s, %s, %s)",
+        (run_id, full_refresh, branch, schema_prefix),
     )
 
 

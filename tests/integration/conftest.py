@@ -9,18 +9,39 @@ from collections.abc import Iterator
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
+from trino.exceptions import HttpError, TrinoConnectionError
 
-from lakehouse.clients import kafka_config, trino_connection
+from lakehouse import registry
+from lakehouse.clients import kafka_config, postgres_connection, trino_connection
+from lakehouse.stack.kafka_acl import grant_topic, revoke_topic
+
+
+@pytest.fixture(scope="module")
+def registry_conn(stack, stack_settings, credentials):
+    """A PostgreSQL connection as the registry's owner, with the registry's schema."""
+    conn = postgres_connection(stack_settings, credentials)
+    conn.autocommit = True
+    registry.ensure_schema(conn)
+    yield conn
+    conn.close()
+
+
+def test_groups(topic: str) -> list[str]:
+    """Group id prefixes the ingest principal may use on a test topic besides the stack's
+    default group (granted at bootstrap): `g-<topic>…`."""
+    return [f"g-{topic}"]
 
 
 @pytest.fixture
 def topic_factory(stack, stack_settings, unique) -> Iterator:
-    admin = AdminClient(kafka_config(stack_settings))
+    """Creates topics with the same ACLs the stack's readings topic has."""
+    admin = AdminClient(kafka_config(stack_settings, "admin"))
     created: list[str] = []
 
     def make(partitions: int = 6, name: str | None = None) -> str:
         topic = name or f"t-{unique}-{len(created)}"
         admin.create_topics([NewTopic(topic, num_partitions=partitions)])[topic].result(30)
+        grant_topic(admin, topic, test_groups(topic))
         created.append(topic)
         return topic
 
@@ -28,6 +49,8 @@ def topic_factory(stack, stack_settings, unique) -> Iterator:
     if created:
         for future in admin.delete_topics(created).values():
             future.result(30)
+        for topic in created:
+            revoke_topic(admin, topic, test_groups(topic))
 
 
 @pytest.fixture
@@ -74,13 +97,45 @@ def bronze_counts(settings, topic: str, table: str = "bronze.readings") -> tuple
     return rows, distinct
 
 
-def wait_for_rows(settings, topic: str, expected: int, timeout: float = 180) -> tuple[int, int]:
+def device_counts(settings, device: str, table: str = "bronze.readings") -> tuple[int, int]:
+    """(rows, distinct seq) of one device in a readings table."""
+    cursor = trino_connection(settings).cursor()
+    cursor.execute(
+        f"select count(*), count(distinct seq) from lake.{table} where device_id = '{device}'"
+    )
+    rows, distinct = cursor.fetchall()[0]
+    return rows, distinct
+
+
+def _counts_when_answered(counts, deadline: float) -> tuple[int, int]:
+    """`counts()`, retried while Trino is briefly unavailable (a supervised restart)."""
+    while True:
+        try:
+            return counts()
+        except (TrinoConnectionError, HttpError, OSError):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(2)
+
+
+def _poll(counts, expected: int, timeout: float) -> tuple[int, int]:
+    """Call `counts` every 2 s until its first number reaches `expected` or time is up."""
     deadline = time.monotonic() + timeout
-    counts = bronze_counts(settings, topic)
-    while counts[0] < expected and time.monotonic() < deadline:
+    current = _counts_when_answered(counts, deadline)
+    while current[0] < expected and time.monotonic() < deadline:
         time.sleep(2)
-        counts = bronze_counts(settings, topic)
-    return counts
+        current = _counts_when_answered(counts, deadline)
+    return current
+
+
+def wait_for_device(settings, device: str, expected: int, timeout: float = 180) -> tuple[int, int]:
+    """Poll until the device has `expected` bronze rows (or the time is up)."""
+    return _poll(lambda: device_counts(settings, device), expected, timeout)
+
+
+def wait_for_rows(settings, topic: str, expected: int, timeout: float = 180) -> tuple[int, int]:
+    """Poll until the topic has `expected` bronze rows (or the time is up)."""
+    return _poll(lambda: bronze_counts(settings, topic), expected, timeout)
 
 
 def free_port() -> int:

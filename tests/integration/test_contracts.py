@@ -21,14 +21,14 @@ pytestmark = pytest.mark.integration
 
 
 def test_bronze_readings_is_partitioned_by_event_day(stack, stack_settings, credentials):
-    table = iceberg_catalog(stack_settings, credentials).load_table(READINGS)
+    table = iceberg_catalog(stack_settings, credentials, s3_key="ingest").load_table(READINGS)
     assert [(f.name, str(f.transform)) for f in table.spec().fields] == [("ts_day", "day")]
     assert [f.source_id for f in table.sort_order().fields] == [1, 5]
     assert table.properties["commit.retry.num-retries"] == "0"
 
 
 def test_an_added_optional_field_keeps_old_writers_working(stack_settings, credentials, unique):
-    catalog = iceberg_catalog(stack_settings, credentials)
+    catalog = iceberg_catalog(stack_settings, credentials, s3_key="ingest")
     name = f"bronze.evolve_{unique}"
     table = catalog.create_table(
         name, schema=READINGS_SCHEMA, partition_spec=READINGS_SPEC,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gzip
 import os
+import ssl
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,22 +18,13 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from lakehouse import registry
-from lakehouse.clients import kafka_config, postgres_connection
+from lakehouse.clients import kafka_config
 from tests.gateway_process import start_gateway
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
 GOOD = {"seq": 1, "ts": "2026-11-20T12:00:00Z", "metric": "temperature", "value": 21.5}
-
-
-@pytest.fixture(scope="module")
-def registry_conn(stack, stack_settings, credentials):
-    conn = postgres_connection(stack_settings, credentials)
-    conn.autocommit = True
-    registry.ensure_schema(conn)
-    yield conn
-    conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +41,7 @@ def tokens(registry_conn) -> dict[str, str]:
 
     made["a"] = device("a")
     made["b"] = device("b", tenant="tenant-02")
+    made["c"] = device("c")
     made["limited"] = device("limited")
     made["revoked"] = device("revoked")
     registry.revoke(conn, made["revoked_id"])
@@ -99,7 +93,7 @@ def test_accepted_batch_reaches_kafka_with_the_tokens_identity(gateway, tokens, 
     assert response.status_code == 202
     receipt = response.json()
     assert receipt["accepted"] == 2 and receipt["batch_id"] == "a-1"
-    consumer = Consumer(kafka_config(stack_settings, **{"group.id": "gw-check"}))
+    consumer = Consumer(kafka_config(stack_settings, "admin", **{"group.id": "gw-check"}))
     consumer.assign([TopicPartition(receipt["topic"], receipt["partition"], receipt["offset"])])
     message = consumer.consume(1, timeout=10)[0]
     consumer.close()
@@ -286,24 +280,29 @@ def test_openapi_fuzzing_finds_no_server_error(gateway, tokens, tmp_path):
 @pytest.mark.parametrize(
     ("service", "problem"), [("kafka", "kafka-unavailable"), ("postgres", "database-unavailable")]
 )
-def test_outage_gives_503_with_retry_after_and_recovery(gateway, tokens, stack, service, problem):
+def test_outage_gives_503_with_retry_after_and_recovery(
+    gateway, tokens, stack, stack_settings, service, problem
+):
     url, _ = gateway
     key = {"Idempotency-Key": f"outage-{service}"}
-    stack.service(service).stop()
+    stack.hold(service)  # stopped, and kept stopped by the supervisor
     try:
         response = post(url, tokens["b"], [GOOD], headers=key)
         assert response.status_code == 503
         assert response.headers["retry-after"] == "5"
         assert response.json()["type"] == f"/problems/{problem}"
     finally:
-        stack.up()
+        stack.release(service)
     deadline = time.monotonic() + 60
     while True:
         retry = post(url, tokens["b"], [GOOD], headers=key)
-        if retry.status_code == 202 or time.monotonic() > deadline:
+        if retry.status_code in (200, 202) or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert retry.status_code == 202
+    # 200 when an earlier retry reached Kafka but could not store its receipt.
+    assert retry.status_code in (200, 202), retry.text
+    found = envelopes_with_batch(stack_settings, tokens["b_id"], f"outage-{service}")
+    assert found == [(retry.json()["partition"], retry.json()["offset"])]
 
 
 def test_tokens_never_appear_in_any_log(gateway, tokens, stack_settings):
@@ -319,3 +318,208 @@ def test_tokens_never_appear_in_any_log(gateway, tokens, stack_settings):
         for token in secrets:
             assert token not in text, f"a token leaked into {path}"
             assert token[4:20] not in text, f"part of a token leaked into {path}"
+
+
+def envelopes_with_batch(settings, device_id: str, batch_id: str) -> list[tuple[int, int]]:
+    """(partition, offset) of every envelope of the device's batch in the readings topic."""
+    consumer = Consumer(kafka_config(settings, "admin", **{"group.id": f"gw-scan-{batch_id}",
+                                                  "enable.partition.eof": True}))  # fmt: skip
+    topic = settings.kafka.topic
+    partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    remaining, found = set(partitions), []
+    deadline = time.monotonic() + 60
+    while remaining and time.monotonic() < deadline:
+        for message in consumer.consume(1000, timeout=1):
+            if message.error() is not None:
+                remaining.discard(message.partition())
+                continue
+            if message.key() == device_id.encode():
+                envelope = orjson.loads(message.value())
+                if envelope["batch_id"] == batch_id:
+                    found.append((message.partition(), message.offset()))
+    consumer.close()
+    assert not remaining, "the topic could not be read to its end"
+    return found
+
+
+def test_a_gateway_killed_between_kafka_and_its_receipt_sends_the_batch_once(
+    stack, stack_settings, tokens, tmp_path
+):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    body, key = [{**GOOD, "seq": 900}], {"Idempotency-Key": "crash-after-ack"}
+    crashing = start_gateway(
+        port, tmp_path / "gateway.log", LAKEHOUSE_GATEWAY_DELIVERY_TIMEOUT_SECONDS="3",
+        LAKEHOUSE_FAILPOINT="gateway-after-kafka-ack",
+    )  # fmt: skip
+    with pytest.raises(httpx.TransportError):
+        post(url, tokens["c"], body, headers=key)
+    assert crashing.wait(30) == -9
+    restarted = start_gateway(port, tmp_path / "gateway.log",
+                              LAKEHOUSE_GATEWAY_DELIVERY_TIMEOUT_SECONDS="3")  # fmt: skip
+    try:
+        statuses = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            response = post(url, tokens["c"], body, headers=key)
+            statuses.append(response.status_code)
+            if response.status_code != 503:
+                break
+            assert response.json()["type"] == "/problems/batch-in-progress"
+            time.sleep(1)
+        assert statuses[-1] == 200, statuses
+        receipt = response.json()
+        found = envelopes_with_batch(stack_settings, tokens["c_id"], "crash-after-ack")
+        assert found == [(receipt["partition"], receipt["offset"])]
+        assert receipt["accepted"] == 1
+        assert post(url, tokens["c"], body, headers=key).json() == receipt
+    finally:
+        restarted.terminate()
+        restarted.wait(30)
+
+
+def test_concurrent_retries_of_one_batch_send_it_once(gateway, tokens, stack_settings):
+    url, _ = gateway
+    body, key = [{**GOOD, "seq": 950}], {"Idempotency-Key": "concurrent-1"}
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: post(url, tokens["c"], body, headers=key), range(8)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(202) == 1, statuses
+    assert set(statuses) <= {200, 202, 503}
+    receipt = next(r.json() for r in responses if r.status_code == 202)
+    assert post(url, tokens["c"], body, headers=key).json() == receipt
+    found = envelopes_with_batch(stack_settings, tokens["c_id"], "concurrent-1")
+    assert found == [(receipt["partition"], receipt["offset"])]
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lakehouse gateway test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = tmp_path / "gateway.pem", tmp_path / "gateway.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))  # fmt: skip
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def accepts(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_a_gateway_on_every_address_leaves_the_other_servers_on_loopback(
+    stack, stack_settings, tmp_path
+):
+    port = free_port()
+    proc = start_gateway(port, tmp_path / "gateway.log", LAKEHOUSE_GATEWAY_HOST="0.0.0.0")
+    try:
+        # 127.0.0.2 stands for the machine's LAN address here: not where servers bind.
+        assert accepts("127.0.0.2", port)
+        for name, server_port in stack_settings.ports().items():
+            assert accepts("127.0.0.1", server_port), name
+            assert not accepts("127.0.0.2", server_port), f"{name} answers beyond loopback"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_a_gateway_with_tls_serves_https_only(stack, tokens, tmp_path):
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    log = tmp_path / "gateway.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lakehouse", "gateway", "--port", str(port),
+             "--tls-cert", str(cert), "--tls-key", str(key)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not accepts("127.0.0.1", port):
+            assert proc.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(cert))) as client:
+            response = client.post(
+                f"https://127.0.0.1:{port}/v1/readings", json=[{**GOOD, "seq": 990}],
+                headers={"Authorization": f"Bearer {tokens['c']}"}, timeout=30,
+            )  # fmt: skip
+        assert response.status_code == 202, response.text
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        with pytest.raises(httpx.ConnectError):  # a client that does not trust it
+            httpx.get(f"https://127.0.0.1:{port}/healthz", timeout=5)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_the_gateway_starts_while_postgres_is_down_and_recovers_by_itself(stack, tokens, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    stack.hold("postgres")
+    try:
+        with (tmp_path / "gateway.log").open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "lakehouse", "gateway", "--port", str(port)],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not accepts("127.0.0.1", port):
+            assert proc.poll() is None, (tmp_path / "gateway.log").read_text()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+        ready = httpx.get(f"{url}/readyz", timeout=10)
+        assert ready.status_code == 503 and ready.json()["detail"] == "PostgreSQL unavailable"
+        upload = post(
+            url, tokens["c"], [{**GOOD, "seq": 970}], headers={"Idempotency-Key": "pg-down"}
+        )
+        assert upload.status_code == 503, upload.text
+        assert upload.json()["type"] == "/problems/database-unavailable"
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        assert 'lakehouse_gateway_dependency_up{dependency="postgres"} 0.0' in metrics
+    finally:
+        stack.release("postgres")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            upload = post(url, tokens["c"], [{**GOOD, "seq": 970}],
+                          headers={"Idempotency-Key": "pg-down"})  # fmt: skip
+            if upload.status_code in (200, 202) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert upload.status_code == 202, upload.text
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        assert 'lakehouse_gateway_dependency_up{dependency="postgres"} 1.0' in metrics
+    finally:
+        proc.terminate()
+        proc.wait(30)

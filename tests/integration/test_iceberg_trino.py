@@ -23,7 +23,7 @@ def _readings(rows: int) -> pa.Table:
 
 
 def test_pyiceberg_append_is_counted_exactly_by_trino(stack, stack_settings, credentials, unique):
-    catalog = iceberg_catalog(stack_settings, credentials)
+    catalog = iceberg_catalog(stack_settings, credentials, s3_key="ingest")
     name = f"bronze.smoke_{unique}"
     table = catalog.create_table(name, schema=_readings(0).schema)
     try:
@@ -50,7 +50,7 @@ def test_trino_ctas_reads_back_identically_in_pyiceberg(stack, stack_settings, c
         from unnest(sequence(0, {ROWS - 1})) as t(n)"""
     )
     assert cursor.fetchall() == [[ROWS]]
-    catalog = iceberg_catalog(stack_settings, credentials)
+    catalog = iceberg_catalog(stack_settings, credentials, s3_key="ingest")
     try:
         read = catalog.load_table(name).scan().to_arrow().sort_by("id")
         expected = _readings(ROWS)

@@ -35,7 +35,7 @@ def test_same_jsonl_twice_lands_once(stack_settings, credentials, tmp_path, uniq
         for i in range(1, 501)
     ]  # fmt: skip
     path.write_bytes(b"\n".join(lines) + b"\n")
-    catalog = iceberg_catalog(stack_settings, credentials)
+    catalog = iceberg_catalog(stack_settings, credentials, s3_key="ingest")
 
     first = ingest_file(catalog, path)
     assert (first.readings, first.rejected, first.skipped) == (500, 0, False)
@@ -107,7 +107,7 @@ def test_parquet_file_lands_with_typed_columns(stack_settings, credentials, tmp_
     )
     path = tmp_path / f"{device}.parquet"
     pq.write_table(table, path)
-    result = ingest_file(iceberg_catalog(stack_settings, credentials), path)
+    result = ingest_file(iceberg_catalog(stack_settings, credentials, s3_key="ingest"), path)
     assert (result.readings, result.rejected) == (2, 1)
     cursor = trino_connection(stack_settings).cursor()
     cursor.execute(

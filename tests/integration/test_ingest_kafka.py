@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -31,7 +32,9 @@ pytestmark = pytest.mark.integration
 
 
 def produce(settings, topic: str, payloads: list[bytes | None], partition: int = 0) -> None:
-    producer = Producer(kafka_config(settings, acks="all", **{"message.max.bytes": 4_000_000}))
+    producer = Producer(
+        kafka_config(settings, "simulate", acks="all", **{"message.max.bytes": 4_000_000})
+    )
     for payload in payloads:
         producer.produce(topic, value=payload, partition=partition)
     assert producer.flush(30) == 0
@@ -70,7 +73,7 @@ def test_bad_records_are_rejected_with_reasons_and_good_ones_land(
 
 
 def test_zombie_batch_behind_the_table_is_refused(stack_settings, credentials, unique):
-    table = iceberg_catalog(stack_settings, credentials).load_table(READINGS)
+    table = iceberg_catalog(stack_settings, credentials, s3_key="ingest").load_table(READINGS)
     topic = f"zombie-{unique}"
     empty = table.scan(limit=0).to_arrow()
     commit_with_offsets(table, empty, topic=topic, expected={0: None, 1: None}, new={0: 100, 1: 7})
@@ -83,7 +86,7 @@ def test_zombie_batch_behind_the_table_is_refused(stack_settings, credentials, u
           "source_offset": 50}],
         schema=empty.schema,
     )  # fmt: skip
-    stale = iceberg_catalog(stack_settings, credentials).load_table(READINGS)
+    stale = iceberg_catalog(stack_settings, credentials, s3_key="ingest").load_table(READINGS)
     with pytest.raises(FencedCommitError) as info:
         commit_with_offsets(stale, rows, topic=topic, expected={0: 50}, new={0: 51})
     assert "partition 0" in info.value.message and "at offset 100" in info.value.message
@@ -148,8 +151,16 @@ def _assert_offsets_contiguous(settings, topic: str) -> None:
         assert low == 0 and high == count - 1
 
 
+def _wait_for_assignment(log_path: Path, timeout: float = 120.0) -> None:
+    """Until a consumer writing to `log_path` has been assigned partitions."""
+    deadline = time.monotonic() + timeout
+    while "assigned {" not in log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"no assignment logged in {log_path}"
+        time.sleep(0.2)
+
+
 def test_two_consumers_and_a_rebalance_keep_exactly_once(
-    stack_settings, topic_factory, consumer_log
+    stack_settings, topic_factory, consumer_log, tmp_path
 ):
     topic = topic_factory(partitions=6)
     group = f"g-{topic}"
@@ -158,20 +169,32 @@ def test_two_consumers_and_a_rebalance_keep_exactly_once(
     args = ("--max-age", "1")
     first = start_consumer(topic, group, *args, log=log)
     second = start_consumer(topic, group, *args, log=log)
+    consumers = [first, second]
     producer = threading.Thread(
         target=_produce_singles, args=(stack_settings, topic, total, 11, 4000.0)
     )
-    producer.start()
-    time.sleep(4)
-    third = start_consumer(topic, group, *args, log=log)  # joins: rebalance
-    time.sleep(5)
-    assert stop_consumer(third) == 0  # leaves: rebalance again
-    producer.join()
-    counts = wait_for_rows(stack_settings, topic, total)
-    assert stop_consumer(first) == 0
-    assert stop_consumer(second) == 0
-    assert bronze_counts(stack_settings, topic) == counts == (total, total)
-    _assert_offsets_contiguous(stack_settings, topic)
+    try:
+        producer.start()
+        time.sleep(4)
+        third_log = tmp_path / "third.log"
+        with third_log.open("ab") as third_out:
+            third = start_consumer(topic, group, *args, log=third_out)  # joins: rebalance
+            consumers.append(third)
+            _wait_for_assignment(third_log)
+            time.sleep(2)
+            assert stop_consumer(third) == 0  # leaves: rebalance again
+        producer.join()
+        counts = wait_for_rows(stack_settings, topic, total)
+        assert stop_consumer(first) == 0
+        assert stop_consumer(second) == 0
+        assert bronze_counts(stack_settings, topic) == counts == (total, total)
+        _assert_offsets_contiguous(stack_settings, topic)
+    finally:
+        producer.join()
+        for consumer in consumers:
+            if consumer.poll() is None:
+                consumer.kill()
+                consumer.wait()
 
 
 def test_offsets_survive_compaction_and_snapshot_expiry(
@@ -184,7 +207,7 @@ def test_offsets_survive_compaction_and_snapshot_expiry(
     BronzeConsumer(stack_settings, credentials, topic=topic, policy=policy, tables=tables).run(
         idle_exit_seconds=3
     )
-    catalog = iceberg_catalog(stack_settings, credentials)
+    catalog = iceberg_catalog(stack_settings, credentials, s3_key="ingest")
     table = catalog.load_table(tables[0])
     before = read_offsets(table, topic)
     assert sum(before.values()) == 20_000

@@ -14,12 +14,12 @@ pytestmark = pytest.mark.integration
 
 def test_branch_table_appears_on_main_only_after_merge(stack, stack_settings, credentials, unique):
     branch = f"wap_{unique}"
-    name = f"silver.branch_only_{unique}"
+    name = f"bronze.branch_only_{unique}"
     with NessieClient(stack_settings) as nessie:
         nessie.create_branch(branch)
         try:
-            on_branch = iceberg_catalog(stack_settings, credentials, ref=branch)
-            on_main = iceberg_catalog(stack_settings, credentials)
+            on_branch = iceberg_catalog(stack_settings, credentials, ref=branch, s3_key="ingest")
+            on_main = iceberg_catalog(stack_settings, credentials, s3_key="ingest")
             table = on_branch.create_table(name, schema=pa.schema([("id", pa.int64())]))
             table.append(pa.table({"id": pa.array([1, 2, 3], pa.int64())}))
 
@@ -41,8 +41,8 @@ def test_branch_table_appears_on_main_only_after_merge(stack, stack_settings, cr
             assert cursor.fetchall() == [[3, 6]]
         finally:
             nessie.delete_branch(branch)
-            if iceberg_catalog(stack_settings, credentials).table_exists(name):
-                iceberg_catalog(stack_settings, credentials).drop_table(name)
+            if iceberg_catalog(stack_settings, credentials, s3_key="ingest").table_exists(name):
+                iceberg_catalog(stack_settings, credentials, s3_key="ingest").drop_table(name)
         assert branch not in {ref.name for ref in nessie.references()}
 
 

@@ -8,13 +8,18 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import psutil
 import pyarrow as pa
 import pytest
+from confluent_kafka import Producer
 
-from lakehouse.clients import iceberg_catalog, trino_connection
+from lakehouse.clients import iceberg_catalog, kafka_config, trino_connection
+from lakehouse.stack.manager import Stack
+from tests.integration.conftest import wait_for_device
 
 pytestmark = pytest.mark.integration
 
@@ -50,60 +55,119 @@ def wait_gone(pid: int, timeout: float = 30) -> None:
     raise AssertionError(f"pid {pid} still running {timeout} s after SIGKILL")
 
 
+def status_rows() -> dict[str, dict]:
+    return {s["name"]: s for s in json.loads(cli("stack", "status", "--json", check=False).stdout)}
+
+
 def test_status_json_lists_every_service_healthy(stack):
     result = cli("stack", "status", "--json")
     statuses = json.loads(result.stdout)
-    assert [s["name"] for s in statuses] == ["postgres", "minio", "nessie", "kafka", "trino"]
-    assert all(s["healthy"] for s in statuses)
-    assert all(isinstance(s["pid"], int) for s in statuses)
+    assert [s["name"] for s in statuses] == [
+        "postgres", "minio", "nessie", "kafka", "trino", "superset", "audit", "gateway",
+        "consumer-1",
+    ]  # fmt: skip
+    assert all(s["healthy"] and s["state"] == "running" for s in statuses)
+    assert all(isinstance(s["pid"], int) and s["uptime_seconds"] >= 0 for s in statuses)
+    assert [s["kind"] for s in statuses] == ["server"] * 6 + ["service"] * 3
 
 
 def test_up_twice_is_harmless(stack):
     before = pids()
     result = cli("stack", "up")
     assert pids() == before
-    assert result.stderr.count("already running") == 5
+    assert "supervisor already running" in result.stderr
 
 
-def test_kill_9_is_reported_and_up_restarts_only_that_service(stack):
-    before = pids()
+def test_kill_9_is_restarted_by_the_supervisor_alone(stack):
+    before = status_rows()
     victim = "kafka"
-    os.kill(before[victim], signal.SIGKILL)
-    wait_gone(before[victim])
+    os.kill(before[victim]["pid"], signal.SIGKILL)
+    wait_gone(before[victim]["pid"])
 
-    status = cli("stack", "status", "--json", check=False)
-    assert status.returncode == 1, status.stdout
-    rows = {s["name"]: s for s in json.loads(status.stdout)}
-    assert rows[victim]["healthy"] is False
-    assert rows[victim]["pid"] is None
-    assert all(rows[name]["healthy"] for name in rows if name != victim)
-
-    result = cli("stack", "up")
-    after = pids()
-    assert after[victim] is not None and after[victim] != before[victim]
-    assert {k: v for k, v in after.items() if k != victim} == {
-        k: v for k, v in before.items() if k != victim
+    deadline = time.monotonic() + 120
+    while True:
+        rows = status_rows()
+        row = rows[victim]
+        if row["healthy"] and row["pid"] != before[victim]["pid"]:
+            break
+        assert time.monotonic() < deadline, row
+        time.sleep(1)
+    assert row["restarts"] == before[victim]["restarts"] + 1
+    assert row["last_exit"] == "killed by SIGKILL"
+    # Nothing else was restarted.
+    assert {k: v["pid"] for k, v in rows.items() if k != victim} == {
+        k: v["pid"] for k, v in before.items() if k != victim
     }
-    assert f"{victim}" in result.stderr and "started" in result.stderr
+
+
+def test_every_process_runs_unprivileged_and_state_is_private(stack, stack_settings):
+    expected_user = stack_settings.os_user if os.geteuid() == 0 else psutil.Process().username()
+    rows = status_rows()
+    for name, row in rows.items():
+        process = psutil.Process(row["pid"])
+        assert process.username() == expected_user, name
+        for child in process.children(recursive=True):
+            assert child.username() == expected_user, (name, child.name())
+        # Only what the process needs from the environment: no variables of the tests.
+        assert "PYTEST_CURRENT_TEST" not in process.environ(), name
+    home = Path(stack_settings.home)
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert (home / "credentials.json").stat().st_mode & 0o777 == 0o600
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def produce_envelopes(settings, device: str, *, envelopes: int, per_envelope: int) -> int:
+    """Gateway-shaped envelopes straight into the readings topic; all acknowledged."""
+    producer = Producer(kafka_config(settings, "simulate", acks="all"))
+    now = datetime.now(UTC).isoformat()
+    for number in range(envelopes):
+        readings = [
+            {"seq": number * per_envelope + i + 1, "ts": now, "metric": "temperature",
+             "value": 20.5}
+            for i in range(per_envelope)
+        ]  # fmt: skip
+        envelope = {"device_id": device, "tenant": "tenant-01", "site": "site-01",
+                    "batch_id": f"{device}-{number}", "readings": readings}  # fmt: skip
+        producer.produce(settings.kafka.topic, orjson.dumps(envelope), device.encode())
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    return envelopes * per_envelope
 
 
 def test_tables_and_rows_survive_down_and_up(stack, stack_settings, credentials, unique):
     name = f"bronze.durable_{unique}"
-    catalog = iceberg_catalog(stack_settings, credentials)
+    catalog = iceberg_catalog(stack_settings, credentials, s3_key="ingest")
     rows = pa.table(
         {"id": pa.array(range(500), pa.int64()), "label": [f"r{i}" for i in range(500)]}
     )
     catalog.create_table(name, schema=rows.schema).append(rows)
+    # The supervised consumer is busy with these when the stack goes down.
+    device = f"down-{unique}"
+    sent = produce_envelopes(stack_settings, device, envelopes=400, per_envelope=50)
+    before = {**pids(), "supervisor": Stack(stack_settings).supervisor_pid()}
+    children = [
+        child.pid for pid in before.values() if pid for child in psutil.Process(pid).children(True)
+    ]
 
     cli("stack", "down")
     assert all(pid is None for pid in pids().values())
     assert not list((Path(stack_settings.home) / "run").glob("*.pid"))
+    left = [pid for pid in [*before.values(), *children] if pid and alive(pid)]
+    assert left == [], "processes left behind by stack down"
     started = time.monotonic()
     cli("stack", "up")
     assert time.monotonic() - started < 600
+    # Whatever was consumed before the stop was committed; the rest is consumed now.
+    assert wait_for_device(stack_settings, device, sent) == (sent, sent)
 
     try:
-        catalog = iceberg_catalog(stack_settings, credentials)
+        catalog = iceberg_catalog(stack_settings, credentials, s3_key="ingest")
         namespaces = {ns[0] for ns in catalog.list_namespaces()}
         assert {"bronze", "silver", "gold", "platinum"} <= namespaces
         read = catalog.load_table(name).scan().to_arrow().sort_by("id")
@@ -112,7 +176,7 @@ def test_tables_and_rows_survive_down_and_up(stack, stack_settings, credentials,
         cursor.execute(f"select count(*), sum(id), max(label) from lake.{name}")
         assert cursor.fetchall() == [[500, sum(range(500)), "r99"]]
     finally:
-        iceberg_catalog(stack_settings, credentials).drop_table(name)
+        iceberg_catalog(stack_settings, credentials, s3_key="ingest").drop_table(name)
 
 
 def test_logs_prints_the_end_of_a_service_log(stack):
@@ -121,4 +185,7 @@ def test_logs_prints_the_end_of_a_service_log(stack):
     unknown = cli("stack", "logs", "nosuch", check=False)
     assert unknown.returncode == 1
     assert "unknown service 'nosuch'" in unknown.stderr
-    assert "postgres, minio, nessie, kafka, trino" in unknown.stderr
+    assert (
+        "postgres, minio, nessie, kafka, trino, superset, audit, gateway, consumer-1, supervisor"
+        in (" ".join(unknown.stderr.split()))
+    )

@@ -22,7 +22,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from lakehouse import registry
+from lakehouse import audit, registry
 from lakehouse.clients import iceberg_catalog, kafka_config, postgres_connection, trino_connection
 from lakehouse.nessie import NessieClient
 from lakehouse.transform.runner import RunReport, TransformRunner
@@ -63,7 +63,7 @@ class Env:
         return cursor.fetchall()
 
     def snapshot_ids(self) -> dict[str, int | None]:
-        catalog = iceberg_catalog(self.settings, self.credentials)
+        catalog = iceberg_catalog(self.settings, self.credentials, s3_key="ingest")
         return {
             name: catalog.load_table(f"{self.prefix}{name}").metadata.current_snapshot_id
             for name in MODELS
@@ -95,7 +95,8 @@ def env(stack, stack_settings, credentials, unique) -> Iterator[Env]:
     prefix = f"t{unique}_"
     settings = stack_settings.model_copy(deep=True)
     settings.transform.schema_prefix = prefix
-    catalog = iceberg_catalog(settings, credentials)
+    settings.serving.publish_after_transform = False  # serving has tests of its own
+    catalog = iceberg_catalog(settings, credentials, s3_key="ingest")
     table = create_environment(catalog, prefix)
     environment = Env(settings, credentials, prefix, unique, table)
     with postgres_connection(settings, credentials) as conn:
@@ -111,10 +112,10 @@ def env(stack, stack_settings, credentials, unique) -> Iterator[Env]:
     with NessieClient(settings) as nessie:
         for ref in nessie.references():
             if ref.name.startswith("transform_"):
-                runs_branch = iceberg_catalog(settings, credentials, ref=ref.name)
+                runs_branch = iceberg_catalog(settings, credentials, ref=ref.name, s3_key="ingest")
                 if runs_branch.namespace_exists(f"{prefix}bronze"):
                     environment.runner().discard(ref.name.removeprefix("transform_"))
-    drop_environment(iceberg_catalog(settings, credentials), prefix)
+    drop_environment(iceberg_catalog(settings, credentials, s3_key="ingest"), prefix)
 
 
 def reading(seq: int, minutes: float, metric: str, value: float, **extra: Any) -> dict[str, Any]:
@@ -260,6 +261,13 @@ def test_golden_numbers(env):
 
     assert report.outcome == "published", report.error
     assert report.counts == {"bronze": 27, "silver": 20, "quarantine": 7}
+    with postgres_connection(env.settings, env.credentials) as conn:
+        published = conn.execute(
+            "select principal, detail->>'main_after' from audit.events "
+            "where source = 'transform' and action = 'publish' and target = %s",
+            (report.run_id,),
+        ).fetchall()
+    assert published == [(audit.actor(), report.main_after)]
     assert len(kept) == 20
     # Quarantine: exactly one row per broken rule, each on the reading that broke it.
     quarantined = env.query("select device_id, seq, failed_rule from {p}silver.readings_quarantine")
@@ -510,10 +518,10 @@ def test_a_second_run_is_refused_while_one_holds_the_lock(env, stack_settings, c
 def test_merge_succeeds_while_the_consumer_commits(env, topic_factory, consumer_log, monkeypatch):
     topic = topic_factory(partitions=3)
     monkeypatch.setenv("LAKEHOUSE_INGEST_NAMESPACE", f"{env.prefix}bronze")
-    consumer = start_consumer(topic, f"g-{env.u}", "--max-age", "1", log=consumer_log)
+    consumer = start_consumer(topic, f"g-{topic}", "--max-age", "1", log=consumer_log)
     devices = list(env.devices.values())
     total = 6_000
-    producer = Producer(kafka_config(env.settings, **{"enable.idempotence": True}))
+    producer = Producer(kafka_config(env.settings, "simulate", **{"enable.idempotence": True}))
 
     def produce() -> None:
         for i in range(total // 100):

@@ -1,12 +1,21 @@
 from __future__ import annotations
 
+import base64
+import json
 import stat
 
 import pytest
 from pydantic import SecretStr
 
 from lakehouse.config import MinioSettings, Settings
-from lakehouse.credentials import DATABASE_ROLES, credentials_path, load, load_or_create
+from lakehouse.credentials import (
+    DATABASE_ROLES,
+    KAFKA_PRINCIPALS,
+    TRINO_PRINCIPALS,
+    credentials_path,
+    load,
+    load_or_create,
+)
 from lakehouse.errors import ConfigError
 
 
@@ -18,10 +27,38 @@ def test_generated_once_private_and_stable(tmp_path):
     assert load_or_create(settings) == first
     assert load(settings) == first
     secrets = [first.minio_root_password, first.postgres_superuser_password,
-               *first.database_passwords.values()]  # fmt: skip
+               *first.database_passwords.values(), *first.trino_passwords.values(),
+               first.trino_shared_secret, *first.kafka_passwords.values(),
+               first.minio_kms_key]  # fmt: skip
     assert len(set(secrets)) == len(secrets)
     assert all(len(secret) >= 32 for secret in secrets)
-    assert set(first.database_passwords) == set(DATABASE_ROLES)
+    assert set(first.database_passwords) == {*DATABASE_ROLES, "trino_reader"}
+    assert set(first.trino_passwords) == set(TRINO_PRINCIPALS)
+    assert set(first.kafka_passwords) == set(KAFKA_PRINCIPALS)
+    assert len(base64.b64decode(first.minio_kms_key, validate=True)) == 32
+
+
+def test_a_file_from_an_older_version_gains_the_new_secrets_once(tmp_path):
+    settings = Settings(home=tmp_path)
+    first = load_or_create(settings)
+    path = credentials_path(settings)
+    old = json.loads(path.read_text())
+    del (
+        old["trino_passwords"],
+        old["trino_shared_secret"],
+        old["database_passwords"]["trino_reader"],
+        old["kafka_passwords"],
+        old["minio_kms_key"],
+    )
+    path.write_text(json.dumps(old))
+    upgraded = load_or_create(settings)
+    assert upgraded.minio_root_password == first.minio_root_password
+    assert set(upgraded.trino_passwords) == set(TRINO_PRINCIPALS)
+    assert "trino_reader" in upgraded.database_passwords and upgraded.trino_shared_secret
+    assert set(upgraded.kafka_passwords) == set(KAFKA_PRINCIPALS)
+    assert len(base64.b64decode(upgraded.minio_kms_key)) == 32
+    assert load_or_create(settings) == upgraded
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_supplied_secret_wins_over_generated(tmp_path):

@@ -172,7 +172,8 @@ def test_cli_reports_failures_without_traceback(tmp_path):
 
 
 def test_cli_reports_bad_settings_without_traceback(tmp_path):
-    env = {**os.environ, "LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_KAFKA_PORT": "9000"}
+    env = {**os.environ, "LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_KAFKA_PORT": "9000",
+           "LAKEHOUSE_MINIO_PORT": "9000"}  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "lakehouse", "stack", "status"],
         env=env, capture_output=True, text=True, timeout=60, check=False,

@@ -67,3 +67,11 @@ def test_tail_returns_last_lines(tmp_path):
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert process.tail(log, 3) == "line 97\nline 98\nline 99\n"
     assert process.tail(tmp_path / "missing.log") == ""
+
+
+def test_kafka_cluster_ids_never_start_with_a_dash():
+    from lakehouse.stack.kafka import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(2000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)

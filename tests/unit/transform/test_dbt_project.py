@@ -18,6 +18,8 @@ def manifest(tmp_path_factory):
         "LAKEHOUSE_DBT_HOST": "127.0.0.1",
         "LAKEHOUSE_DBT_PORT": "1",
         "LAKEHOUSE_DBT_CATALOG": "lake",
+        "LAKEHOUSE_DBT_PASSWORD": "unused-by-parse",
+        "LAKEHOUSE_DBT_CERT": str(work / "ca.pem"),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
     with _environment(env):
@@ -41,7 +43,7 @@ def test_every_model_has_data_tests_and_a_description(manifest):
         if n.resource_type == "test"
         for dep in n.depends_on.nodes
     }
-    assert len(models) == 12
+    assert len(models) == 13
     assert sorted(m for m in models if m not in tested) == []
     assert sorted(m.name for m in models.values() if not m.description) == []
 

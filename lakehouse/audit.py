@@ -1,0 +1,68 @@
+"""The audit log: who changed what, in PostgreSQL's `audit.events`.
+
+Registry changes (tenants added, devices registered, tokens rotated, devices revoked)
+write one row each in the same transaction as the change, so the log has exactly the
+changes that happened; users added and transform publishes (a Nessie merge) write
+theirs right after the change. Rows never carry a secret: a token or password is
+neither an argument nor a detail here.
+
+Platform teams query it as the `lakehouse` role, for example
+`select at, principal, action, target from audit.events order by id desc limit 20`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from typing import Any
+
+import psycopg
+
+SCHEMA_SQL = """
+create schema if not exists audit;
+create table if not exists audit.events (
+    id bigserial primary key,
+    at timestamptz not null default clock_timestamp(),
+    source text not null,
+    principal text not null,
+    action text not null,
+    target text,
+    outcome text not null default 'ok',
+    detail jsonb not null default '{}'
+);
+create index if not exists events_at on audit.events (at);
+-- Trino retries a delivery whose answer it did not get: one row per query, still.
+create unique index if not exists events_trino_query on audit.events ((detail->>'query_id'))
+    where source = 'trino';
+"""
+
+
+def ensure_schema(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(SCHEMA_SQL)
+
+
+def actor() -> str:
+    """Who is acting: the operating-system user (services run as the stack's own user)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for the uid (containers)
+        return f"uid:{os.getuid()}"
+
+
+def record(
+    conn: psycopg.Connection[Any],
+    source: str,
+    action: str,
+    target: str | None = None,
+    *,
+    detail: dict[str, Any] | None = None,
+    principal: str | None = None,
+    outcome: str = "ok",
+) -> None:
+    """Write one event (inside the caller's transaction, if it has one)."""
+    conn.execute(
+        "insert into audit.events (source, principal, action, target, outcome, detail) "
+        "values (%s, %s, %s, %s, %s, %s)",
+        (source, principal or actor(), action, target, outcome, json.dumps(detail or {})),
+    )

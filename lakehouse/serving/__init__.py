@@ -1,0 +1,1 @@
+"""The PostgreSQL serving layer: marts for dashboards, with row-level security per tenant."""

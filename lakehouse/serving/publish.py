@@ -1,0 +1,399 @@
+"""Publish gold and platinum into PostgreSQL schema `serving`.
+
+A transform run that published records which silver rows it added (`run_id`), so the
+groups they fall in are exactly what changed in gold and platinum. A publish takes every
+published run not served yet, reads from Trino only the rows of those groups, and in
+ONE PostgreSQL transaction deletes the groups and inserts their new rows in every
+serving table. Dashboards read either the old or the new state, never a mix. The run
+records (`transform.runs.serving`) say what was published. With no run served yet, or
+on `--full-refresh`, every table is replaced whole (still one transaction).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import sql
+
+from lakehouse.clients import postgres_connection, trino_connection
+from lakehouse.config import Settings
+from lakehouse.credentials import Credentials
+from lakehouse.errors import ServingError
+from lakehouse.names import checked
+from lakehouse.serving import roles
+from lakehouse.serving.tables import TABLES, ServingTable
+from lakehouse.transform import runs
+
+log = logging.getLogger(__name__)
+
+# Up to this many touched series go into the Trino queries as literal rows; beyond,
+# each query reads them from silver again.
+MAX_LITERAL_SERIES = 2000
+
+# The runs of this schema prefix (runs record the prefix they wrote under).
+_OURS = "coalesce(schema_prefix, '') = %(prefix)s"
+
+# Serializes publishers (advisory lock key "serving").
+LOCK_KEY = 0x73657276696E67
+
+SCHEMA_SQL = """
+create schema if not exists {schema};
+create table if not exists {schema}.tenant_roles (
+    role_name text primary key,
+    tenant text not null unique
+);
+-- The tenant of the connection's LOGIN role. session_user is who authenticated; no SQL
+-- a tenant may run (SET ROLE, RESET ROLE, set_config) changes it.
+create or replace function {schema}.current_tenant() returns text
+    language sql stable security definer
+    set search_path = pg_catalog, pg_temp
+    as $$ select tenant from {schema}.tenant_roles where role_name = session_user $$;
+revoke all on function {schema}.current_tenant() from public;
+revoke all on {schema}.tenant_roles from public;
+alter table {schema}.tenant_roles enable row level security;
+alter table {schema}.tenant_roles force row level security;
+drop policy if exists publisher on {schema}.tenant_roles;
+create policy publisher on {schema}.tenant_roles to lakehouse using (true) with check (true);
+"""
+
+
+@dataclass
+class TableChange:
+    deleted: int = 0
+    inserted: int = 0
+
+
+@dataclass
+class PublishReport:
+    outcome: str  # published | up_to_date
+    full_refresh: bool = False
+    runs: list[str] = field(default_factory=list)
+    tables: dict[str, TableChange] = field(default_factory=dict)
+    read_seconds: float = 0.0
+    write_seconds: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return self.read_seconds + self.write_seconds
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "full_refresh": self.full_refresh,
+            "runs": self.runs,
+            "tables": {name: asdict(change) for name, change in self.tables.items()},
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def schema_statements(schema: str) -> list[str]:
+    """The DDL of the serving schema: tables, forced RLS, policies and grants.
+
+    `schema` comes from validated settings (a plain lowercase identifier)."""
+    reader, everyone = roles.READER_ROLE, roles.ALL_TENANTS_ROLE
+    statements = [
+        SCHEMA_SQL.format(schema=schema),
+        f"grant usage on schema {schema} to {reader}",
+        f"grant execute on function {schema}.current_tenant() to {reader}",
+    ]
+    for table in TABLES:
+        name = f"{schema}.{table.name}"
+        statements += [
+            table.create_sql(schema),
+            *table.index_sql(schema),
+            f"alter table {name} enable row level security",
+            f"alter table {name} force row level security",
+            *(
+                f"drop policy if exists {p} on {name}"
+                for p in ("publisher", "tenant_rows", "all_tenants")
+            ),
+            f"create policy publisher on {name} to {roles.OWNER_ROLE} "
+            "using (true) with check (true)",
+            f"create policy tenant_rows on {name} for select to {reader} "
+            f"using (tenant = {schema}.current_tenant())",
+            f"create policy all_tenants on {name} for select to {everyone} using (true)",
+            f"revoke all on {name} from public",
+            f"grant select on {name} to {reader}",
+        ]
+    return statements
+
+
+def ensure_schema(owner: Any, schema: str) -> None:
+    """Apply the serving DDL when it changed (its digest is kept as the schema's comment),
+    so the publish after every transform run takes no table locks for it."""
+    statements = schema_statements(schema)
+    stamp = "lakehouse serving " + hashlib.sha256("\n".join(statements).encode()).hexdigest()
+    with owner.transaction():
+        owner.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        runs.ensure_schema(owner)
+        current = owner.execute(
+            "select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = %s",
+            (schema,),
+        ).fetchone()
+        if current is not None and current[0] == stamp:
+            return
+        for statement in statements:
+            owner.execute(statement)
+        owner.execute(f"comment on schema {schema} is '{stamp}'")
+
+
+def sync_roles(settings: Settings, credentials: Credentials) -> list[str]:
+    """Create the serving roles (one per registered tenant); returns the tenants."""
+    import psycopg
+
+    with postgres_connection(settings, credentials) as owner:
+        tenants = [
+            row[0] for row in owner.execute("select tenant from registry.tenants order by 1")
+        ]
+    with psycopg.connect(
+        host=settings.host,
+        port=settings.postgres.port,
+        user=settings.postgres.superuser,
+        password=credentials.postgres_superuser_password,
+        dbname="lakehouse",
+        connect_timeout=5,
+        autocommit=True,
+    ) as superuser:
+        roles.ensure_roles(superuser, credentials, tenants)
+    return tenants
+
+
+class ServingPublisher:
+    def __init__(self, settings: Settings, credentials: Credentials) -> None:
+        self.settings = settings
+        self.credentials = credentials
+        self.prefix = settings.transform.schema_prefix
+        self.schema = settings.serving.schema_name
+
+    def prepare(self) -> list[str]:
+        """Roles, schema and the safety check; returns the tenants."""
+        tenants = sync_roles(self.settings, self.credentials)
+        with postgres_connection(self.settings, self.credentials) as owner:
+            owner.autocommit = True
+            ensure_schema(owner, self.schema)
+            with owner.transaction():
+                owner.execute(f"delete from {self.schema}.tenant_roles")
+                _insert(
+                    owner,
+                    f"{self.schema}.tenant_roles",
+                    ["role_name", "tenant"],
+                    [(roles.tenant_role(t), t) for t in tenants],
+                )
+            roles.check_roles(owner, self.schema)
+        return tenants
+
+    def publish(
+        self,
+        *,
+        full_refresh: bool = False,
+        progress: Callable[[str], None] | None = None,
+    ) -> PublishReport:
+        """Publish every published run not served yet (or everything); idempotent."""
+        say = progress or (lambda message: log.info("%s", message))
+        self.prepare()
+        with postgres_connection(self.settings, self.credentials) as owner:
+            owner.autocommit = True
+            owner.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
+            try:
+                pending = [row[0] for row in owner.execute(
+                    f"select run_id from transform.runs where {_OURS} and outcome = 'published' "
+                    "and serving is null order by started_at",
+                    {"prefix": self.prefix},
+                )]  # fmt: skip
+                served_before = owner.execute(
+                    f"select exists (select from transform.runs where {_OURS} "
+                    "and serving is not null)",
+                    {"prefix": self.prefix},
+                ).fetchone()
+                full = full_refresh or not (served_before and served_before[0])
+                if not full and not pending:
+                    return PublishReport(outcome="up_to_date")
+                report = PublishReport(outcome="published", full_refresh=full, runs=pending)
+                started = time.monotonic()
+                touched, rows = self._read(pending, full=full, say=say)
+                report.read_seconds = time.monotonic() - started
+                started = time.monotonic()
+                self._write(owner, report, touched, rows)
+                report.write_seconds = time.monotonic() - started
+                return report
+            finally:
+                owner.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
+
+    # -- reading from Trino ---------------------------------------------------------------
+    def _touched_sql(self, run_ids: Sequence[str], *, recorded: bool) -> str:
+        """Per series (device, site, metric) the hours the runs' new silver rows span:
+        as each run recorded them (silver.run_series), or from silver itself."""
+        listed = ", ".join(f"'{checked('run id', r)}'" for r in run_ids)
+        if recorded:
+            return (
+                "select device_id, site, metric, min(first_hour) as lo, max(last_hour) as hi "
+                f'from "{self.prefix}silver".run_series where run_id in ({listed}) '
+                "group by 1, 2, 3"
+            )
+        return (
+            "select device_id, site, metric, min(date_trunc('hour', ts)) as lo, "
+            "max(date_trunc('hour', ts)) as hi "
+            f'from "{self.prefix}silver".readings where run_id in ({listed}) group by 1, 2, 3'
+        )
+
+    def _source_sql(
+        self, table: ServingTable, full: bool, touched: str, since: datetime | None = None
+    ) -> str:
+        """The rows of `table` to publish; `touched` is a relation of the touched series,
+        `since` their earliest hour (a bound that lets Iceberg skip older files)."""
+        source = f'"{self.prefix}{table.layer}"."{table.source}" as s'
+        select = f"select {table.select_list()} from {source}"
+        if full or table.scope == "all":
+            return f"{select} where {table.where}"
+        join = {
+            "hours": (
+                f"{touched} as t on t.device_id = s.device_id and t.metric = s.metric "
+                "and s.hour between t.lo and t.hi"
+            ),
+            "days": (
+                f"(select site, metric, min(lo) as lo, max(hi) as hi from {touched} as u "
+                "group by 1, 2) as t on t.site = s.site and t.metric = s.metric "
+                "and s.day between cast(t.lo as date) and cast(t.hi as date)"
+            ),
+            "since": (
+                f"(select device_id, metric, min(lo) as lo from {touched} as u group by 1, 2) "
+                "as t on t.device_id = s.device_id and t.metric = s.metric and s.hour >= t.lo"
+            ),
+        }[table.scope]
+        bound = ""
+        if since is not None and table.time_column is not None:
+            low = _literal(since)
+            bound = f" and s.{table.time_column} >= " + (
+                f"cast({low} as date)" if table.time_column == "day" else low
+            )
+        return f"{select} join {join} where {table.where}{bound}"
+
+    def _read(
+        self, pending: list[str], *, full: bool, say: Callable[[str], None]
+    ) -> tuple[list[tuple[Any, ...]], dict[str, list[tuple[Any, ...]]]]:
+        cursor = trino_connection(
+            self.settings, catalog="lake", user=self.settings.transform.trino_user
+        ).cursor()
+        touched: list[tuple[Any, ...]] = []
+        relation = ""
+        since = None
+        if not full and pending:
+            cursor.execute(f"show tables from \"{self.prefix}silver\" like 'run_series'")
+            recorded = bool(cursor.fetchall())
+            touched_sql = self._touched_sql(pending, recorded=recorded)
+            cursor.execute(touched_sql)
+            touched = [tuple(row) for row in cursor.fetchall()]
+            # The series go back into each query as literal rows (read once).
+            relation = (
+                _values(touched) if len(touched) <= MAX_LITERAL_SERIES else f"({touched_sql})"
+            )
+            since = min((row[3] for row in touched), default=None)
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        for table in TABLES:
+            if not full and table.scope != "all" and not touched:
+                rows[table.name] = []
+                continue
+            cursor.execute(self._source_sql(table, full, relation, since))
+            rows[table.name] = [tuple(row) for row in cursor.fetchall()]
+            say(f"read {len(rows[table.name]):,} row(s) of {table.layer}.{table.source}")
+        return touched, rows
+
+    # -- writing to PostgreSQL, one transaction -------------------------------------------
+    def _write(
+        self,
+        owner: Any,
+        report: PublishReport,
+        touched: list[tuple[Any, ...]],
+        rows: dict[str, list[tuple[Any, ...]]],
+    ) -> None:
+        with owner.transaction():
+            owner.execute(
+                "create temp table touched (device_id text, site text, metric text, "
+                "lo timestamptz, hi timestamptz) on commit drop"
+            )
+            _copy(owner, "touched", ["device_id", "site", "metric", "lo", "hi"], touched)
+            owner.execute("analyze touched")
+            for table in TABLES:
+                target = f"{self.schema}.{table.name}"
+                deleted = owner.execute(_delete_sql(target, table, report.full_refresh)).rowcount
+                _insert(owner, target, table.column_names, rows[table.name])
+                report.tables[table.name] = TableChange(
+                    deleted=max(deleted, 0), inserted=len(rows[table.name])
+                )
+            served = json.dumps(report.record())
+            if report.full_refresh:
+                owner.execute(
+                    f"update transform.runs set serving = %(served)s::jsonb where {_OURS} "
+                    "and outcome = 'published' and serving is null",
+                    {"served": served, "prefix": self.prefix},
+                )
+            else:
+                owner.execute(
+                    "update transform.runs set serving = %s::jsonb where run_id = any(%s)",
+                    (served, report.runs),
+                )
+
+
+def _delete_sql(target: str, table: ServingTable, full: bool) -> str:
+    if full or table.scope == "all":
+        return f"delete from {target}"
+    using = {
+        "hours": "touched as t where s.device_id = t.device_id and s.metric = t.metric "
+        "and s.hour between t.lo and t.hi",
+        "days": "(select site, metric, min(lo) as lo, max(hi) as hi from touched group by 1, 2) "
+        "as t where s.site = t.site and s.metric = t.metric and s.day between "
+        "(t.lo at time zone 'UTC')::date and (t.hi at time zone 'UTC')::date",
+        "since": "(select device_id, metric, min(lo) as lo from touched group by 1, 2) as t "
+        "where s.device_id = t.device_id and s.metric = t.metric and s.hour >= t.lo",
+    }[table.scope]
+    return f"delete from {target} as s using {using}"
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, datetime):
+        return f"from_iso8601_timestamp_nanos('{value.astimezone(UTC).isoformat()}')"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _values(series: list[tuple[Any, ...]]) -> str:
+    """Touched series as a Trino relation of literal rows."""
+    rows = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in series)
+    return f"(select * from (values {rows}) as v (device_id, site, metric, lo, hi))"
+
+
+def _copy(conn: Any, target: str, columns: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
+    statement = sql.SQL("copy {} ({}) from stdin").format(
+        sql.SQL(target), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    with conn.cursor().copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _insert(conn: Any, target: str, columns: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
+    """COPY into a table under row-level security, which COPY itself refuses: through a
+    temporary staging table, then one INSERT … SELECT (inside the caller's transaction)."""
+    conn.execute(f"create temp table staged (like {target}) on commit drop")
+    _copy(conn, "staged", columns, rows)
+    listed = ", ".join(columns)
+    conn.execute(f"insert into {target} ({listed}) select {listed} from staged")
+    conn.execute("drop table staged")
+
+
+def describe(report: PublishReport) -> str:
+    if report.outcome == "up_to_date":
+        return "serving is up to date: no published run waits to be served"
+    what = "full refresh" if report.full_refresh else f"{len(report.runs)} run(s)"
+    changes = ", ".join(
+        f"{name} -{change.deleted:,}/+{change.inserted:,}" for name, change in report.tables.items()
+    )
+    return f"published {what} to serving in {report.seconds:.1f} s: {changes}"
+
+
+__all__ = ["PublishReport", "ServingError", "ServingPublisher", "describe", "ensure_schema"]

@@ -1,0 +1,174 @@
+"""The platform's own long-running services, run by the supervisor like the servers.
+
+Each is a `lakehouse …` command in its own process: the upload gateway, the bronze
+consumers (one process each, one consumer group) and the transform loop. They get the
+stack's settings as `LAKEHOUSE_*` variables and nothing else of the environment.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import httpx
+
+from lakehouse.config import Settings
+from lakehouse.stack.process import port_accepts
+from lakehouse.stack.service import Service, StackContext
+from lakehouse.stack.users import check_traversable
+
+LAKEHOUSE_CLI = (sys.executable, "-m", "lakehouse")
+
+
+class AppService(Service):
+    """A service of ours: nothing to obtain or configure, settings through the environment."""
+
+    kind = "service"
+
+    @property
+    def start_timeout(self) -> float:
+        return 60.0
+
+    def obtain(self) -> None:
+        """Runs from this installation; nothing to fetch."""
+
+    def configure(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        user = self.run_as()
+        if user is not None:
+            # A virtualenv made from an interpreter under /root cannot run as the user.
+            check_traversable(Path(sys.executable).resolve(), user)
+
+    def env(self) -> dict[str, str]:
+        return {**self.settings.to_env(), "LAKEHOUSE_LOG_LEVEL": "INFO"}
+
+
+class AuditReceiver(AppService):
+    """Stores Trino's query events in audit.events (lakehouse.audit_receiver)."""
+
+    name = "audit"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.settings.audit.port]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.audit.port}"
+
+    def command(self) -> list[str]:
+        return [*LAKEHOUSE_CLI, "audit", "serve"]
+
+    def ready(self) -> bool:
+        return httpx.get(f"{self.url}/healthz", timeout=3).status_code == 200
+
+
+class Gateway(AppService):
+    name = "gateway"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.settings.gateway.port]
+
+    @property
+    def bind_host(self) -> str:
+        return self.settings.gateway.host
+
+    @property
+    def _local_host(self) -> str:
+        host = self.settings.gateway.host
+        return "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - reading it
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.settings.gateway.tls_cert else "http"
+        return f"{scheme}://{self._local_host}:{self.settings.gateway.port}"
+
+    def command(self) -> list[str]:
+        return [*LAKEHOUSE_CLI, "gateway"]
+
+    def ready(self) -> bool:
+        # Liveness only: /readyz is false while PostgreSQL or Kafka is down, which the
+        # gateway rides out by answering 503; restarting it would not help. The probe
+        # is local, so it need not verify a certificate issued for the LAN name.
+        response = httpx.get(f"{self.url}/healthz", timeout=3, verify=False)  # noqa: S501
+        return response.status_code == 200
+
+
+class Consumer(AppService):
+    """Bronze consumer number `index` (1-based), with its own metrics port."""
+
+    def __init__(self, ctx: StackContext, index: int) -> None:
+        super().__init__(ctx)
+        self.index = index
+        self.name = f"consumer-{index}"  # type: ignore[misc]
+
+    @property
+    def metrics_port(self) -> int:
+        return self.settings.ingest.metrics_port + self.index - 1
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.metrics_port]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.metrics_port}/metrics"
+
+    def command(self) -> list[str]:
+        return [
+            *LAKEHOUSE_CLI, "ingest", "kafka",
+            "--metrics-port", str(self.metrics_port),
+            # Static membership: a restarted consumer gets its partitions back at once.
+            "--instance-id", f"{self.settings.ingest.group_id}-{self.index}",
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        return port_accepts(self.settings.host, self.metrics_port, timeout=3)
+
+
+class TransformLoop(AppService):
+    name = "transform"
+
+    @property
+    def ports(self) -> list[int]:
+        return []
+
+    @property
+    def url(self) -> str:
+        return ""
+
+    def command(self) -> list[str]:
+        every = self.settings.supervisor.transform_every
+        return [*LAKEHOUSE_CLI, "transform", "--every", f"{every:g}", "--quiet"]
+
+    def ready(self) -> bool:
+        # No endpoint: a live process is a healthy loop (it logs each run's outcome).
+        return True
+
+
+def app_services(ctx: StackContext) -> list[Service]:
+    """The services of ours that the settings enable, in start order."""
+    supervisor = ctx.settings.supervisor
+    services: list[Service] = []
+    if ctx.settings.audit.trino_queries:
+        services.append(AuditReceiver(ctx))
+    if supervisor.gateway:
+        services.append(Gateway(ctx))
+    services.extend(Consumer(ctx, i) for i in range(1, supervisor.consumers + 1))
+    if supervisor.transform_every > 0:
+        services.append(TransformLoop(ctx))
+    return services
+
+
+def app_ports(settings: Settings) -> dict[str, int]:
+    """Ports the enabled services of ours bind, by service name."""
+    supervisor = settings.supervisor
+    ports: dict[str, int] = {}
+    if settings.audit.trino_queries:
+        ports["audit"] = settings.audit.port
+    if supervisor.gateway:
+        ports["gateway"] = settings.gateway.port
+    for i in range(1, supervisor.consumers + 1):
+        ports[f"consumer-{i}"] = settings.ingest.metrics_port + i - 1
+    return ports

@@ -1,0 +1,148 @@
+"""Lakehouse administration inside Superset's app (runs in Superset's virtualenv).
+
+    manage.py init                      admin user, Business role, assets imported
+    manage.py user NAME TENANT          a business user of TENANT (password on stdin)
+
+The assets under `assets/` are Superset's own export format (databases, datasets,
+charts, dashboards as YAML), imported with overwrite, so what is reviewed in a pull
+request is what users get. Database addresses and passwords are filled in here from
+the runtime file; the YAML holds none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Beside this script; the same derivation the connection mutator uses.
+from superset_config import role_password
+
+RUNTIME = json.loads(Path(os.environ["LAKEHOUSE_SUPERSET_RUNTIME"]).read_text())
+BUSINESS_ROLE = "Business"
+TENANT_ROLE_PREFIX = "tenant:"
+SERVING_DATABASE = "databases/serving.yaml"
+TRINO_DATABASE = "databases/trino.yaml"
+
+
+def _bundle() -> tuple[dict[str, str], dict[str, str]]:
+    """The assets as an import bundle, with this installation's addresses and passwords."""
+    root = Path(RUNTIME["assets"])
+    serving, trino = RUNTIME["serving"], RUNTIME["trino"]
+    contents = {
+        "metadata.yaml": yaml.safe_dump(
+            {"version": "1.0.0", "type": "assets", "timestamp": "2026-01-01T00:00:00+00:00"}
+        )
+    }
+    for path in sorted(root.rglob("*.yaml")):
+        name = path.relative_to(root).as_posix()
+        config = yaml.safe_load(path.read_text())
+        if name == SERVING_DATABASE:
+            config["sqlalchemy_uri"] = (
+                f"postgresql+psycopg2://{serving['anonymous_role']}:XXXXXXXXXX"
+                f"@{serving['host']}:{serving['port']}/{serving['database']}"
+            )
+        elif name == TRINO_DATABASE:
+            config["sqlalchemy_uri"] = (
+                f"trino://{trino['user']}:XXXXXXXXXX@{trino['host']}:{trino['port']}/lake"
+            )
+            config["extra"] = {
+                "engine_params": {"connect_args": {"http_scheme": "https", "verify": trino["ca"]}}
+            }
+        elif name.startswith("datasets/serving/"):
+            config["schema"] = serving["schema"]
+        contents[name] = yaml.safe_dump(config, sort_keys=False)
+    passwords = {
+        SERVING_DATABASE: role_password(serving["anonymous_role"]),
+        TRINO_DATABASE: trino["password"],
+    }
+    return contents, passwords
+
+
+def import_assets(sm: Any) -> None:
+    from flask import g
+    from superset.commands.importers.v1.assets import ImportAssetsCommand
+
+    g.user = sm.find_user(username=RUNTIME["admin"]["username"])  # imports as the admin
+    contents, passwords = _bundle()
+    ImportAssetsCommand(contents, passwords=passwords).run()
+    print(f"imported {len(contents) - 1} asset file(s)")
+
+
+def ensure_admin(sm: Any) -> None:
+    admin = RUNTIME["admin"]
+    user = sm.find_user(username=admin["username"])
+    if user is None:
+        sm.add_user(
+            admin["username"], "Lakehouse", "Admin", f"{admin['username']}@lakehouse.invalid",
+            sm.find_role("Admin"), password=admin["password"],
+        )  # fmt: skip
+    else:
+        sm.reset_password(user.id, admin["password"])
+
+
+def ensure_business_role(sm: Any) -> Any:
+    """Gamma's permissions (dashboards, charts, no SQL Lab) plus the serving database."""
+    from superset.models.core import Database
+
+    from superset import db
+
+    role = sm.find_role(BUSINESS_ROLE) or sm.add_role(BUSINESS_ROLE)
+    permissions = list(sm.find_role("Gamma").permissions)
+    serving = db.session.query(Database).filter_by(database_name="Serving").one_or_none()
+    if serving is not None:
+        permissions.append(sm.add_permission_view_menu("database_access", serving.perm))
+    role.permissions = permissions
+    db.session.commit()
+    return role
+
+
+def ensure_tenant_user(sm: Any, name: str, tenant: str, password: str) -> None:
+    from superset import db
+
+    business = sm.find_role(BUSINESS_ROLE)
+    tenant_role = sm.find_role(f"{TENANT_ROLE_PREFIX}{tenant}") or sm.add_role(
+        f"{TENANT_ROLE_PREFIX}{tenant}"
+    )
+    user = sm.find_user(username=name)
+    if user is None:
+        sm.add_user(
+            name, name, tenant, f"{name}@{tenant}.lakehouse.invalid", [business, tenant_role],
+            password=password,
+        )  # fmt: skip
+        return
+    user.roles = [business, tenant_role]
+    db.session.commit()
+    sm.reset_password(user.id, password)
+
+
+def main(argv: list[str]) -> int:
+    from superset.app import create_app
+
+    app = create_app()
+    with app.app_context():
+        from superset import security_manager as sm
+
+        if argv[:1] == ["init"]:
+            ensure_admin(sm)
+            import_assets(sm)
+            ensure_business_role(sm)
+            return 0
+        if argv[:1] == ["user"] and len(argv) == 3:
+            password = sys.stdin.read().strip()
+            if len(password) < 12:
+                print("a password of at least 12 characters is expected on stdin")
+                return 2
+            ensure_business_role(sm)
+            ensure_tenant_user(sm, argv[1], argv[2], password)
+            return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
