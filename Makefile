@@ -64,6 +64,7 @@ bench: setup ## Run the benchmarks (prints ratios and absolute figures)
 	$(BIN)/python -m bench.transform
 	$(BIN)/python -m bench.outage
 	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench.security
 	$(BIN)/python -m bench.down
 
 .PHONY: clean

@@ -1,6 +1,8 @@
-"""Stop the benchmarks' own stack (its data is kept in .lakehouse-bench/)."""
+"""Stop the benchmarks' own stacks (their data is kept in .lakehouse-bench*/)."""
 
 from __future__ import annotations
+
+import os
 
 from rich.console import Console
 
@@ -8,4 +10,10 @@ from lakehouse.config import Settings
 from lakehouse.stack.manager import Stack
 
 if __name__ == "__main__":
-    Stack(Settings(), Console(stderr=True)).down()
+    from bench.security import OPEN_ENVIRONMENT, environment
+
+    console = Console(stderr=True)
+    Stack(Settings(), console).down()
+    if os.path.isdir(OPEN_ENVIRONMENT["LAKEHOUSE_HOME"]):
+        with environment(OPEN_ENVIRONMENT) as settings:
+            Stack(settings, console).down()

@@ -53,14 +53,16 @@ def make_topic(settings: Settings, prefix: str) -> str:
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
     admin = AdminClient(kafka_config(settings, "admin"))
     admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS)])[topic].result(30)
-    grant_topic(admin, topic, BENCH_GROUPS)
+    if settings.security:
+        grant_topic(admin, topic, BENCH_GROUPS)
     return topic
 
 
 def drop_topic(settings: Settings, topic: str) -> None:
     admin = AdminClient(kafka_config(settings, "admin"))
     admin.delete_topics([topic])[topic].result(30)
-    revoke_topic(admin, topic, BENCH_GROUPS)
+    if settings.security:
+        revoke_topic(admin, topic, BENCH_GROUPS)
 
 
 def produce(settings: Settings, topic: str, readings: int, batch: int) -> int:

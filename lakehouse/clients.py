@@ -93,10 +93,10 @@ def trino_connection(
         host=settings.host,
         port=settings.trino.port,
         user=user,
-        auth=BasicAuthentication(user, password),
+        auth=BasicAuthentication(user, password) if settings.security else None,
         catalog=catalog,
         schema=schema,
-        http_scheme="https",
+        http_scheme="https" if settings.security else "http",
         http_session=session,
         request_timeout=request_timeout,
     )
@@ -121,13 +121,14 @@ def kafka_config(
             f"no Kafka principal {principal!r}",
             fix=f"use one of {', '.join(sorted(secrets.kafka_passwords))}",
         )
-    config: dict[str, Any] = {
-        "bootstrap.servers": f"{settings.host}:{settings.kafka.port}",
-        "security.protocol": "SASL_PLAINTEXT",
-        "sasl.mechanisms": "SCRAM-SHA-512",
-        "sasl.username": principal,
-        "sasl.password": secrets.kafka_passwords[principal],
-    }
+    config: dict[str, Any] = {"bootstrap.servers": f"{settings.host}:{settings.kafka.port}"}
+    if settings.security:
+        config |= {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanisms": "SCRAM-SHA-512",
+            "sasl.username": principal,
+            "sasl.password": secrets.kafka_passwords[principal],
+        }
     config.update(overrides)
     return config
 

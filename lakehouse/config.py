@@ -7,6 +7,7 @@ Trino, `LAKEHOUSE_HOME=/srv/lakehouse` moves all state.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -225,6 +226,10 @@ class Settings(BaseSettings):
     # Unprivileged OS user every server and service runs as when started as root.
     os_user: str = Field(default="lakehouse", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     namespaces: tuple[str, ...] = ("bronze", "silver", "gold", "platinum")
+    # Off only to measure what security costs (bench.security): Kafka without SASL and
+    # ACLs, Trino over HTTP without passwords, access rules or audit events, MinIO
+    # without encryption at rest. Refused unless every server stays on loopback.
+    security: bool = True
 
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     minio: MinioSettings = Field(default_factory=MinioSettings)
@@ -254,6 +259,23 @@ class Settings(BaseSettings):
             seen[port] = name
         return self
 
+    @model_validator(mode="after")
+    def _insecure_only_on_loopback(self) -> Settings:
+        if self.security:
+            return self
+        for name, host in (
+            ("LAKEHOUSE_HOST", self.host),
+            ("LAKEHOUSE_GATEWAY_HOST", self.gateway.host),
+        ):
+            if not is_loopback(host):
+                raise ConfigError(
+                    f"security is off, yet {name} is {host}: every server would be open "
+                    "to that network",
+                    fix="turn security back on (LAKEHOUSE_SECURITY=true) or keep the "
+                    "servers on 127.0.0.1",
+                )
+        return self
+
     def to_env(self) -> dict[str, str]:
         """These settings as `LAKEHOUSE_*` variables: a child process rebuilds them exactly."""
         env: dict[str, str] = {}
@@ -281,6 +303,16 @@ class Settings(BaseSettings):
             "superset": self.superset.port,
             "audit": self.audit.port,
         }
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is surely a loopback address (a host name could resolve to anything)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def isolated_environment(home: Path, port_shift: int) -> dict[str, str]:

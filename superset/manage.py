@@ -46,20 +46,24 @@ def _bundle() -> tuple[dict[str, str], dict[str, str]]:
                 f"postgresql+psycopg2://{serving['anonymous_role']}:XXXXXXXXXX"
                 f"@{serving['host']}:{serving['port']}/{serving['database']}"
             )
-        elif name == TRINO_DATABASE:
+        elif name == TRINO_DATABASE and trino["secure"]:
             config["sqlalchemy_uri"] = (
                 f"trino://{trino['user']}:XXXXXXXXXX@{trino['host']}:{trino['port']}/lake"
             )
             config["extra"] = {
                 "engine_params": {"connect_args": {"http_scheme": "https", "verify": trino["ca"]}}
             }
+        elif name == TRINO_DATABASE:  # security off: plain HTTP, no password
+            config["sqlalchemy_uri"] = (
+                f"trino://{trino['user']}@{trino['host']}:{trino['port']}/lake"
+            )
+            config["extra"] = {"engine_params": {"connect_args": {"http_scheme": "http"}}}
         elif name.startswith("datasets/serving/"):
             config["schema"] = serving["schema"]
         contents[name] = yaml.safe_dump(config, sort_keys=False)
-    passwords = {
-        SERVING_DATABASE: role_password(serving["anonymous_role"]),
-        TRINO_DATABASE: trino["password"],
-    }
+    passwords = {SERVING_DATABASE: role_password(serving["anonymous_role"])}
+    if trino["secure"]:
+        passwords[TRINO_DATABASE] = trino["password"]
     return contents, passwords
 
 

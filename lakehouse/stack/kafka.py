@@ -125,11 +125,16 @@ class Kafka(Service):
     def _security_properties(self) -> list[str]:
         """SASL on both listeners; the authorizer denies what no ACL allows.
 
+        With security off (benchmarks only): plain listeners and no authorizer.
+
         Clients and the broker itself use SCRAM-SHA-512 on the client listener (the
         credentials live in the cluster metadata, added at storage format). The
         controller listener uses PLAIN with its one user in the JAAS line, since SCRAM
         credentials cannot be read before the controller is up.
         """
+        if not self.settings.security:
+            return ["listener.security.protocol.map=CLIENT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=CLIENT"]  # fmt: skip
         password = self.ctx.credentials.kafka_passwords[ADMIN_PRINCIPAL]
         scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
         plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
@@ -186,7 +191,7 @@ class Kafka(Service):
         (self.state_dir / "log4j2.properties").write_text(_LOG4J2)
         scram_marker = self.state_dir / "scram-users"
         if (data / "meta.properties").exists():
-            if not scram_marker.exists():
+            if self.settings.security and not scram_marker.exists():
                 raise StackError(
                     f"the Kafka storage in {data} was formatted without SASL users, "
                     "so no client could sign in",
@@ -200,6 +205,7 @@ class Kafka(Service):
         scram_users = [
             f"--add-scram=SCRAM-SHA-512=[name={name},password={password}]"
             for name, password in sorted(self.ctx.credentials.kafka_passwords.items())
+            if self.settings.security
         ]
         result = subprocess.run(
             [*self._java_command(), "kafka.tools.StorageTool", "format",
@@ -217,7 +223,8 @@ class Kafka(Service):
                 f"formatting Kafka storage failed: {output}",
                 fix=f"remove {data} and run `lakehouse stack up` again",
             )
-        scram_marker.write_text(",".join(sorted(self.ctx.credentials.kafka_passwords)))
+        if self.settings.security:
+            scram_marker.write_text(",".join(sorted(self.ctx.credentials.kafka_passwords)))
 
     def _java_command(self) -> list[str]:
         return [
@@ -260,5 +267,6 @@ class Kafka(Service):
         elif len(existing[topic].partitions) < partitions:
             futures = admin.create_partitions([NewPartitions(topic, partitions)])
             futures[topic].result(timeout=30)
-        grant(admin, platform_bindings())
-        grant_topic(admin, topic, [self.settings.ingest.group_id])
+        if self.settings.security:
+            grant(admin, platform_bindings())
+            grant_topic(admin, topic, [self.settings.ingest.group_id])

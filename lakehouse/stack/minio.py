@@ -108,6 +108,6 @@ class Minio(Service):
     def bootstrap(self) -> None:
         client = s3_client(self.settings, self.ctx.credentials, ROOT_KEY)
         ensure_bucket(client, self.settings.minio.bucket)
-        if self.settings.minio.encrypt:
+        if self.settings.minio.encrypt and self.settings.security:
             encrypt_by_default(client, self.settings.minio.bucket)
         ensure_service_keys(self.settings, self.ctx.credentials)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import httpx
 
 from lakehouse.clients import iceberg_catalog
-from lakehouse.config import Settings
+from lakehouse.config import Settings, is_loopback
 from lakehouse.contracts import ensure_bronze_tables
 from lakehouse.errors import StackError
 from lakehouse.s3 import s3_endpoint
@@ -127,15 +126,6 @@ class Nessie(Service):
             if namespace not in existing:
                 catalog.create_namespace(namespace)
         ensure_bronze_tables(catalog)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it could resolve to anything
-        return False
 
 
 def check_exposure(settings: Settings) -> None:

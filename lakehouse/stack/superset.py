@@ -124,6 +124,7 @@ class Superset(Service):
                 "user": "superset",
                 "password": credentials.trino_passwords["superset"],
                 "ca": str(ca_path(settings.home)),
+                "secure": settings.security,
             },
             "admin": {
                 "username": settings.superset.admin_user,

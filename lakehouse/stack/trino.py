@@ -58,7 +58,8 @@ class Trino(Service):
 
     @property
     def url(self) -> str:
-        return f"https://{self.settings.host}:{self.settings.trino.port}"
+        scheme = "https" if self.settings.security else "http"
+        return f"{scheme}://{self.settings.host}:{self.settings.trino.port}"
 
     @property
     def start_timeout(self) -> float:
@@ -100,16 +101,7 @@ class Trino(Service):
             {
                 "coordinator": "true",
                 "node-scheduler.include-coordinator": "true",
-                # HTTPS only, with a certificate from the stack's CA; users authenticate
-                # with passwords, nodes with the shared secret.
-                "http-server.http.enabled": "false",
-                "http-server.https.enabled": "true",
-                "http-server.https.port": str(s.trino.port),
-                "http-server.https.keystore.path": str(self._certificate()),
-                "http-server.authentication.type": "PASSWORD",
-                "internal-communication.shared-secret": "${ENV:LAKEHOUSE_TRINO_SHARED_SECRET}",
-                "internal-communication.https.required": "true",
-                "internal-communication.https.truststore.path": str(ca_path(s.home)),
+                **self._transport_security(),
                 "node.bind-ip": s.host,
                 "node.internal-address": s.host,
                 "discovery.uri": self.url,
@@ -151,10 +143,26 @@ class Trino(Service):
             },
         )
 
+    def _transport_security(self) -> dict[str, str]:
+        """HTTPS only, with a certificate from the stack's CA; users authenticate with
+        passwords, nodes with the shared secret. Plain HTTP with security off."""
+        if not self.settings.security:
+            return {"http-server.http.port": str(self.settings.trino.port)}
+        return {
+            "http-server.http.enabled": "false",
+            "http-server.https.enabled": "true",
+            "http-server.https.port": str(self.settings.trino.port),
+            "http-server.https.keystore.path": str(self._certificate()),
+            "http-server.authentication.type": "PASSWORD",
+            "internal-communication.shared-secret": "${ENV:LAKEHOUSE_TRINO_SHARED_SECRET}",
+            "internal-communication.https.required": "true",
+            "internal-communication.https.truststore.path": str(ca_path(self.settings.home)),
+        }
+
     def _event_listener(self) -> dict[str, str]:
         """Every completed query is posted to the audit receiver (lakehouse.audit_receiver)."""
         listener = self.etc_dir / "http-event-listener.properties"
-        if not self.settings.audit.trino_queries:
+        if not (self.settings.audit.trino_queries and self.settings.security):
             listener.unlink(missing_ok=True)
             return {}
         token = self.ctx.credentials.audit_token
@@ -182,6 +190,10 @@ class Trino(Service):
     def _write_security(self) -> None:
         """Password file, groups and access rules (re-read by Trino every 5 s)."""
         etc = self.etc_dir
+        if not self.settings.security:
+            for name in ("password-authenticator", "group-provider", "access-control"):
+                (etc / f"{name}.properties").unlink(missing_ok=True)
+            return
         apply_security(self.settings, self.ctx.credentials)
         _write_properties(etc / "password-authenticator.properties", {
             "password-authenticator.name": "file",

@@ -69,6 +69,7 @@ def build(
         "--target-path", str(work / "target"),
         "--log-path", str(work / "logs"),
         "--vars", json.dumps(dbt_vars),
+        "--target", "lake" if settings.security else "lake_open",
     ]  # fmt: skip
     if full_refresh:
         args.append("--full-refresh")

@@ -58,3 +58,23 @@ def test_zero_partitions_is_a_validation_error(monkeypatch):
     monkeypatch.setenv("LAKEHOUSE_KAFKA_PARTITIONS", "0")
     with pytest.raises(ValidationError, match="partitions"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("LAKEHOUSE_HOST", "0.0.0.0"), ("LAKEHOUSE_GATEWAY_HOST", "192.0.2.7")]
+)
+def test_security_off_is_refused_off_loopback(monkeypatch, variable, value):
+    monkeypatch.setenv("LAKEHOUSE_SECURITY", "false")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        Settings()
+    assert info.value.message == (
+        f"security is off, yet {variable} is {value}: every server would be open to that network"
+    )
+
+
+def test_security_is_on_unless_turned_off_on_loopback(monkeypatch):
+    assert Settings().security is True
+    monkeypatch.setenv("LAKEHOUSE_SECURITY", "false")
+    assert Settings().security is False
+    assert Settings().to_env()["LAKEHOUSE_SECURITY"] == "false"

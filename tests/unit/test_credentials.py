@@ -89,3 +89,19 @@ def test_corrupt_file_is_a_clear_error(tmp_path):
     credentials_path(settings).write_text("{not json")
     with pytest.raises(ConfigError, match="not a valid credentials file"):
         load(settings)
+
+
+def test_kafka_clients_sign_in_unless_security_is_off(tmp_path):
+    from lakehouse.clients import kafka_config
+
+    secure = Settings(home=tmp_path)
+    credentials = load_or_create(secure)
+    config = kafka_config(secure, "ingest", credentials=credentials)
+    assert config["security.protocol"] == "SASL_PLAINTEXT"
+    assert config["sasl.mechanisms"] == "SCRAM-SHA-512"
+    assert config["sasl.username"] == "ingest"
+    assert config["sasl.password"] == credentials.kafka_passwords["ingest"]
+    open_settings = Settings(home=tmp_path, security=False)
+    assert kafka_config(open_settings, "ingest", credentials=credentials) == {
+        "bootstrap.servers": f"127.0.0.1:{open_settings.kafka.port}"
+    }

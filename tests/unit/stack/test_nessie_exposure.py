@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from lakehouse.config import NessieSettings, Settings
+from lakehouse.config import NessieSettings, Settings, is_loopback
 from lakehouse.errors import StackError
-from lakehouse.stack.nessie import check_exposure, is_loopback
+from lakehouse.stack.nessie import check_exposure
 
 
 @pytest.mark.parametrize(
