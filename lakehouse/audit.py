@@ -35,6 +35,10 @@ create index if not exists events_at on audit.events (at);
 -- Trino retries a delivery whose answer it did not get: one row per query, still.
 create unique index if not exists events_trino_query on audit.events ((detail->>'query_id'))
     where source = 'trino';
+-- The receiver of Trino's events appends; it can neither read nor change the log.
+grant usage on schema audit to audit_writer;
+grant insert on audit.events to audit_writer;
+grant usage on sequence audit.events_id_seq to audit_writer;
 """
 
 

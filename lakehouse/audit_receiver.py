@@ -23,7 +23,7 @@ from psycopg import OperationalError
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from lakehouse.config import Settings
-from lakehouse.credentials import Credentials
+from lakehouse.credentials import AUDIT_WRITER_ROLE, Credentials
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,9 @@ def event_row(event: dict[str, Any]) -> tuple[Any, ...] | None:
 def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
     expected = f"Bearer {credentials.audit_token}".encode()
     pool = ConnectionPool(
-        f"host={settings.host} port={settings.postgres.port} dbname=lakehouse user=lakehouse "
-        f"password={credentials.database_passwords['lakehouse']} connect_timeout=5",
+        f"host={settings.host} port={settings.postgres.port} dbname=lakehouse "
+        f"user={AUDIT_WRITER_ROLE} password={credentials.database_passwords[AUDIT_WRITER_ROLE]} "
+        "connect_timeout=5",
         min_size=1, max_size=2, open=False, reconnect_timeout=0,
     )  # fmt: skip
 

@@ -24,7 +24,9 @@ DATABASE_ROLES = ("nessie", "superset", "lakehouse")
 # Trino's `pg` catalog: reads devices, sites, tenants and run records; never tokens
 # or receipts, and writes nothing.
 READER_ROLE = "trino_reader"
-LOGIN_ROLES = (*DATABASE_ROLES, READER_ROLE)
+# The audit receiver: may add rows to audit.events, and nothing else.
+AUDIT_WRITER_ROLE = "audit_writer"
+LOGIN_ROLES = (*DATABASE_ROLES, READER_ROLE, AUDIT_WRITER_ROLE)
 # Trino principals of the platform itself, by role (users add more with `lakehouse users`).
 TRINO_PRINCIPALS = {
     "lakehouse": "engineer",

@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 
 from lakehouse import registry
-from lakehouse.credentials import DATABASE_ROLES, READER_ROLE
+from lakehouse.credentials import AUDIT_WRITER_ROLE, DATABASE_ROLES, READER_ROLE
 from lakehouse.errors import PrerequisiteError, StackError
 from lakehouse.stack.service import Service
 from lakehouse.stack.users import check_traversable, chown_tree, ensure_os_user
@@ -140,18 +140,17 @@ class Postgres(Service):
                             sql.Identifier(role), sql.Identifier(role)
                         )
                     )
-            # Read-only, no database of its own; what it may read is granted by the
-            # schema owners (registry, transform) when they create their tables.
-            exists = conn.execute("select 1 from pg_roles where rolname = %s", (READER_ROLE,))
-            verb = "alter" if exists.fetchone() else "create"
-            conn.execute(
-                sql.SQL(
-                    "{} role {} login nosuperuser nobypassrls nocreaterole nocreatedb password {}"
-                ).format(
-                    sql.SQL(verb), sql.Identifier(READER_ROLE),
-                    sql.Literal(passwords[READER_ROLE]),
+            # No database of their own; what they may do is granted by the schema
+            # owners (registry, transform, audit) when they create their tables.
+            for role in (READER_ROLE, AUDIT_WRITER_ROLE):
+                exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,))
+                verb = "alter" if exists.fetchone() else "create"
+                conn.execute(
+                    sql.SQL(
+                        "{} role {} login nosuperuser nobypassrls nocreaterole nocreatedb "
+                        "password {}"
+                    ).format(sql.SQL(verb), sql.Identifier(role), sql.Literal(passwords[role]))
                 )
-            )  # fmt: skip
         # The registry exists before the first device registers or uploads; created
         # by its owner, which also grants the read-only role what it may read.
         with psycopg.connect(

@@ -9,7 +9,8 @@ import pytest
 from trino.exceptions import TrinoQueryError
 
 from lakehouse import audit, registry
-from lakehouse.clients import trino_connection
+from lakehouse.clients import postgres_connection, trino_connection
+from lakehouse.credentials import AUDIT_WRITER_ROLE
 from lakehouse.errors import RegistryError
 
 pytestmark = pytest.mark.integration
@@ -107,3 +108,35 @@ def test_trino_queries_are_logged_once_with_principal_and_outcome(
         "select count(*) from audit.events where strpos(detail::text, %s) > 0", (password,)
     ).fetchone()
     assert leaked == (0,)
+
+
+def test_the_receivers_role_can_only_append_to_the_log(conn, stack_settings, credentials, unique):
+    import psycopg
+    from psycopg import errors
+
+    writer = postgres_connection(stack_settings, credentials, role=AUDIT_WRITER_ROLE,
+                                 dbname="lakehouse")  # fmt: skip
+    writer.autocommit = True
+    with writer:
+        writer.execute(
+            "insert into audit.events (source, principal, action, detail) "
+            "values ('trino', 'probe', 'SELECT', %s)",
+            (f'{{"query_id": "probe-{unique}"}}',),
+        )
+        for statement in (
+            "select count(*) from audit.events",
+            "update audit.events set outcome = 'ok'",
+            "delete from audit.events",
+            "truncate audit.events",
+            "select count(*) from registry.device_tokens",
+            "select count(*) from registry.devices",
+        ):
+            with pytest.raises(errors.InsufficientPrivilege):
+                writer.execute(statement)
+        with pytest.raises(psycopg.Error):
+            writer.execute("create table audit.mine (x int)")
+    rows = conn.execute(
+        "select principal, action from audit.events where detail->>'query_id' = %s",
+        (f"probe-{unique}",),
+    ).fetchall()
+    assert rows == [("probe", "SELECT")]

@@ -32,7 +32,7 @@ def test_generated_once_private_and_stable(tmp_path):
                first.minio_kms_key]  # fmt: skip
     assert len(set(secrets)) == len(secrets)
     assert all(len(secret) >= 32 for secret in secrets)
-    assert set(first.database_passwords) == {*DATABASE_ROLES, "trino_reader"}
+    assert set(first.database_passwords) == {*DATABASE_ROLES, "trino_reader", "audit_writer"}
     assert set(first.trino_passwords) == set(TRINO_PRINCIPALS)
     assert set(first.kafka_passwords) == set(KAFKA_PRINCIPALS)
     assert len(base64.b64decode(first.minio_kms_key, validate=True)) == 32
