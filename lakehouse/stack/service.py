@@ -18,7 +18,7 @@ from lakehouse.errors import PortInUseError, ServiceStartError
 from lakehouse.stack import process
 from lakehouse.stack.fetch import MavenFetcher
 from lakehouse.stack.java import find_java
-from lakehouse.stack.users import service_user
+from lakehouse.stack.users import ensure_os_user, service_user
 
 log = logging.getLogger(__name__)
 
@@ -178,13 +178,16 @@ class Service(ABC):
 
     def spawn(self) -> int:
         """Start the process (not waiting for it) with only the environment it needs."""
+        user = self.run_as()
+        if user is not None:
+            ensure_os_user(user)  # on a fresh machine, nothing may have created it yet
         return process.spawn(
             self.command(),
             pid_file=self.pid_file,
             log_file=self.log_file,
             cwd=self.state_dir,
             env={**process.base_env(self.state_dir), **self.env()},
-            user=self.run_as(),
+            user=user,
         )
 
     def start(self) -> int:
