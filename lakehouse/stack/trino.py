@@ -235,7 +235,9 @@ class Trino(Service):
             "LAKEHOUSE_TRINO_SHARED_SECRET": creds.trino_shared_secret,
         }
 
-    def _trust(self) -> ssl.SSLContext:
+    def _trust(self) -> ssl.SSLContext | bool:
+        if not self.settings.security:
+            return False  # plain HTTP: there is no certificate to verify
         return ssl.create_default_context(cafile=str(ca_path(self.settings.home)))
 
     def alive(self) -> bool:
