@@ -34,7 +34,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bench import BENCH_ENVIRONMENT
-from bench.gateway import batch_bodies, register_devices, saturate
+from bench.gateway import batch_bodies, register_devices, saturate, settle
 from bench.ingest import drop_topic, end_to_end, make_topic, produce
 from bench.transform import DEVICES, METRICS, PER_HOUR, load_seconds, register_fleet, timed_run
 from lakehouse.clients import iceberg_catalog
@@ -149,8 +149,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # One round of ingest or gateway takes seconds and varies by ±20 % on 2 shared
     # cores; a transform round takes minutes and varies less.
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--transform-rounds", type=int, default=3)
+    # Even, so that each side goes first in as many rounds as the other.
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--transform-rounds", type=int, default=2)
     parser.add_argument("--readings", type=int, default=1_000_000, help="per ingest round")
     parser.add_argument("--seconds", type=float, default=10.0, help="per gateway round")
     parser.add_argument("--skip", nargs="*", default=[], choices=["ingest", "gateway", "transform"])
@@ -179,6 +180,9 @@ def main() -> None:
                 continue
             for side in order:
                 with environment(side.variables) as settings:
+                    # Neither side pays for the writes and collections the other left.
+                    os.sync()
+                    settle(limit=25.0, max_wait=60.0)
                     started = time.perf_counter()
                     value = measure(settings, side)
                     side.record(workload, value)
