@@ -38,7 +38,7 @@ from bench.gateway import batch_bodies, register_devices, saturate, settle
 from bench.ingest import drop_topic, end_to_end, make_topic, produce
 from bench.transform import DEVICES, METRICS, PER_HOUR, load_seconds, register_fleet, timed_run
 from lakehouse.clients import iceberg_catalog
-from lakehouse.config import Settings, isolated_environment
+from lakehouse.config import Settings, environment_variables, isolated_environment
 from lakehouse.credentials import load
 from lakehouse.stack.manager import Stack
 from lakehouse.transform.runner import TransformRunner
@@ -60,16 +60,8 @@ PREFIX = "benchsec_"
 @contextmanager
 def environment(variables: dict[str, str]) -> Iterator[Settings]:
     """Settings (and child processes) of one stack while the block runs."""
-    saved = {key: os.environ.get(key) for key in variables}
-    os.environ.update(variables)
-    try:
+    with environment_variables(variables):
         yield Settings()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @dataclass

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
@@ -303,6 +305,24 @@ class Settings(BaseSettings):
             "superset": self.superset.port,
             "audit": self.audit.port,
         }
+
+
+@contextmanager
+def environment_variables(values: dict[str, str]) -> Iterator[None]:
+    """Set `values` in the process environment for a block, then restore what was there.
+
+    For readers of the environment that take nothing else (dbt's env_var(), settings
+    built in code that a block calls, child processes)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def is_loopback(host: str) -> bool:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from lakehouse.config import Settings
+from lakehouse.config import Settings, environment_variables
 from lakehouse.errors import TransformError
 from lakehouse.tls import ca_path
 from lakehouse.transform.runs import NodeResult
@@ -26,21 +23,6 @@ class BuildResult:
             if node.resource_type == "model" and node.node.rsplit(".", 1)[-1] == model:
                 return node.rows_affected
         return None
-
-
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """dbt's env_var() reads the process environment; set it for one invocation."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def build(
@@ -88,7 +70,8 @@ def build(
         "LAKEHOUSE_DBT_THREADS": str(settings.transform.threads),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
-    with _environment(env):
+    # dbt's env_var() reads the process environment.
+    with environment_variables(env):
         try:
             outcome = dbtRunner().invoke(args)
         finally:

@@ -78,3 +78,16 @@ def test_security_is_on_unless_turned_off_on_loopback(monkeypatch):
     monkeypatch.setenv("LAKEHOUSE_SECURITY", "false")
     assert Settings().security is False
     assert Settings().to_env()["LAKEHOUSE_SECURITY"] == "false"
+
+
+def test_environment_variables_are_restored_after_the_block(monkeypatch):
+    import os
+
+    from lakehouse.config import environment_variables
+
+    monkeypatch.setenv("LAKEHOUSE_TRINO_PORT", "18080")
+    with environment_variables({"LAKEHOUSE_TRINO_PORT": "28080", "LAKEHOUSE_HOME": "/x"}):
+        assert Settings().trino.port == 28080
+        assert os.environ["LAKEHOUSE_HOME"] == "/x"
+    assert os.environ["LAKEHOUSE_TRINO_PORT"] == "18080"
+    assert "LAKEHOUSE_HOME" not in os.environ
