@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lakehouse.config import Settings
-from lakehouse.transform.dbt import _environment, _release_log_files
+from lakehouse.config import Settings, environment_variables
+from lakehouse.transform.dbt import _release_log_files
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def manifest(tmp_path_factory):
         "LAKEHOUSE_DBT_CERT": str(work / "ca.pem"),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
-    with _environment(env):
+    with environment_variables(env):
         try:
             result = dbtRunner().invoke([
                 "parse", "--project-dir", str(project), "--profiles-dir", str(project),
