@@ -47,6 +47,9 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
+# With an idle exit, how long a consumer may wait for its first partitions before the
+# wait counts as idle.
+ASSIGNMENT_WAIT_SECONDS = 60.0
 _FORBIDDEN = {"enable.auto.commit": "true", "enable.auto.offset.store": "true"}
 
 
@@ -207,7 +210,7 @@ class BronzeConsumer:
             [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )  # fmt: skip
-        last_message = time.monotonic()
+        subscribed = last_message = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 messages = self._consume(consumer)
@@ -216,7 +219,11 @@ class BronzeConsumer:
                 self.metrics.consumed.inc(len(messages))
                 if self._inflight is not None and self._inflight.done():
                     self._settle()
-                if messages:
+                # Waiting for partitions (a slow group join) is not idling, up to a limit.
+                unassigned = not self._assigned and (
+                    time.monotonic() - subscribed < ASSIGNMENT_WAIT_SECONDS
+                )
+                if messages or unassigned:
                     last_message = time.monotonic()
                 elif (
                     idle_exit_seconds is not None

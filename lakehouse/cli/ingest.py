@@ -38,7 +38,10 @@ def ingest_kafka(
         typer.Option(help="Static group membership: a restart under the same id resumes at once."),
     ] = None,
     idle_exit: Annotated[
-        float | None, typer.Option(help="Exit after this many idle seconds (default: never).")
+        float | None,
+        typer.Option(
+            help="Exit after this many seconds with partitions and no messages (default: never)."
+        ),
     ] = None,
 ) -> None:
     """Consume the readings topic into bronze, exactly once; SIGTERM drains and commits."""

@@ -13,6 +13,7 @@ allows. `admin` is the broker's super user and only bootstrap and operators use 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -24,6 +25,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourcePatternType,
     ResourceType,
 )
+
+from lakehouse.errors import StackError
 
 ADMIN_PRINCIPAL = "admin"
 # Group ids of the gateway's locate clients (they never join the group).
@@ -70,10 +73,32 @@ def platform_bindings() -> list[AclBinding]:
     ]  # fmt: skip
 
 
+def _filter(binding: AclBinding) -> AclBindingFilter:
+    """The filter that matches exactly `binding`."""
+    b = binding
+    return AclBindingFilter(
+        b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation,
+        b.permission_type,
+    )  # fmt: skip
+
+
 def grant(admin: AdminClient, bindings: list[AclBinding], timeout: float = 30) -> None:
-    """Create ACLs (creating an existing ACL again changes nothing)."""
+    """Create ACLs (creating an existing ACL again changes nothing), and return once the
+    broker enforces them: it authorizes from its copy of the cluster metadata, which
+    takes the new ACLs a moment after the controller accepted them."""
     for future in admin.create_acls(bindings, request_timeout=timeout).values():
         future.result(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    pending = list(bindings)
+    while pending:
+        pending = [
+            b for b in pending
+            if not admin.describe_acls(_filter(b), request_timeout=timeout).result(timeout)
+        ]  # fmt: skip
+        if pending and time.monotonic() > deadline:
+            raise StackError(f"Kafka accepted {len(pending)} ACL(s) but does not show them")
+        if pending:
+            time.sleep(0.1)
 
 
 def grant_topic(
@@ -91,12 +116,6 @@ def revoke_topic(
     Give only the group prefixes that were granted for this topic alone: an ACL that
     another topic's consumers rely on would go too.
     """
-    filters = [
-        AclBindingFilter(
-            b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation,
-            b.permission_type,
-        )
-        for b in topic_bindings(topic, group_prefixes)
-    ]  # fmt: skip
+    filters = [_filter(b) for b in topic_bindings(topic, group_prefixes)]
     for future in admin.delete_acls(filters, request_timeout=timeout).values():
         future.result(timeout=timeout)
