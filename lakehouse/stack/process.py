@@ -42,30 +42,62 @@ class PidRecord:
 
     pid: int
     create_time: float
+    # Start in clock ticks after boot (Linux): unlike create_time, which is derived from
+    # the wall clock, a step of the system clock does not change it.
+    start_ticks: int | None = None
+
+    @classmethod
+    def of(cls, pid: int) -> PidRecord:
+        return cls(pid=pid, create_time=psutil.Process(pid).create_time(),
+                   start_ticks=start_ticks(pid))  # fmt: skip
 
     @classmethod
     def read(cls, path: Path) -> PidRecord | None:
         try:
             data = json.loads(path.read_text())
-            return cls(pid=int(data["pid"]), create_time=float(data["create_time"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            ticks = data.get("start_ticks")
+            return cls(
+                pid=int(data["pid"]),
+                create_time=float(data["create_time"]),
+                start_ticks=None if ticks is None else int(ticks),
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"pid": self.pid, "create_time": self.create_time}))
+        path.write_text(json.dumps(
+            {"pid": self.pid, "create_time": self.create_time, "start_ticks": self.start_ticks}
+        ))  # fmt: skip
 
     def process(self) -> psutil.Process | None:
         """The live process this record names, or None if it is gone or the pid was reused."""
         try:
             proc = psutil.Process(self.pid)
-            if abs(proc.create_time() - self.create_time) > 1.0:
+            if self.start_ticks is not None:
+                if start_ticks(self.pid) != self.start_ticks:
+                    return None
+            elif abs(proc.create_time() - self.create_time) > 1.0:
                 return None
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
             return proc
         except psutil.Error:
             return None
+
+
+def start_ticks(pid: int) -> int | None:
+    """When `pid` started, in clock ticks after boot (None where /proc has no such field)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses; field 3 follows the last ")".
+    fields = stat[stat.rindex(")") + 2 :].split()
+    try:
+        return int(fields[19])  # field 22, starttime
+    except (IndexError, ValueError):
+        return None
 
 
 def running_pid(pid_file: Path) -> int | None:
@@ -113,7 +145,7 @@ def spawn(
             extra_groups=[] if user else None,
         )
     _children[proc.pid] = proc
-    PidRecord(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time()).write(pid_file)
+    PidRecord.of(proc.pid).write(pid_file)
     return proc.pid
 
 

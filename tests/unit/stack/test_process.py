@@ -75,3 +75,20 @@ def test_kafka_cluster_ids_never_start_with_a_dash():
     ids = [new_cluster_id() for _ in range(2000)]
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_a_pid_record_survives_a_step_of_the_system_clock(tmp_path):
+    import dataclasses
+    import os
+
+    from lakehouse.stack.process import PidRecord, running_pid
+
+    record = PidRecord.of(os.getpid())
+    # The wall-clock start time moves when the clock is stepped; the boot-relative one not.
+    stepped = dataclasses.replace(record, create_time=record.create_time + 3600)
+    stepped.write(tmp_path / "me.pid")
+    assert running_pid(tmp_path / "me.pid") == os.getpid()
+    recycled = dataclasses.replace(record, start_ticks=(record.start_ticks or 0) + 1)
+    recycled.write(tmp_path / "other.pid")
+    assert running_pid(tmp_path / "other.pid") is None
+    assert not (tmp_path / "other.pid").exists()
