@@ -26,6 +26,7 @@ from confluent_kafka import Producer
 from rich.console import Console
 
 from lakehouse.clients import kafka_config
+from tests.integration.conftest import device_counts, readings_envelope
 
 SERVERS = ("minio", "nessie", "kafka", "postgres", "trino")
 PER_MESSAGE = 50
@@ -49,14 +50,9 @@ def produce(settings, device: str, seconds: float, rate: int, sent: list[int]) -
     while time.monotonic() - started < seconds:
         tick = time.monotonic()
         for _ in range(per_second):
-            now = datetime.now(UTC).isoformat()
-            readings = [
-                {"seq": number * PER_MESSAGE + i + 1, "ts": now, "metric": "temperature",
-                 "value": 21.0}
-                for i in range(PER_MESSAGE)
-            ]  # fmt: skip
-            envelope = {"device_id": device, "tenant": "bench", "site": "bench",
-                        "batch_id": f"{device}-{number}", "readings": readings}  # fmt: skip
+            envelope = readings_envelope(device, number, PER_MESSAGE, tenant="bench",
+                                         site="bench", ts=datetime.now(UTC).isoformat(),
+                                         value=21.0)  # fmt: skip
             while True:
                 try:
                     producer.produce(settings.kafka.topic, orjson.dumps(envelope), device.encode())
@@ -69,18 +65,6 @@ def produce(settings, device: str, seconds: float, rate: int, sent: list[int]) -
     while producer.flush(5):
         pass  # Kafka may be away; the producer keeps its messages until it is back
     sent.append(number * PER_MESSAGE)
-
-
-def bronze(settings, device: str) -> tuple[int, int]:
-    from lakehouse.clients import trino_connection
-
-    cursor = trino_connection(settings).cursor()
-    cursor.execute(
-        "select count(*), count(distinct seq) from lake.bronze.readings "
-        f"where device_id = '{device}'"
-    )
-    rows, distinct = cursor.fetchall()[0]
-    return rows, distinct
 
 
 def one_run(stack, settings, seconds: float, rate: int, victim: str | None) -> dict:
@@ -106,7 +90,7 @@ def one_run(stack, settings, seconds: float, rate: int, victim: str | None) -> d
     producer.join()
     while True:  # wait for the tail to land (and Trino to answer after its own outage)
         try:
-            rows, distinct = bronze(settings, device)
+            rows, distinct = device_counts(settings, device)
         except Exception:  # Trino restarting
             time.sleep(1)
             continue

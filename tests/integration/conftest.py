@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -84,6 +85,18 @@ def stop_consumer(proc: subprocess.Popen, timeout: float = 60) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout)
+
+
+def readings_envelope(
+    device: str, number: int, per_envelope: int, *, tenant: str, site: str, ts: str, value: float
+) -> dict[str, Any]:
+    """The `number`-th envelope of `device` as the gateway produces it (seq from 1 on)."""
+    readings = [
+        {"seq": number * per_envelope + i + 1, "ts": ts, "metric": "temperature", "value": value}
+        for i in range(per_envelope)
+    ]
+    return {"device_id": device, "tenant": tenant, "site": site,
+            "batch_id": f"{device}-{number}", "readings": readings}  # fmt: skip
 
 
 def bronze_counts(settings, topic: str, table: str = "bronze.readings") -> tuple[int, int]:

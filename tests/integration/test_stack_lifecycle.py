@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 
 from lakehouse.clients import iceberg_catalog, kafka_config, trino_connection
 from lakehouse.stack.manager import Stack
-from tests.integration.conftest import wait_for_device
+from tests.integration.conftest import readings_envelope, wait_for_device
 
 pytestmark = pytest.mark.integration
 
@@ -127,13 +127,8 @@ def produce_envelopes(settings, device: str, *, envelopes: int, per_envelope: in
     producer = Producer(kafka_config(settings, "simulate", acks="all"))
     now = datetime.now(UTC).isoformat()
     for number in range(envelopes):
-        readings = [
-            {"seq": number * per_envelope + i + 1, "ts": now, "metric": "temperature",
-             "value": 20.5}
-            for i in range(per_envelope)
-        ]  # fmt: skip
-        envelope = {"device_id": device, "tenant": "tenant-01", "site": "site-01",
-                    "batch_id": f"{device}-{number}", "readings": readings}  # fmt: skip
+        envelope = readings_envelope(device, number, per_envelope, tenant="tenant-01",
+                                     site="site-01", ts=now, value=20.5)  # fmt: skip
         producer.produce(settings.kafka.topic, orjson.dumps(envelope), device.encode())
         producer.poll(0)
     assert producer.flush(30) == 0
