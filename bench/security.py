@@ -72,6 +72,7 @@ class Side:
     tokens: list[str] = field(default_factory=list)
     runner: TransformRunner | None = None
     transform_table: object = None
+    devices: list[tuple[str, str, str]] = field(default_factory=list)
     hours_loaded: int = 0
 
     def record(self, workload: str, value: float) -> None:
@@ -112,8 +113,8 @@ def prepare_transform(settings: Settings, side: Side) -> None:
     catalog = iceberg_catalog(env_settings, credentials, s3_key="ingest")
     drop_environment(catalog, PREFIX)
     side.transform_table = create_environment(catalog, PREFIX)
-    devices = register_fleet(env_settings, credentials, PREFIX)
-    load_seconds(side.transform_table, devices, 0, 3600)
+    side.devices = register_fleet(env_settings, credentials, PREFIX)
+    load_seconds(side.transform_table, side.devices, 0, 3600)
     side.hours_loaded = 1
     side.runner = TransformRunner(env_settings, credentials, quiet=True)
     timed_run(side.runner, full_refresh=True)
@@ -123,18 +124,14 @@ def transform_seconds(settings: Settings, side: Side) -> float:
     if side.runner is None:
         prepare_transform(settings, side)
     assert side.runner is not None
-    devices = [
-        (f"{PREFIX}d{i:03}", f"{PREFIX}t{i % 2}", f"{PREFIX}s{i % 10}") for i in range(DEVICES)
-    ]
-    load_seconds(side.transform_table, devices, side.hours_loaded * 3600, 3600)
+    load_seconds(side.transform_table, side.devices, side.hours_loaded * 3600, 3600)
     side.hours_loaded += 1
     return timed_run(side.runner)
 
 
 def cleanup(settings: Settings) -> None:
-    env_settings = settings.model_copy(deep=True)
-    env_settings.transform.schema_prefix = PREFIX
-    drop_environment(iceberg_catalog(env_settings, load(settings), s3_key="ingest"), PREFIX)
+    # The catalog is the same for every prefix; the prefix picks the namespaces.
+    drop_environment(iceberg_catalog(settings, load(settings), s3_key="ingest"), PREFIX)
 
 
 def main() -> None:
