@@ -67,22 +67,23 @@ def trino_connection(
     schema: str | None = None,
     user: str = "lakehouse",
     password: str | None = None,
+    credentials: Credentials | None = None,
     request_timeout: float = 300.0,
 ) -> TrinoConnection:
     """A Trino DB-API connection over HTTPS, verified against the stack's CA.
 
     `user` defaults to the platform's engineer principal; the platform's own principals
-    find their password in the credentials, others pass theirs.
+    find their password in the credentials (read from the home unless given), others
+    pass theirs.
     """
     import requests
     import trino
     from trino.auth import BasicAuthentication
 
-    from lakehouse.credentials import load
     from lakehouse.tls import ca_path
 
     if password is None:
-        password = load(settings).trino_passwords.get(user)
+        password = (credentials or load_credentials(settings)).trino_passwords.get(user)
         if password is None:
             raise ConfigError(f"no password for Trino user {user!r}", fix="pass password=")
     session = requests.Session()

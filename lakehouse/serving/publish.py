@@ -278,8 +278,9 @@ class ServingPublisher:
         self, pending: list[str], *, full: bool, say: Callable[[str], None]
     ) -> tuple[list[tuple[Any, ...]], dict[str, list[tuple[Any, ...]]]]:
         cursor = trino_connection(
-            self.settings, catalog="lake", user=self.settings.transform.trino_user
-        ).cursor()
+            self.settings, catalog="lake", user=self.settings.transform.trino_user,
+            credentials=self.credentials,
+        ).cursor()  # fmt: skip
         touched: list[tuple[Any, ...]] = []
         relation = ""
         since = None

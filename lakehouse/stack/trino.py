@@ -251,7 +251,9 @@ class Trino(Service):
             return False
         # The node registers itself a moment after start-up ends and queries fail with
         # NO_NODES_AVAILABLE until then, so only a query that runs proves readiness.
-        cursor = trino_connection(self.settings, catalog="system", request_timeout=5).cursor()
+        cursor = trino_connection(
+            self.settings, catalog="system", credentials=self.ctx.credentials, request_timeout=5
+        ).cursor()
         cursor.execute("select count(*) from system.runtime.nodes where state = 'active'")
         rows = cursor.fetchall()
         return bool(rows and rows[0][0] >= 1)

@@ -216,8 +216,9 @@ class TransformRunner:
 
     def _trino(self) -> Any:
         return trino_connection(
-            self.settings, catalog="system", user=self.settings.transform.trino_user
-        ).cursor()
+            self.settings, catalog="system", user=self.settings.transform.trino_user,
+            credentials=self.credentials,
+        ).cursor()  # fmt: skip
 
     def _create_catalog(self, branch: str) -> None:
         from lakehouse.stack.trino import lake_catalog_properties
