@@ -44,11 +44,20 @@ class Backoff:
     factor: float = 2.0
     jitter: float = 0.2
 
-    def delays(self) -> Iterator[float]:
+    def delay(self, attempt: int) -> float:
+        """The delay after the `attempt`-th failure in a row (1 for the first)."""
         delay = self.initial
+        for _ in range(attempt - 1):
+            if delay >= self.cap:  # stop early: a long outage must not overflow a float
+                break
+            delay *= self.factor
+        return min(delay, self.cap) * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+    def delays(self) -> Iterator[float]:
+        attempt = 1
         while True:
-            yield delay * random.uniform(1 - self.jitter, 1 + self.jitter)
-            delay = min(delay * self.factor, self.cap)
+            yield self.delay(attempt)
+            attempt += 1
 
 
 class Outage:

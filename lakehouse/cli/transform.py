@@ -16,6 +16,7 @@ from lakehouse.config import Settings
 from lakehouse.credentials import load
 from lakehouse.errors import LakehouseError, TransformLockedError
 from lakehouse.names import checked
+from lakehouse.retry import Backoff
 from lakehouse.serving.publish import describe
 from lakehouse.transform import runs
 from lakehouse.transform.runner import RunReport, TransformRunner
@@ -78,7 +79,7 @@ def _loop(runner: TransformRunner, every: float, *, full_refresh: bool, force: b
             )
         first = False
         # After failures, retry sooner than the interval but back off up to it.
-        wait = every if not failures else min(every, 5.0 * 2 ** (failures - 1))
+        wait = every if not failures else Backoff(5.0, every, jitter=0.0).delay(failures)
         stop.wait(max(wait - (time.monotonic() - started), 0))
     err.print("stopped")
 

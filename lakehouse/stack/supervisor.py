@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import sys
 import threading
@@ -37,6 +36,7 @@ from rich.console import Console
 from lakehouse.config import Settings
 from lakehouse.credentials import load
 from lakehouse.errors import LakehouseError, ServiceStartError
+from lakehouse.retry import Backoff
 from lakehouse.stack import process
 from lakehouse.stack.logrotate import rotate_if_large
 from lakehouse.stack.service import Service, StackContext
@@ -200,10 +200,9 @@ class Watcher(threading.Thread):
             ), **record)  # fmt: skip
             return
         self._set("backoff", last_exit=reason, **record)
-        delay = min(
-            self.policy.backoff_initial_seconds * 2 ** (failures - 1),
-            self.policy.backoff_max_seconds,
-        ) * random.uniform(0.8, 1.2)
+        delay = Backoff(self.policy.backoff_initial_seconds, self.policy.backoff_max_seconds).delay(
+            failures
+        )
         log.info("%s: restarting in %.1f s", self.service.name, delay)
         self.supervisor.stopping.wait(delay)
 
