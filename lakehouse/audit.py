@@ -19,6 +19,8 @@ from typing import Any
 
 import psycopg
 
+from lakehouse.ddl import apply_when_changed
+
 SCHEMA_SQL = """
 create schema if not exists audit;
 create table if not exists audit.events (
@@ -43,7 +45,7 @@ grant usage on sequence audit.events_id_seq to audit_writer;
 
 
 def ensure_schema(conn: psycopg.Connection[Any]) -> None:
-    conn.execute(SCHEMA_SQL)
+    apply_when_changed(conn, "audit", [SCHEMA_SQL])
 
 
 def actor() -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from lakehouse import audit
+from lakehouse.ddl import apply_when_changed
 from lakehouse.errors import RegistryError
 from lakehouse.names import checked
 
@@ -103,7 +104,7 @@ def token_hash(token: str) -> bytes:
 def ensure_schema(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(424242)")
-        conn.execute(SCHEMA_SQL)
+        apply_when_changed(conn, "registry", [SCHEMA_SQL])
         audit.ensure_schema(conn)
 
 

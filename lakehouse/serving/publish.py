@@ -11,7 +11,6 @@ on `--full-refresh`, every table is replaced whole (still one transaction).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -25,6 +24,7 @@ from psycopg import sql
 from lakehouse.clients import postgres_connection, trino_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
+from lakehouse.ddl import apply_when_changed
 from lakehouse.errors import ServingError
 from lakehouse.names import checked
 from lakehouse.serving import roles
@@ -127,20 +127,10 @@ def schema_statements(schema: str) -> list[str]:
 def ensure_schema(owner: Any, schema: str) -> None:
     """Apply the serving DDL when it changed (its digest is kept as the schema's comment),
     so the publish after every transform run takes no table locks for it."""
-    statements = schema_statements(schema)
-    stamp = "lakehouse serving " + hashlib.sha256("\n".join(statements).encode()).hexdigest()
+    runs.ensure_schema(owner)
     with owner.transaction():
         owner.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-        runs.ensure_schema(owner)
-        current = owner.execute(
-            "select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = %s",
-            (schema,),
-        ).fetchone()
-        if current is not None and current[0] == stamp:
-            return
-        for statement in statements:
-            owner.execute(statement)
-        owner.execute(f"comment on schema {schema} is '{stamp}'")
+        apply_when_changed(owner, schema, schema_statements(schema))
 
 
 def sync_roles(settings: Settings, credentials: Credentials) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from lakehouse.ddl import apply_when_changed
 from lakehouse.errors import TransformLockedError
 
 # An arbitrary constant that names the transform lock among advisory locks.
@@ -113,7 +114,7 @@ class RunRecord:
 
 def ensure_schema(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
-        conn.execute(SCHEMA_SQL)
+        apply_when_changed(conn, "transform", [SCHEMA_SQL])
 
 
 def acquire_lock(conn: psycopg.Connection[Any]) -> None:
