@@ -38,11 +38,11 @@ import psutil
 from confluent_kafka import Producer
 from rich.console import Console
 
+from bench.ingest import drop_topic, make_topic
 from lakehouse import registry
 from lakehouse.clients import kafka_config, postgres_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import load
-from lakehouse.stack.kafka_acl import grant_topic, revoke_topic
 from lakehouse.stack.manager import Stack
 from tests.gateway_process import start_gateway
 
@@ -89,19 +89,11 @@ def register_devices(settings: Settings) -> list[str]:
 
 def kafka_baseline(settings: Settings, seconds: float) -> float:
     """The same envelopes produced straight to Kafka (a topic of the same shape)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    topic = f"bench-gateway-{uuid.uuid4().hex[:6]}"
-    admin = AdminClient(kafka_config(settings, "admin"))
-    admin.create_topics([NewTopic(topic, num_partitions=settings.kafka.partitions)])[topic].result()
-    if settings.security:
-        grant_topic(admin, topic, [])
+    topic = make_topic(settings, "bench-gateway", partitions=settings.kafka.partitions, groups=[])
     try:
         return _produce_for(settings, topic, seconds)
     finally:
-        admin.delete_topics([topic])[topic].result()
-        if settings.security:
-            revoke_topic(admin, topic, [])
+        drop_topic(settings, topic, groups=[])
 
 
 def _produce_for(settings: Settings, topic: str, seconds: float) -> float:

@@ -49,20 +49,27 @@ PARTITIONS = 6
 BENCH_GROUPS = ["bench-"]
 
 
-def make_topic(settings: Settings, prefix: str) -> str:
+def make_topic(
+    settings: Settings,
+    prefix: str,
+    *,
+    partitions: int = PARTITIONS,
+    groups: list[str] = BENCH_GROUPS,
+) -> str:
+    """A topic of its own, which the platform's principals may use (consumers in `groups`)."""
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
     admin = AdminClient(kafka_config(settings, "admin"))
-    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS)])[topic].result(30)
+    admin.create_topics([NewTopic(topic, num_partitions=partitions)])[topic].result(30)
     if settings.security:
-        grant_topic(admin, topic, BENCH_GROUPS)
+        grant_topic(admin, topic, groups)
     return topic
 
 
-def drop_topic(settings: Settings, topic: str) -> None:
+def drop_topic(settings: Settings, topic: str, *, groups: list[str] = BENCH_GROUPS) -> None:
     admin = AdminClient(kafka_config(settings, "admin"))
     admin.delete_topics([topic])[topic].result(30)
     if settings.security:
-        revoke_topic(admin, topic, BENCH_GROUPS)
+        revoke_topic(admin, topic, groups)
 
 
 def produce(settings: Settings, topic: str, readings: int, batch: int) -> int:

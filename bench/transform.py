@@ -97,10 +97,9 @@ def register_fleet(
     with postgres_connection(settings, credentials) as conn:
         conn.autocommit = True
         registry.ensure_schema(conn)
+        known = registry.registered(conn, [device for device, _, _ in devices])
         for device, tenant, site in devices:
-            if not conn.execute(
-                "select 1 from registry.devices where device_id = %s", (device,)
-            ).fetchone():
+            if device not in known:
                 lat, lon = where(site)
                 registry.register(conn, device, tenant=tenant, site=site, lat=lat, lon=lon,
                                   since=START - timedelta(days=1))  # fmt: skip
