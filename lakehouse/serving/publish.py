@@ -133,15 +133,11 @@ def ensure_schema(owner: Any, schema: str) -> None:
         apply_when_changed(owner, schema, schema_statements(schema))
 
 
-def sync_roles(settings: Settings, credentials: Credentials) -> list[str]:
-    """Create the serving roles (one per registered tenant); returns the tenants."""
+def _superuser(settings: Settings, credentials: Credentials) -> Any:
+    """Role administration needs the PostgreSQL superuser (autocommit)."""
     import psycopg
 
-    with postgres_connection(settings, credentials) as owner:
-        tenants = [
-            row[0] for row in owner.execute("select tenant from registry.tenants order by 1")
-        ]
-    with psycopg.connect(
+    return psycopg.connect(
         host=settings.host,
         port=settings.postgres.port,
         user=settings.postgres.superuser,
@@ -149,9 +145,15 @@ def sync_roles(settings: Settings, credentials: Credentials) -> list[str]:
         dbname="lakehouse",
         connect_timeout=5,
         autocommit=True,
-    ) as superuser:
-        roles.ensure_roles(superuser, credentials, tenants)
-    return tenants
+    )
+
+
+_ROLES_IN_PLACE_SQL = """
+select count(*) from pg_roles as r
+join pg_auth_members as m on m.member = r.oid
+where r.rolcanlogin and r.rolname = any(%(logins)s)
+    and m.roleid = (select oid from pg_roles where rolname = %(reader)s)
+"""
 
 
 class ServingPublisher:
@@ -162,21 +164,44 @@ class ServingPublisher:
         self.schema = settings.serving.schema_name
 
     def prepare(self) -> list[str]:
-        """Roles, schema and the safety check; returns the tenants."""
-        tenants = sync_roles(self.settings, self.credentials)
+        """Roles (always brought up to date), schema and the safety check; returns the
+        tenants."""
         with postgres_connection(self.settings, self.credentials) as owner:
             owner.autocommit = True
+            return self._prepare(owner, always_sync=True)
+
+    def _prepare(self, owner: Any, *, always_sync: bool) -> list[str]:
+        """As `prepare`; without `always_sync` the roles are left alone when every tenant
+        already has its login role and mapping, so a publish pays one query for them."""
+        tenants = [
+            row[0] for row in owner.execute("select tenant from registry.tenants order by 1")
+        ]
+        wanted = sorted((roles.tenant_role(t), t) for t in tenants)
+        if always_sync or not self._roles_in_place(owner, wanted):
+            with _superuser(self.settings, self.credentials) as superuser:
+                roles.ensure_roles(superuser, self.credentials, tenants)
             ensure_schema(owner, self.schema)
             with owner.transaction():
                 owner.execute(f"delete from {self.schema}.tenant_roles")
-                _insert(
-                    owner,
-                    f"{self.schema}.tenant_roles",
-                    ["role_name", "tenant"],
-                    [(roles.tenant_role(t), t) for t in tenants],
-                )
-            roles.check_roles(owner, self.schema)
+                _insert(owner, f"{self.schema}.tenant_roles", ["role_name", "tenant"], wanted)
+        else:
+            ensure_schema(owner, self.schema)
+        roles.check_roles(owner, self.schema)
         return tenants
+
+    def _roles_in_place(self, owner: Any, wanted: list[tuple[str, str]]) -> bool:
+        mapping = f"{self.schema}.tenant_roles"
+        exists = owner.execute("select to_regclass(%s)", (mapping,)).fetchone()
+        if not (exists and exists[0]):
+            return False
+        mapped = owner.execute(f"select role_name, tenant from {mapping} order by 1, 2")
+        if [tuple(row) for row in mapped.fetchall()] != wanted:
+            return False
+        logins = [roles.ALL_TENANTS_ROLE, roles.ANONYMOUS_ROLE, *(role for role, _ in wanted)]
+        found = owner.execute(
+            _ROLES_IN_PLACE_SQL, {"logins": logins, "reader": roles.READER_ROLE}
+        ).fetchone()
+        return bool(found and found[0] == len(logins))
 
     def publish(
         self,
@@ -186,22 +211,19 @@ class ServingPublisher:
     ) -> PublishReport:
         """Publish every published run not served yet (or everything); idempotent."""
         say = progress or (lambda message: log.info("%s", message))
-        self.prepare()
         with postgres_connection(self.settings, self.credentials) as owner:
             owner.autocommit = True
+            self._prepare(owner, always_sync=False)
             owner.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
             try:
-                pending = [row[0] for row in owner.execute(
-                    f"select run_id from transform.runs where {_OURS} and outcome = 'published' "
-                    "and serving is null order by started_at",
-                    {"prefix": self.prefix},
-                )]  # fmt: skip
-                served_before = owner.execute(
-                    f"select exists (select from transform.runs where {_OURS} "
-                    "and serving is not null)",
+                state = owner.execute(
+                    "select coalesce(array_agg(run_id order by started_at) "
+                    "filter (where serving is null), '{}'), coalesce(bool_or(serving is not null), "
+                    f"false) from transform.runs where {_OURS} and outcome = 'published'",
                     {"prefix": self.prefix},
                 ).fetchone()
-                full = full_refresh or not (served_before and served_before[0])
+                pending, served_before = (list(state[0]), state[1]) if state else ([], False)
+                full = full_refresh or not served_before
                 if not full and not pending:
                     return PublishReport(outcome="up_to_date")
                 report = PublishReport(outcome="published", full_refresh=full, runs=pending)

@@ -73,6 +73,14 @@ class Served:
             autocommit=True, connect_timeout=5,
         )  # fmt: skip
 
+    def superuser(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            host=self.settings.host, port=self.settings.postgres.port,
+            user=self.settings.postgres.superuser,
+            password=self.credentials.postgres_superuser_password, dbname="lakehouse",
+            autocommit=True,
+        )  # fmt: skip
+
     def gold_counts(self, table: Any) -> dict[str, int]:
         """Rows per tenant of a serving table's source, read through Trino."""
         cursor = trino_connection(self.settings).cursor()
@@ -227,12 +235,7 @@ def test_what_a_tenant_tries_fails_or_shows_only_its_own_rows(served):
 def test_the_start_check_names_each_unsafe_role(served):
     intruder = roles.tenant_role(f"intruder-{uuid.uuid4().hex[:6]}")
     publisher = ServingPublisher(served.settings, served.credentials)
-    admin = psycopg.connect(
-        host=served.settings.host, port=served.settings.postgres.port,
-        user=served.settings.postgres.superuser,
-        password=served.credentials.postgres_superuser_password, dbname="lakehouse",
-        autocommit=True,
-    )  # fmt: skip
+    admin = served.superuser()
     try:
         admin.execute(f'create role "{intruder}" login superuser')
         with pytest.raises(UnsafeServingRoleError, match=f"{intruder} is a superuser"):
@@ -250,6 +253,35 @@ def test_the_start_check_names_each_unsafe_role(served):
         )
     finally:
         admin.execute(f'drop role if exists "{intruder}"')
+        admin.close()
+
+
+def test_a_publish_gives_every_tenant_its_login_and_restores_a_lost_one(served):
+    newcomer = f"initech-{uuid.uuid4().hex[:6]}"
+    role = roles.tenant_role(newcomer)
+    publisher = ServingPublisher(served.settings, served.credentials)
+    tenant_sql = f"select {served.schema}.current_tenant()"
+    admin = served.superuser()
+    try:
+        with served.owner() as conn:
+            registry.ensure_tenant(conn, newcomer)
+        assert publisher.publish().outcome == "up_to_date"
+        with served.login(role) as conn:
+            assert conn.execute(tenant_sql).fetchone() == (newcomer,)
+        admin.execute(f'drop role "{role}"')
+        assert publisher.publish().outcome == "up_to_date"
+        with served.login(role) as conn:
+            assert conn.execute(tenant_sql).fetchone() == (newcomer,)
+        # Unchanged tenants: the next publish leaves the roles as they are.
+        admin.execute(f'alter role "{role}" connection limit 7')
+        publisher.publish()
+        assert admin.execute(
+            "select rolconnlimit from pg_roles where rolname = %s", (role,)
+        ).fetchone() == (7,)
+    finally:
+        with served.owner() as conn:
+            conn.execute("delete from registry.tenants where tenant = %s", (newcomer,))
+        admin.execute(f'drop role if exists "{role}"')
         admin.close()
 
 
