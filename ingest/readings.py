@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+from lakehouse_edge import rules
 
 from lakehouse.contracts import READINGS_SCHEMA, REJECTED_SCHEMA
 
@@ -55,16 +56,16 @@ REASONS = {
 
 @dataclass(frozen=True)
 class Limits:
-    """What a reading may look like beyond its types."""
+    """What a reading may look like beyond its types (the agent's rules, shared)."""
 
-    max_message_bytes: int = 1 << 20
+    max_message_bytes: int = rules.MAX_ENVELOPE_BYTES
     max_readings_per_envelope: int = 10_000
-    max_identifier_length: int = 128
-    max_unit_length: int = 32
-    max_attrs: int = 32
-    max_attrs_bytes: int = 4096
+    max_identifier_length: int = rules.MAX_IDENTIFIER_LENGTH
+    max_unit_length: int = rules.MAX_UNIT_LENGTH
+    max_attrs: int = rules.MAX_ATTRS
+    max_attrs_bytes: int = rules.MAX_ATTRS_BYTES
     max_future: timedelta = timedelta(days=1)
-    min_event_time: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    min_event_time: datetime = rules.MIN_EVENT_TIME
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`lakehouse-edge run | status | flush`."""
+"""`lakehouse-edge run | status | flush | requeue`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List, Optional
 
-from lakehouse_edge import sources
+from lakehouse_edge import rules, sources
 from lakehouse_edge.clock import ClockGuard
 from lakehouse_edge.config import AgentConfig, ConfigError
 from lakehouse_edge.queue import DurableQueue, QueueFull
@@ -20,21 +20,26 @@ from lakehouse_edge.uploader import Uploader
 log = logging.getLogger("lakehouse_edge")
 
 
-def build_sources(specs: List[Dict[str, Any]]) -> List[Callable[[], List[Dict[str, Any]]]]:
-    built: List[Callable[[], List[Dict[str, Any]]]] = []
+def build_sources(
+    specs: List[Dict[str, Any]], queue: Optional[DurableQueue] = None
+) -> List[sources.Source]:
+    """The configured sources; stateful ones resume where `queue` says they were."""
+    built: List[sources.Source] = []
     for spec in specs:
         kind = spec.get("type")
         if kind == "cpu_temperature":
-            built.append(lambda s=spec: sources.cpu_temperature(
-                s.get("path", "/sys/class/thermal/thermal_zone0/temp")))  # fmt: skip
+            built.append(sources.CpuTemperature(
+                spec.get("path", "/sys/class/thermal/thermal_zone0/temp")))  # fmt: skip
         elif kind == "ds18b20":
-            built.append(lambda s=spec: sources.ds18b20(s.get("root", "/sys/bus/w1/devices")))
+            built.append(sources.DS18B20(spec.get("root", "/sys/bus/w1/devices")))
         elif kind == "file":
-            built.append(sources.FileTail(spec["path"]).read)
+            name = sources.FileTail.state_name(spec["path"])
+            saved = queue.source_state(name) if queue is not None else None
+            built.append(sources.FileTail(spec["path"], saved))
         elif kind == "command":
-            built.append(lambda s=spec: sources.command(s["argv"], s["metric"], s.get("unit", "")))
+            built.append(sources.Command(spec["argv"], spec["metric"], spec.get("unit", "")))
         elif kind == "simulator":
-            built.append(sources.Simulator(spec.get("metrics", 1), spec.get("seed", 0)).read)
+            built.append(sources.Simulator(spec.get("metrics", 1), spec.get("seed", 0)))
         else:
             raise ConfigError(f"unknown source type {kind!r}")
     return built
@@ -46,31 +51,57 @@ def _open(config: AgentConfig) -> DurableQueue:
                         max_rows=config.max_queue, policy=config.queue_policy)  # fmt: skip
 
 
+def sample_once(source: sources.Source, queue: DurableQueue, clock: ClockGuard,
+                room: Optional[int] = None) -> int:  # fmt: skip
+    """Read one source and queue what it gave, with the counts of what was not queued
+    and the source's new position, in one transaction; returns how many were queued."""
+    try:
+        readings = source.read()
+    except Exception as exc:  # a broken sensor must not stop the others
+        log.warning("source %s failed: %s", source.name, exc)
+        source.rollback()
+        return 0
+    counts: Dict[str, int] = {
+        f"invalid:{reason}": n for reason, n in source.take_discarded().items()
+    }
+    stamped = []
+    for reading in readings:
+        found = rules.problem(reading)
+        if found is not None:
+            key = f"invalid:{found[0]}"
+            if key not in counts:
+                log.warning("source %s: reading not queued (%s: %s)", source.name, *found)
+            counts[key] = counts.get(key, 0) + 1
+            continue
+        ts = clock.stamp()
+        if ts is None:
+            counts["clock_skipped"] = counts.get("clock_skipped", 0) + 1
+            continue
+        stamped.append({**reading, "ts": ts})
+    if room is not None:
+        stamped = stamped[: max(room, 0)]
+    state = source.state()
+    positions = {source.name: state} if state is not None else None
+    try:
+        queue.put_many(stamped, counts=counts, source_state=positions)
+    except QueueFull:
+        source.rollback()
+        log.warning("queue full; sampling paused")
+        return 0
+    source.commit()
+    return len(stamped)
+
+
 def sample_loop(config: AgentConfig, queue: DurableQueue, stop: threading.Event) -> None:
-    readers = build_sources(config.sources)
+    readers = build_sources(config.sources, queue)
     clock = ClockGuard(os.path.join(config.state_dir, "clock"))
     while not stop.is_set():
         if config.max_readings and queue.next_seq() > config.max_readings:
             stop.wait(1.0)
             continue
-        for read in readers:
-            try:
-                readings = read()
-            except Exception as exc:  # a broken sensor must not stop the others
-                log.warning("source failed: %s", exc)
-                continue
-            stamped = []
-            for reading in readings:
-                ts = clock.stamp()
-                if ts is not None:
-                    stamped.append({**reading, "ts": ts})
-            if config.max_readings:
-                room = config.max_readings - queue.next_seq() + 1
-                stamped = stamped[: max(room, 0)]
-            try:
-                queue.put_many(stamped)
-            except QueueFull:
-                log.warning("queue full; sampling paused")
+        for source in readers:
+            room = config.max_readings - queue.next_seq() + 1 if config.max_readings else None
+            sample_once(source, queue, clock, room)
         stop.wait(config.interval_seconds)
 
 
@@ -103,7 +134,12 @@ def run(config: AgentConfig) -> int:
 
 def main(argv: "List[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(prog="lakehouse-edge", description=__doc__)
-    parser.add_argument("command", choices=("run", "status", "flush"))
+    parser.add_argument(
+        "command", choices=("run", "status", "flush", "requeue"),
+        help="run: sample and upload; status: counts as JSON (queued, failed and never "
+        "queued, by reason); flush: upload what is queued, then exit; requeue: send the "
+        "readings the gateway refused again",
+    )  # fmt: skip
     parser.add_argument("--config", default="/etc/lakehouse-edge/config.toml")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -113,7 +149,12 @@ def main(argv: "List[str] | None" = None) -> int:
             return run(config)
         queue = _open(config)
         if args.command == "status":
-            print(json.dumps(queue.counts()))
+            reasons = queue.reasons()
+            print(json.dumps({**queue.counts(), "invalid_by_reason": reasons["invalid"],
+                              "failed_by_reason": reasons["failed"]}))  # fmt: skip
+            return 0
+        if args.command == "requeue":
+            print(json.dumps({"requeued": queue.requeue()}))
             return 0
         uploader = Uploader(queue, config.gateway, config.token(),
                             batch_size=config.batch_size, compress=config.gzip)  # fmt: skip

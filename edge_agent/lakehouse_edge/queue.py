@@ -1,12 +1,15 @@
 """A durable store-and-forward queue in SQLite (WAL).
 
 States: ready → inflight (part of a batch being uploaded) → acked; a reading the
-gateway refuses for good becomes failed. On open, inflight rows go back to ready but
-keep their batch id, so the same batch is resent under the same idempotency key and
-the gateway answers with its original receipt instead of accepting it twice.
+gateway refuses for good becomes failed, with the gateway's reason, until
+`lakehouse-edge requeue` makes it ready again. On open, inflight rows go back to ready
+but keep their batch id, so the same batch is resent under the same idempotency key
+and the gateway answers with its original receipt instead of accepting it twice.
 
 `seq` is per device, strictly increasing and persisted in the same transaction as the
-reading, so it survives reboots and power loss.
+reading, so it survives reboots and power loss. So are the counters of what was never
+queued (invalid by reason, clock-skipped, dropped) and each source's position (a file
+tail's inode and offset): a restart neither rereads nor loses a line.
 """
 
 from __future__ import annotations
@@ -29,7 +32,11 @@ create table if not exists readings (
 );
 create index if not exists readings_state on readings (state, seq);
 create table if not exists meta (key text primary key, value integer not null);
+create table if not exists source_state (name text primary key, state text not null);
 """
+# Counters kept in meta beside next_seq; invalid readings are counted per reason too
+# ("invalid:<reason>").
+COUNTERS = ("dropped", "clock_skipped", "invalid")
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,15 @@ class DurableQueue:
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma synchronous=full")
         self._db.executescript(SCHEMA)
+        columns = [row[1] for row in self._db.execute("pragma table_info(readings)")]
+        if "failure" not in columns:  # a queue written by an older agent
+            self._db.execute("alter table readings add column failure text")
         with self._tx():
             self._db.execute("update readings set state = 'ready' where state = 'inflight'")
-            self._db.execute("insert or ignore into meta values ('next_seq', 1), ('dropped', 0)")
+            self._db.execute("insert or ignore into meta values ('next_seq', 1)")
+            self._db.executemany(
+                "insert or ignore into meta values (?, 0)", [(c,) for c in COUNTERS]
+            )
 
     def _tx(self) -> "_Transaction":
         return _Transaction(self._db, self._lock)
@@ -65,15 +78,50 @@ class DurableQueue:
         """Stamp `reading` with the next seq and store it durably; returns the seq."""
         return self.put_many([reading])[0]
 
-    def put_many(self, readings: List[Dict[str, Any]]) -> List[int]:
-        """Store several readings in one transaction (one fsync); returns their seqs."""
+    def put_many(
+        self,
+        readings: List[Dict[str, Any]],
+        *,
+        counts: Optional[Dict[str, int]] = None,
+        source_state: Optional[Dict[str, str]] = None,
+    ) -> List[int]:
+        """Store several readings in one transaction (one fsync); returns their seqs.
+
+        In the same transaction: `counts` are added to the counters (for example
+        {"invalid:non_finite_value": 1}) and `source_state` records where each source
+        has read up to, so the readings and the position move together."""
         with self._tx():
             pending = self._pending()  # counted once, then tracked, not once per reading
             seqs = []
             for reading in readings:
                 seq, pending = self._put(reading, pending)
                 seqs.append(seq)
+            for key, amount in (counts or {}).items():
+                if amount:
+                    self._count(key, amount)
+            for name, state in (source_state or {}).items():
+                self._db.execute(
+                    "insert into source_state values (?, ?) on conflict (name) "
+                    "do update set state = excluded.state",
+                    (name, state),
+                )
             return seqs
+
+    def _count(self, key: str, amount: int) -> None:
+        self._db.execute(
+            "insert into meta values (?, ?) on conflict (key) do update set value = value + ?",
+            (key, amount, amount),
+        )
+        if key.startswith("invalid:"):
+            self._count("invalid", amount)
+
+    def source_state(self, name: str) -> Optional[str]:
+        """What `put_many` last recorded for this source (None: never read)."""
+        with self._lock:
+            row = self._db.execute(
+                "select state from source_state where name = ?", (name,)
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def _put(self, reading: Dict[str, Any], pending: int) -> Tuple[int, int]:
         if pending >= self.max_rows:
@@ -83,7 +131,7 @@ class DurableQueue:
                 "delete from readings where seq = (select min(seq) from readings "
                 "where state = 'ready' and batch_id is null)"
             ).rowcount
-            self._db.execute("update meta set value = value + 1 where key = 'dropped'")
+            self._count("dropped", 1)
             pending -= deleted
         seq = self._meta("next_seq")
         self._db.execute("update meta set value = ? where key = 'next_seq'", (seq + 1,))
@@ -145,11 +193,37 @@ class DurableQueue:
                 "update readings set state = 'ready' where batch_id = ?", (batch.batch_id,)
             )
 
-    def fail(self, batch: Batch) -> None:
+    def fail(self, batch: Batch, reason: str) -> None:
         """The gateway refused the batch for good (4xx): keep it, but stop sending it."""
+        self.fail_seqs(batch.seqs, reason)
+
+    def fail_seqs(self, seqs: List[int], reason: str) -> None:
         with self._tx():
-            self._db.execute(
-                "update readings set state = 'failed' where batch_id = ?", (batch.batch_id,)
+            self._db.executemany(
+                "update readings set state = 'failed', failure = ? where seq = ?",
+                [(reason, seq) for seq in seqs],
+            )
+
+    def unbatch(self, seqs: List[int]) -> None:
+        """Back to ready under no batch id: the gateway accepted none of them, and they
+        go out again in other batches (a batch split in two, the good part of a batch
+        that held a refused reading)."""
+        with self._tx():
+            self._db.executemany(
+                "update readings set state = 'ready', batch_id = null "
+                "where seq = ? and state = 'inflight'",
+                [(seq,) for seq in seqs],
+            )
+
+    def requeue(self) -> int:
+        """Every failed reading back to ready (for example after its device was
+        registered again); returns how many."""
+        with self._tx():
+            return int(
+                self._db.execute(
+                    "update readings set state = 'ready', batch_id = null, failure = null "
+                    "where state = 'failed'"
+                ).rowcount
             )
 
     def counts(self) -> Dict[str, int]:
@@ -157,9 +231,23 @@ class DurableQueue:
             rows = self._db.execute("select state, count(*) from readings group by state")
             counts = {state: 0 for state in ("ready", "inflight", "acked", "failed")}
             counts.update(dict(rows.fetchall()))
-            counts["dropped"] = self._meta("dropped")
+            for counter in COUNTERS:
+                counts[counter] = self._meta(counter)
             counts["next_seq"] = self._meta("next_seq")
             return counts
+
+    def reasons(self) -> Dict[str, Dict[str, int]]:
+        """Invalid readings (never queued) and failed ones (refused by the gateway),
+        each by reason."""
+        with self._lock:
+            invalid = self._db.execute(
+                "select substr(key, 9), value from meta where key like 'invalid:%' order by 1"
+            ).fetchall()
+            failed = self._db.execute(
+                "select coalesce(failure, 'unknown'), count(*) from readings "
+                "where state = 'failed' group by 1 order by 1"
+            ).fetchall()
+        return {"invalid": dict(invalid), "failed": dict(failed)}
 
     def _pending(self) -> int:
         row = self._db.execute(

@@ -1,4 +1,9 @@
-"""Send queued batches to the gateway: gzip, idempotency key, retries with backoff."""
+"""Send queued batches to the gateway: gzip, idempotency key, retries with backoff.
+
+What the gateway refuses for good is parked as failed with its reason, and only that:
+a batch too large for one message is split and sent again; a batch with a refused
+reading fails that reading and sends the others again under a new batch id (the
+gateway accepted none of them)."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Optional
+from typing import Any, Dict, Optional, Tuple
 
 from lakehouse_edge.queue import Batch, DurableQueue
 from lakehouse_edge.retry import RetryPolicy
@@ -37,7 +42,7 @@ class Uploader:
         batch = self.queue.next_batch(self.batch_size)
         if batch is None:
             return 1.0
-        status, retry_after = self._post(batch)
+        status, retry_after, problem = self._post(batch)
         if status in (200, 202):
             self.queue.ack(batch)
             self.retry.succeeded()
@@ -47,9 +52,8 @@ class Uploader:
                 )
                 self.failing_since = None
             return None
-        if status in PERMANENT:
-            log.error("gateway refused batch %s for good (HTTP %s)", batch.batch_id, status)
-            self.queue.fail(batch)
+        if isinstance(status, int) and status in PERMANENT:
+            self._refused(batch, status, problem)
             return None
         self.queue.release(batch)
         delay = self.retry.next_delay(retry_after)
@@ -61,7 +65,34 @@ class Uploader:
             log.debug("upload failed (%s); retrying in %.1f s", status, delay)
         return delay
 
-    def _post(self, batch: Batch) -> "tuple[int | str, Optional[float]]":
+    def _refused(self, batch: Batch, status: int, problem: Dict[str, Any]) -> None:
+        code = str(problem.get("type", "")).rsplit("/", 1)[-1] or f"http_{status}"
+        if status == 413 and len(batch.seqs) > 1:
+            self.batch_size = max(1, len(batch.seqs) // 2)
+            log.warning("gateway: batch of %d readings too large (%s); sending batches of "
+                        "at most %d", len(batch.seqs), code, self.batch_size)  # fmt: skip
+            self.queue.unbatch(batch.seqs)
+            return
+        errors = problem.get("errors") if status == 400 else None
+        if isinstance(errors, list) and errors:
+            bad: Dict[int, str] = {}
+            for error in errors:
+                index = error.get("index") if isinstance(error, dict) else None
+                if isinstance(index, int) and 0 <= index < len(batch.seqs):
+                    bad[batch.seqs[index]] = str(error.get("reason") or code)
+            if bad and len(bad) == len(errors):
+                for reason in set(bad.values()):
+                    self.queue.fail_seqs([s for s, r in bad.items() if r == reason], reason)
+                self.queue.unbatch([s for s in batch.seqs if s not in bad])
+                log.error("gateway refused %d reading(s) of batch %s (%s); sending the "
+                          "other %d again", len(bad), batch.batch_id,
+                          ", ".join(sorted(set(bad.values()))),
+                          len(batch.seqs) - len(bad))  # fmt: skip
+                return
+        log.error("gateway refused batch %s for good (HTTP %s, %s)", batch.batch_id, status, code)
+        self.queue.fail(batch, code)
+
+    def _post(self, batch: Batch) -> "Tuple[int | str, Optional[float], Dict[str, Any]]":
         body = json.dumps(batch.readings, separators=(",", ":")).encode()
         headers = {
             "Authorization": f"Bearer {self.token}",
@@ -74,11 +105,11 @@ class Uploader:
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.status, None
+                return response.status, None, {}
         except urllib.error.HTTPError as exc:
-            return exc.code, _retry_after(exc.headers.get("Retry-After"))
+            return exc.code, _retry_after(exc.headers.get("Retry-After")), _problem(exc)
         except (urllib.error.URLError, OSError) as exc:
-            return f"network: {exc}", None
+            return f"network: {exc}", None, {}
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -99,6 +130,15 @@ class Uploader:
             delay = self.send_one()
             if delay:
                 threading.Event().wait(delay)
+
+
+def _problem(error: urllib.error.HTTPError) -> Dict[str, Any]:
+    """The problem+json body of a refusal ({} when there is none)."""
+    try:
+        body = json.loads(error.read(1 << 20) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def _retry_after(value: Optional[str]) -> Optional[float]:

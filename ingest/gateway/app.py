@@ -24,6 +24,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from lakehouse_edge import rules
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -40,7 +41,7 @@ from ingest.gateway.auth import Authenticator
 from ingest.gateway.body import parse_readings, read_body
 from ingest.gateway.locate import LocateFailed, find_envelope
 from ingest.gateway.problems import Problem
-from ingest.gateway.producer import AsyncProducer, KafkaUnavailable
+from ingest.gateway.producer import AsyncProducer, KafkaUnavailable, MessageTooLarge
 from ingest.gateway.ratelimit import RateLimiter
 from ingest.gateway.receipts import ReceiptStore, Reservation
 from ingest.readings import Limits, ReadingsBuilder, Rejected
@@ -243,9 +244,15 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
             )
         _validate(items, identity, limits)
         readings_json = orjson.dumps(items)
+        device_id = identity.device_id
+        # The readings are serialised once, for the digest and the envelope alike.
+        head = orjson.dumps({"device_id": device_id, "tenant": identity.tenant,
+                             "site": identity.site, "batch_id": batch_id})  # fmt: skip
+        envelope = head[:-1] + b',"readings":' + readings_json + b"}"
+        if len(envelope) > rules.MAX_ENVELOPE_BYTES:
+            raise _too_large(len(items), len(envelope))
         digest = hashlib.sha256(readings_json).digest()
         receipts: ReceiptStore = state["receipts"]
-        device_id = identity.device_id
         reservation = await receipts.reserve(device_id, batch_id, digest)
         if reservation.state == "done" and reservation.receipt is not None:
             return _replay(reservation, digest, batch_id, metrics)
@@ -253,16 +260,15 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
             found = await _settle_reservation(reservation, device_id, batch_id, digest)
             if found is not None:
                 return found
-        # The readings are serialised once, for the digest and the envelope alike.
-        head = orjson.dumps({"device_id": device_id, "tenant": identity.tenant,
-                             "site": identity.site, "batch_id": batch_id})  # fmt: skip
-        envelope = head[:-1] + b',"readings":' + readings_json + b"}"
         try:
             partition, offset = await _with_timeout(
                 state["producer"].send(settings.kafka.topic, device_id.encode(), envelope),
                 # librdkafka reports its own timeout first; this only guards the await.
                 config.delivery_timeout_seconds + 2,
             )
+        except MessageTooLarge:
+            # Checked above; only a broker configured below the limit gets here.
+            raise _too_large(len(items), len(envelope)) from None
         except KafkaUnavailable as exc:
             kafka_outage.failed(exc)
             # The reservation stays: a timed-out send may still have reached the broker,
@@ -430,6 +436,14 @@ def _replay(reservation: Reservation, digest: bytes, batch_id: str, metrics: Met
         raise _conflict(batch_id)
     metrics.requests.labels("200").inc()
     return JSONResponse(reservation.receipt, status_code=200)
+
+
+def _too_large(readings: int, size: int) -> Problem:
+    """A batch whose Kafka message would exceed the limit: the device splits it."""
+    fits = max(1, readings * rules.MAX_ENVELOPE_BYTES // size)
+    return Problem(413, "batch-too-large",
+                   f"the batch makes a message of {size} bytes > {rules.MAX_ENVELOPE_BYTES}; "
+                   f"send at most {fits} of these readings per batch")  # fmt: skip
 
 
 def _conflict(batch_id: str) -> Problem:

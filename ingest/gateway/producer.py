@@ -11,13 +11,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from lakehouse_edge.rules import MAX_ENVELOPE_BYTES
 
 POLL_INTERVAL_SECONDS = 0.001
+# Room for the record's own framing above the largest envelope (the broker allows 4 MiB).
+MESSAGE_MAX_BYTES = 2 * MAX_ENVELOPE_BYTES
 
 
 class KafkaUnavailable(Exception):
     """The broker did not acknowledge in time."""
+
+
+class MessageTooLarge(Exception):
+    """Kafka refuses a message this large; retrying cannot help."""
 
 
 class AsyncProducer:
@@ -32,6 +39,7 @@ class AsyncProducer:
                 "enable.idempotence": True,
                 "linger.ms": 2,
                 "compression.type": "lz4",
+                "message.max.bytes": MESSAGE_MAX_BYTES,
                 "message.timeout.ms": int(delivery_timeout * 1000),
             }
         )
@@ -48,7 +56,9 @@ class AsyncProducer:
             self._outstanding -= 1
             if future.done():  # the sender gave up waiting
                 return
-            if error is not None:
+            if error is not None and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                future.set_exception(MessageTooLarge(str(error)))
+            elif error is not None:
                 future.set_exception(KafkaUnavailable(str(error)))
             else:
                 future.set_result((message.partition() or 0, message.offset() or 0))
@@ -57,6 +67,10 @@ class AsyncProducer:
             self._producer.produce(topic, value=value, key=key, on_delivery=delivered)
         except BufferError as exc:
             raise KafkaUnavailable("the producer queue is full") from exc
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                raise MessageTooLarge(str(exc)) from exc
+            raise KafkaUnavailable(str(exc)) from exc
         self._outstanding += 1
         if self._timer is None:
             self._timer = loop.call_later(POLL_INTERVAL_SECONDS, self._poll, loop)

@@ -1,7 +1,8 @@
-"""Device to bronze through network cuts and power loss: every reading exactly once.
+"""Device to bronze through network cuts, power loss and refusals: every reading
+exactly once, or parked on the device with the gateway's reason.
 
-Checked in bronze (silver does not exist yet): the rows of the device are counted raw
-and deduplicated on (device_id, seq); both must equal the readings sampled.
+Checked in bronze: the rows of the device are counted raw and deduplicated on
+(device_id, seq); both must equal the readings sampled.
 """
 
 from __future__ import annotations
@@ -12,14 +13,22 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from lakehouse_edge.queue import DurableQueue
 
 from lakehouse import registry
 from lakehouse.clients import postgres_connection, trino_connection
 from tests.gateway_process import start_gateway
-from tests.integration.conftest import free_port, start_consumer, stop_consumer
+from tests.integration.conftest import (
+    device_counts,
+    free_port,
+    start_consumer,
+    stop_consumer,
+    wait_for_device,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -46,11 +55,12 @@ def kill_9(proc: subprocess.Popen) -> None:
     assert proc.wait(30) == -signal.SIGKILL
 
 
-def test_network_cut_and_power_loss_lose_and_duplicate_nothing(
-    stack, stack_settings, credentials, tmp_path, consumer_log
-):
+def device_config(
+    settings, credentials, tmp_path: Path, port: int, extra: str = ""
+) -> tuple[str, Path]:
+    """A registered device and its agent configuration: (device id, config path)."""
     device = f"edge-{os.urandom(4).hex()}"
-    with postgres_connection(stack_settings, credentials) as conn:
+    with postgres_connection(settings, credentials) as conn:
         conn.autocommit = True
         registry.ensure_schema(conn)
         token = registry.register(conn, device, tenant="tenant-01", site="site-edge",
@@ -58,13 +68,23 @@ def test_network_cut_and_power_loss_lose_and_duplicate_nothing(
     token_file = tmp_path / "token"
     token_file.write_text(token)
     token_file.chmod(0o600)
-    port = free_port()
     config = tmp_path / "config.toml"
     config.write_text(
         f'gateway = "http://127.0.0.1:{port}"\ntoken_file = "{token_file}"\n'
         f'state_dir = "{tmp_path / "state"}"\ninterval_seconds = 0.05\nbatch_size = 500\n'
-        f'max_readings = {READINGS}\n\n[[sources]]\ntype = "simulator"\nmetrics = 50\n'
+        f"{extra}"
     )
+    return device, config
+
+
+def test_network_cut_and_power_loss_lose_and_duplicate_nothing(
+    stack, stack_settings, credentials, tmp_path, consumer_log
+):
+    port = free_port()
+    device, config = device_config(
+        stack_settings, credentials, tmp_path, port,
+        f'max_readings = {READINGS}\n\n[[sources]]\ntype = "simulator"\nmetrics = 50\n',
+    )  # fmt: skip
     gateway_log = tmp_path / "gateway.log"
     agent_log = (tmp_path / "agent.log").open("ab")
     topic = stack_settings.kafka.topic
@@ -114,6 +134,59 @@ def test_network_cut_and_power_loss_lose_and_duplicate_nothing(
         assert rows == [READINGS, READINGS, 1, READINGS]
     finally:
         agent_log.close()
+        gateway.terminate()
+        gateway.wait(30)
+        assert stop_consumer(consumer) == 0
+
+
+def test_a_refused_reading_is_parked_with_its_reason_and_a_large_batch_is_split(
+    stack, stack_settings, credentials, tmp_path, consumer_log
+):
+    """A batch holding two readings the gateway refuses (as an older agent would have
+    queued them) and too large for one Kafka message: the two are parked as failed
+    with the gateway's reasons, the other 410 reach bronze once each."""
+    port = free_port()
+    device, config = device_config(stack_settings, credentials, tmp_path, port)
+    now = datetime.now(UTC)
+    stamp = now.isoformat().replace("+00:00", "Z")
+    padding = {f"k{i}": "x" * 90 for i in range(32)}  # ~3 KB: 410 of them make > 1 MiB
+    readings = [{"metric": "t", "value": float(i), "ts": stamp, "attrs": padding}
+                for i in range(410)]  # fmt: skip
+    readings.insert(5, {"metric": "t", "value": "7", "ts": stamp})
+    ahead = (now + timedelta(days=2)).isoformat()
+    readings.insert(300, {"metric": "t", "value": 1.0, "ts": ahead})
+    (tmp_path / "state").mkdir()
+    queue = DurableQueue(str(tmp_path / "state" / "queue.db"))
+    queue.put_many(readings)
+    queue.close()
+    consumer = start_consumer(stack_settings.kafka.topic, stack_settings.ingest.group_id,
+                              "--max-age", "2", log=consumer_log)  # fmt: skip
+    gateway = start_gateway(port, tmp_path / "gateway.log")
+    try:
+        flushed = subprocess.run(
+            [sys.executable, "-m", "lakehouse_edge", "flush", "--config", str(config)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert flushed.returncode == 1, flushed.stderr  # something failed for good
+        assert "batch of 410 readings too large (batch-too-large)" in flushed.stderr
+        status = queue_status(config)
+        assert (status["acked"], status["failed"], status["ready"]) == (410, 2, 0)
+        assert status["failed_by_reason"] == {"ts_in_future": 1, "wrong_type": 1}
+        assert wait_for_device(stack_settings, device, 410) == (410, 410)
+        # Requeued, they are refused again for the same reasons and nothing is doubled.
+        requeued = subprocess.run(
+            [sys.executable, "-m", "lakehouse_edge", "requeue", "--config", str(config)],
+            capture_output=True, text=True, check=True, timeout=30,
+        )  # fmt: skip
+        assert json.loads(requeued.stdout) == {"requeued": 2}
+        flushed = subprocess.run(
+            [sys.executable, "-m", "lakehouse_edge", "flush", "--config", str(config)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert flushed.returncode == 1
+        assert queue_status(config)["failed_by_reason"] == {"ts_in_future": 1, "wrong_type": 1}
+        assert device_counts(stack_settings, device) == (410, 410)
+    finally:
         gateway.terminate()
         gateway.wait(30)
         assert stop_consumer(consumer) == 0

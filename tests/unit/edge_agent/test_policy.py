@@ -21,15 +21,30 @@ def test_backoff_doubles_to_the_cap_honours_retry_after_and_resets():
 
 
 def test_clock_guard_refuses_1970_and_going_backwards(tmp_path, monkeypatch):
-    guard = ClockGuard(str(tmp_path / "clock"))
+    guard = ClockGuard(str(tmp_path / "clock"), synchronised=lambda: False)
     monkeypatch.setattr(clock.time, "time", lambda: 86_400.0)  # 1970-01-02
     assert guard.stamp() is None
     monkeypatch.setattr(clock.time, "time", lambda: 1_795_000_000.0)
     assert guard.stamp() == "2026-11-18T11:06:40.000Z"
     monkeypatch.setattr(clock.time, "time", lambda: 1_794_000_000.0)  # jumped back
     assert guard.stamp() is None
-    assert guard.skipped == 2
     assert ClockGuard(str(tmp_path / "clock")).newest == 1_795_000_000.0  # persisted
+
+
+def test_a_synchronised_clock_that_went_back_is_trusted(tmp_path, monkeypatch):
+    """A jump forward, then NTP puts the clock right: sampling goes on at once."""
+    synced = [False]
+    guard = ClockGuard(str(tmp_path / "clock"), synchronised=lambda: synced[0])
+    monkeypatch.setattr(clock.time, "time", lambda: 1_795_000_000.0)  # an hour fast
+    assert guard.stamp() is not None
+    monkeypatch.setattr(clock.time, "time", lambda: 1_794_996_400.0)
+    assert guard.stamp() is None  # not synchronised yet: cannot tell which is right
+    synced[0] = True
+    assert guard.stamp() == "2026-11-18T10:06:40.000Z"
+    assert ClockGuard(str(tmp_path / "clock")).newest == 1_794_996_400.0
+    synced[0] = False
+    monkeypatch.setattr(clock.time, "time", lambda: 1_794_996_401.5)
+    assert guard.stamp() is not None
 
 
 def test_token_file_must_be_private(tmp_path):

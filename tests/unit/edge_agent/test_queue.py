@@ -36,9 +36,71 @@ def test_release_keeps_the_batch_and_fail_parks_it(tmp_path):
     first = queue.next_batch(2)
     queue.release(first)
     assert queue.next_batch(10).batch_id == first.batch_id
-    queue.fail(first)
+    queue.fail(first, "idempotency-conflict")
     assert queue.counts()["failed"] == 2
+    assert queue.reasons()["failed"] == {"idempotency-conflict": 2}
     assert queue.next_batch(10).seqs == [3, 4]
+
+
+def test_requeue_sends_failed_readings_again_under_a_new_batch(tmp_path):
+    queue = DurableQueue(str(tmp_path / "q.db"))
+    queue.put_many([{"metric": "m", "value": i} for i in range(3)])
+    first = queue.next_batch(10)
+    queue.fail(first, "http_403")
+    assert queue.next_batch(10) is None
+    assert queue.requeue() == 3
+    again = queue.next_batch(10)
+    assert again.seqs == [1, 2, 3] and again.batch_id != first.batch_id
+    assert queue.counts()["failed"] == 0 and queue.reasons()["failed"] == {}
+
+
+def test_unbatch_returns_part_of_a_batch_to_be_sent_in_others(tmp_path):
+    queue = DurableQueue(str(tmp_path / "q.db"))
+    queue.put_many([{"metric": "m", "value": i} for i in range(4)])
+    batch = queue.next_batch(10)
+    queue.fail_seqs([2], "non_finite_value")
+    queue.unbatch([1, 3, 4])
+    again = queue.next_batch(10)
+    assert again.seqs == [1, 3, 4] and again.batch_id != batch.batch_id
+    assert queue.reasons()["failed"] == {"non_finite_value": 1}
+
+
+def test_counters_and_source_positions_commit_with_the_readings(tmp_path):
+    path = str(tmp_path / "q.db")
+    queue = DurableQueue(path, max_rows=2, policy="pause")
+    queue.put_many([{"metric": "m", "value": 1}], counts={"invalid:non_finite_value": 2,
+                   "clock_skipped": 1}, source_state={"file:/x": "7"})  # fmt: skip
+    with pytest.raises(QueueFull):
+        queue.put_many([{"metric": "m", "value": i} for i in range(2)],
+                       counts={"clock_skipped": 5}, source_state={"file:/x": "9"})  # fmt: skip
+    queue.close()
+    reopened = DurableQueue(path)
+    counts = reopened.counts()
+    assert (counts["invalid"], counts["clock_skipped"], counts["ready"]) == (2, 1, 1)
+    assert reopened.reasons()["invalid"] == {"non_finite_value": 2}
+    assert reopened.source_state("file:/x") == "7"
+    assert reopened.source_state("file:/y") is None
+
+
+def test_a_queue_of_an_older_agent_opens_with_its_readings(tmp_path):
+    path = str(tmp_path / "q.db")
+    old = sqlite3.connect(path)
+    old.executescript(
+        "create table readings (seq integer primary key, payload text not null, "
+        "state text not null, batch_id text, created_at real not null);"
+        "create table meta (key text primary key, value integer not null);"
+        "insert into meta values ('next_seq', 3), ('dropped', 4);"
+        """insert into readings values (1, '{"seq":1}', 'failed', 'b', 0), """
+        """(2, '{"seq":2}', 'ready', null, 0);"""
+    )
+    old.commit()
+    old.close()
+    queue = DurableQueue(path)
+    counts = queue.counts()
+    assert (counts["failed"], counts["ready"], counts["dropped"], counts["next_seq"]) == (
+        1, 1, 4, 3,
+    )  # fmt: skip
+    assert queue.reasons()["failed"] == {"unknown": 1}
 
 
 def test_bounded_queue_drops_oldest_and_counts(tmp_path):
