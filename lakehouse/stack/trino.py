@@ -271,6 +271,9 @@ def apply_security(settings: Settings, credentials: Credentials) -> None:
             os.chown(path, owner.pw_uid, owner.pw_gid)
 
 
+MAX_PARTITIONS_PER_WRITER = 4000
+
+
 def lake_catalog_properties(settings: Settings, ref: str = "main") -> dict[str, str]:
     """Iceberg catalog properties for one Nessie branch through its REST endpoint.
 
@@ -283,6 +286,10 @@ def lake_catalog_properties(settings: Settings, ref: str = "main") -> dict[str, 
         "iceberg.rest-catalog.uri": iceberg_rest_url(settings, ref),
         "iceberg.rest-catalog.security": "NONE",
         "iceberg.rest-catalog.vended-credentials-enabled": "false",
+        # A backfill writes every day it spans in one statement (silver and
+        # anomaly_scores are partitioned by day): the default of 100 fails any load
+        # longer than about three months. 4,000 days is eleven years.
+        "iceberg.max-partitions-per-writer": str(MAX_PARTITIONS_PER_WRITER),
         "fs.native-s3.enabled": "true",
         "s3.endpoint": s3_endpoint(settings),
         "s3.region": settings.minio.region,

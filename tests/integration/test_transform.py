@@ -456,6 +456,41 @@ def test_a_device_registered_late_gets_its_quarantined_readings_back(env):
     assert env.contents() == incremental
 
 
+def test_two_year_long_backfills_both_publish(env):
+    """Each backfill spans more than a year of days, so one statement writes hundreds of
+    day partitions (silver and anomaly_scores): more than a Trino writer's default limit
+    of 100 open partitions."""
+    days = 370
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    tenant, site = env.devices["a"][1], env.devices["a"][2]
+    for load, first_day in enumerate((start, start + timedelta(days=days))):
+        devices = [(f"bf{load}{n}-{env.u}", tenant, site) for n in range(2)]
+        with postgres_connection(env.settings, env.credentials) as conn:
+            conn.autocommit = True
+            for device in devices:
+                registry.register(conn, device[0], tenant=tenant, site=site, since=start)
+        rows = [
+            (device, reading(h + 1, 0, "temperature", 20.0 + (h % 24) / 4,
+                             ts=first_day + timedelta(hours=h)))
+            for device in devices
+            for h in range(days * 24)
+        ]  # fmt: skip
+        append_from_kafka(env.table, rows, partition=load, per_message=100)
+        report = env.run()
+        assert report.outcome == "published", report.error
+        listed = ", ".join(f"'{d[0]}'" for d in devices)
+        assert env.query(
+            "select count(*), count(distinct date(ts)) from {p}silver.readings "
+            f"where device_id in ({listed})"
+        ) == [[2 * days * 24, days]]
+        assert env.query(
+            f"select count(*) from {{p}}gold.fct_device_hourly where device_id in ({listed})"
+        ) == [[2 * days * 24]]
+        assert env.query(
+            f"select count(*) from {{p}}platinum.anomaly_scores where device_id in ({listed})"
+        ) == [[2 * days * 24]]
+
+
 # ---------------------------------------------------------------------------------------
 # Write-audit-publish
 
