@@ -15,8 +15,9 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from psycopg import sql
@@ -32,10 +33,6 @@ from lakehouse.serving.tables import TABLES, ServingTable
 from lakehouse.transform import runs
 
 log = logging.getLogger(__name__)
-
-# Up to this many touched series go into the Trino queries as literal rows; beyond,
-# each query reads them from silver again.
-MAX_LITERAL_SERIES = 2000
 
 # The runs of this schema prefix (runs record the prefix they wrote under).
 _OURS = "coalesce(schema_prefix, '') = %(prefix)s"
@@ -156,6 +153,35 @@ where r.rolcanlogin and r.rolname = any(%(logins)s)
 """
 
 
+class Scope:
+    """Which rows of a table one run changed, from its touched series (device, site,
+    metric, first hour, last hour); the same groups `_delete_sql` deletes."""
+
+    def __init__(self, touched: list[tuple[Any, ...]]) -> None:
+        self.hours: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+        self.days: dict[tuple[str, str], tuple[date, date]] = {}
+        for device_id, site, metric, lo, hi in touched:
+            self.hours[(device_id, metric)] = _widen(self.hours.get((device_id, metric)), lo, hi)
+            days = (lo.astimezone(UTC).date(), hi.astimezone(UTC).date())
+            self.days[(site, metric)] = _widen(self.days.get((site, metric)), *days)
+
+    def holds(self, table: ServingTable, row: tuple[Any, ...]) -> bool:
+        value = dict(zip(table.column_names, row, strict=True))
+        if table.scope == "days":
+            span = self.days.get((value["site"], value["metric"]))
+            return span is not None and span[0] <= value["day"] <= span[1]
+        hours = self.hours.get((value["device_id"], value["metric"]))
+        if hours is None:
+            return False
+        if table.scope == "since":
+            return bool(value["hour"] >= hours[0])
+        return bool(hours[0] <= value["hour"] <= hours[1])
+
+
+def _widen(span: tuple[Any, Any] | None, lo: Any, hi: Any) -> tuple[Any, Any]:
+    return (lo, hi) if span is None else (min(span[0], lo), max(span[1], hi))
+
+
 class ServingPublisher:
     def __init__(self, settings: Settings, credentials: Credentials) -> None:
         self.settings = settings
@@ -254,68 +280,55 @@ class ServingPublisher:
             f'from "{self.prefix}silver".readings where run_id in ({listed}) group by 1, 2, 3'
         )
 
-    def _source_sql(
-        self, table: ServingTable, full: bool, touched: str, since: datetime | None = None
-    ) -> str:
-        """The rows of `table` to publish; `touched` is a relation of the touched series,
-        `since` their earliest hour (a bound that lets Iceberg skip older files)."""
+    def _source_sql(self, table: ServingTable, full: bool, since: datetime | None) -> str:
+        """The rows of `table` to publish: all of them, or (incrementally) those from the
+        touched series' earliest hour on, a bound that lets Iceberg skip older files.
+        `in_scope` then keeps exactly the touched groups."""
         source = f'"{self.prefix}{table.layer}"."{table.source}" as s'
-        select = f"select {table.select_list()} from {source}"
-        if full or table.scope == "all":
-            return f"{select} where {table.where}"
-        join = {
-            "hours": (
-                f"{touched} as t on t.device_id = s.device_id and t.metric = s.metric "
-                "and s.hour between t.lo and t.hi"
-            ),
-            "days": (
-                f"(select site, metric, min(lo) as lo, max(hi) as hi from {touched} as u "
-                "group by 1, 2) as t on t.site = s.site and t.metric = s.metric "
-                "and s.day between cast(t.lo as date) and cast(t.hi as date)"
-            ),
-            "since": (
-                f"(select device_id, metric, min(lo) as lo from {touched} as u group by 1, 2) "
-                "as t on t.device_id = s.device_id and t.metric = s.metric and s.hour >= t.lo"
-            ),
-        }[table.scope]
-        bound = ""
-        if since is not None and table.time_column is not None:
-            low = _literal(since)
-            bound = f" and s.{table.time_column} >= " + (
-                f"cast({low} as date)" if table.time_column == "day" else low
-            )
-        return f"{select} join {join} where {table.where}{bound}"
+        select = f"select {table.select_list()} from {source} where {table.where}"
+        if full or table.scope == "all" or since is None or table.time_column is None:
+            return select
+        low = _literal(since)
+        return f"{select} and s.{table.time_column} >= " + (
+            f"cast({low} as date)" if table.time_column == "day" else low
+        )
 
     def _read(
         self, pending: list[str], *, full: bool, say: Callable[[str], None]
     ) -> tuple[list[tuple[Any, ...]], dict[str, list[tuple[Any, ...]]]]:
-        cursor = trino_connection(
+        """The touched series, then every table's rows, read in parallel (each query is
+        small; its fixed cost in Trino is most of its time)."""
+        touched: list[tuple[Any, ...]] = []
+        since = None
+        if not full and pending:
+            cursor = self._trino()
+            cursor.execute(f"show tables from \"{self.prefix}silver\" like 'run_series'")
+            recorded = bool(cursor.fetchall())
+            cursor.execute(self._touched_sql(pending, recorded=recorded))
+            touched = [tuple(row) for row in cursor.fetchall()]
+            since = min((row[3] for row in touched), default=None)
+        scope = Scope(touched)
+
+        def read(table: ServingTable) -> list[tuple[Any, ...]]:
+            if not full and table.scope != "all" and not touched:
+                return []
+            cursor = self._trino()
+            cursor.execute(self._source_sql(table, full, since))
+            rows = [tuple(row) for row in cursor.fetchall()]
+            if not full and table.scope != "all":
+                rows = [row for row in rows if scope.holds(table, row)]
+            say(f"read {len(rows):,} row(s) of {table.layer}.{table.source}")
+            return rows
+
+        with ThreadPoolExecutor(max_workers=len(TABLES)) as pool:
+            read_rows = dict(zip((t.name for t in TABLES), pool.map(read, TABLES), strict=True))
+        return touched, read_rows
+
+    def _trino(self) -> Any:
+        return trino_connection(
             self.settings, catalog="lake", user=self.settings.transform.trino_user,
             credentials=self.credentials,
         ).cursor()  # fmt: skip
-        touched: list[tuple[Any, ...]] = []
-        relation = ""
-        since = None
-        if not full and pending:
-            cursor.execute(f"show tables from \"{self.prefix}silver\" like 'run_series'")
-            recorded = bool(cursor.fetchall())
-            touched_sql = self._touched_sql(pending, recorded=recorded)
-            cursor.execute(touched_sql)
-            touched = [tuple(row) for row in cursor.fetchall()]
-            # The series go back into each query as literal rows (read once).
-            relation = (
-                _values(touched) if len(touched) <= MAX_LITERAL_SERIES else f"({touched_sql})"
-            )
-            since = min((row[3] for row in touched), default=None)
-        rows: dict[str, list[tuple[Any, ...]]] = {}
-        for table in TABLES:
-            if not full and table.scope != "all" and not touched:
-                rows[table.name] = []
-                continue
-            cursor.execute(self._source_sql(table, full, relation, since))
-            rows[table.name] = [tuple(row) for row in cursor.fetchall()]
-            say(f"read {len(rows[table.name]):,} row(s) of {table.layer}.{table.source}")
-        return touched, rows
 
     # -- writing to PostgreSQL, one transaction -------------------------------------------
     def _write(
@@ -372,12 +385,6 @@ def _literal(value: Any) -> str:
     if isinstance(value, datetime):
         return f"from_iso8601_timestamp_nanos('{value.astimezone(UTC).isoformat()}')"
     return "'" + str(value).replace("'", "''") + "'"
-
-
-def _values(series: list[tuple[Any, ...]]) -> str:
-    """Touched series as a Trino relation of literal rows."""
-    rows = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in series)
-    return f"(select * from (values {rows}) as v (device_id, site, metric, lo, hi))"
 
 
 def _copy(conn: Any, target: str, columns: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
