@@ -12,8 +12,6 @@ Readings sampled while the clock is wrong are not queued; the caller counts them
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import time
@@ -27,7 +25,13 @@ _TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
 
 
 def kernel_clock_synchronised() -> Optional[bool]:
-    """What adjtimex(2) says of the system clock (None where it cannot be asked)."""
+    """What adjtimex(2) says of the system clock (None where it cannot be asked).
+
+    ctypes is imported here: it is needed only when the clock went back, and the agent
+    keeps its memory small on a Pi."""
+    import ctypes
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         timex = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
