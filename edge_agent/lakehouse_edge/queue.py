@@ -195,24 +195,22 @@ class DurableQueue:
 
     def fail(self, batch: Batch, reason: str) -> None:
         """The gateway refused the batch for good (4xx): keep it, but stop sending it."""
-        self.fail_seqs(batch.seqs, reason)
+        self.refuse(batch, {seq: reason for seq in batch.seqs})
 
-    def fail_seqs(self, seqs: List[int], reason: str) -> None:
+    def refuse(self, batch: Batch, failed: Dict[int, str]) -> None:
+        """The gateway accepted none of `batch`: the `failed` seqs are parked with their
+        reasons, and the rest go back to ready under no batch id, to go out again in
+        other batches (a batch split in two, the good part of a batch that held a
+        refused reading). One transaction."""
         with self._tx():
             self._db.executemany(
                 "update readings set state = 'failed', failure = ? where seq = ?",
-                [(reason, seq) for seq in seqs],
+                [(reason, seq) for seq, reason in failed.items()],
             )
-
-    def unbatch(self, seqs: List[int]) -> None:
-        """Back to ready under no batch id: the gateway accepted none of them, and they
-        go out again in other batches (a batch split in two, the good part of a batch
-        that held a refused reading)."""
-        with self._tx():
             self._db.executemany(
                 "update readings set state = 'ready', batch_id = null "
                 "where seq = ? and state = 'inflight'",
-                [(seq,) for seq in seqs],
+                [(seq,) for seq in batch.seqs if seq not in failed],
             )
 
     def requeue(self) -> int:

@@ -19,6 +19,7 @@ import os
 import random
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from typing import Any, Dict, Iterator, List, Optional
 
 Reading = Dict[str, Any]
@@ -29,14 +30,15 @@ log = logging.getLogger(__name__)
 DS18B20_POWER_ON_MILLIDEGREES = 85000
 
 
-class Source:
+class Source(ABC):
     name = "source"
 
     def __init__(self) -> None:
         self.discarded: Dict[str, int] = {}
 
+    @abstractmethod
     def read(self) -> List[Reading]:
-        raise NotImplementedError
+        """The readings that are new since the last call."""
 
     def take_discarded(self) -> Dict[str, int]:
         taken, self.discarded = self.discarded, {}
@@ -49,10 +51,11 @@ class Source:
         """Where the last read got to, to store with its readings (None: stateless)."""
         return None
 
-    def commit(self) -> None:
+    # Hooks a stateful source overrides; a stateless one has nothing to keep.
+    def commit(self) -> None:  # noqa: B027
         """The readings of the last read are queued."""
 
-    def rollback(self) -> None:
+    def rollback(self) -> None:  # noqa: B027
         """The readings of the last read were not queued: read them again next time."""
 
 

@@ -71,7 +71,7 @@ class Uploader:
             self.batch_size = max(1, len(batch.seqs) // 2)
             log.warning("gateway: batch of %d readings too large (%s); sending batches of "
                         "at most %d", len(batch.seqs), code, self.batch_size)  # fmt: skip
-            self.queue.unbatch(batch.seqs)
+            self.queue.refuse(batch, {})
             return
         errors = problem.get("errors") if status == 400 else None
         if isinstance(errors, list) and errors:
@@ -81,9 +81,7 @@ class Uploader:
                 if isinstance(index, int) and 0 <= index < len(batch.seqs):
                     bad[batch.seqs[index]] = str(error.get("reason") or code)
             if bad and len(bad) == len(errors):
-                for reason in set(bad.values()):
-                    self.queue.fail_seqs([s for s, r in bad.items() if r == reason], reason)
-                self.queue.unbatch([s for s in batch.seqs if s not in bad])
+                self.queue.refuse(batch, bad)
                 log.error("gateway refused %d reading(s) of batch %s (%s); sending the "
                           "other %d again", len(bad), batch.batch_id,
                           ", ".join(sorted(set(bad.values()))),

@@ -203,15 +203,15 @@ class ServingPublisher:
             row[0] for row in owner.execute("select tenant from registry.tenants order by 1")
         ]
         wanted = sorted((roles.tenant_role(t), t) for t in tenants)
-        if always_sync or not self._roles_in_place(owner, wanted):
+        in_place = not always_sync and self._roles_in_place(owner, wanted)
+        if not in_place:  # the roles first: the schema's grants name them
             with _superuser(self.settings, self.credentials) as superuser:
                 roles.ensure_roles(superuser, self.credentials, tenants)
-            ensure_schema(owner, self.schema)
+        ensure_schema(owner, self.schema)
+        if not in_place:
             with owner.transaction():
                 owner.execute(f"delete from {self.schema}.tenant_roles")
                 _insert(owner, f"{self.schema}.tenant_roles", ["role_name", "tenant"], wanted)
-        else:
-            ensure_schema(owner, self.schema)
         roles.check_roles(owner, self.schema)
         return tenants
 
@@ -283,7 +283,7 @@ class ServingPublisher:
     def _source_sql(self, table: ServingTable, full: bool, since: datetime | None) -> str:
         """The rows of `table` to publish: all of them, or (incrementally) those from the
         touched series' earliest hour on, a bound that lets Iceberg skip older files.
-        `in_scope` then keeps exactly the touched groups."""
+        `Scope.holds` then keeps exactly the touched groups."""
         source = f'"{self.prefix}{table.layer}"."{table.source}" as s'
         select = f"select {table.select_list()} from {source} where {table.where}"
         if full or table.scope == "all" or since is None or table.time_column is None:

@@ -54,12 +54,11 @@ def test_requeue_sends_failed_readings_again_under_a_new_batch(tmp_path):
     assert queue.counts()["failed"] == 0 and queue.reasons()["failed"] == {}
 
 
-def test_unbatch_returns_part_of_a_batch_to_be_sent_in_others(tmp_path):
+def test_refuse_parks_the_failed_and_returns_the_rest_to_be_sent_in_others(tmp_path):
     queue = DurableQueue(str(tmp_path / "q.db"))
     queue.put_many([{"metric": "m", "value": i} for i in range(4)])
     batch = queue.next_batch(10)
-    queue.fail_seqs([2], "non_finite_value")
-    queue.unbatch([1, 3, 4])
+    queue.refuse(batch, {2: "non_finite_value"})
     again = queue.next_batch(10)
     assert again.seqs == [1, 3, 4] and again.batch_id != batch.batch_id
     assert queue.reasons()["failed"] == {"non_finite_value": 1}
