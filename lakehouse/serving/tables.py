@@ -183,7 +183,7 @@ TABLES: tuple[ServingTable, ...] = (
             ("robust_z", _NUM),
         ),
         key=("device_id", "seq"),
-        scope="hours",
+        scope="since",
         time_column="ts",
         where="s.is_anomaly",
         indexes=(("tenant", "ts"), ("device_id", "metric", "hour")),

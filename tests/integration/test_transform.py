@@ -226,26 +226,31 @@ def expected_features(kept: list[Row]) -> dict[tuple[str, str, datetime], dict[s
 
 
 def expected_scores(kept: list[Row]) -> dict[tuple[str, int], tuple[float | None, bool]]:
-    groups: dict[tuple[str, str, datetime], list[Row]] = defaultdict(list)
+    """The model's definition: a reading's own hour when it holds 12 readings or more,
+    otherwise the trailing day's hours that hold fewer than 12."""
+    hours: dict[tuple[str, str, datetime], list[float]] = defaultdict(list)
     for r in kept:
-        groups[(r.identity[0], r.reading["metric"], _hour(_ts(r)))].append(r)
+        hours[(r.identity[0], r.reading["metric"], _hour(_ts(r)))].append(r.reading["value"])
     scores = {}
-    for rows in groups.values():
-        values = [r.reading["value"] for r in rows]
+    for r in kept:
+        device, metric, hour = r.identity[0], r.reading["metric"], _hour(_ts(r))
+        values = hours[(device, metric, hour)]
+        if len(values) < 12:
+            day = [hours.get((device, metric, hour - timedelta(hours=n)), []) for n in range(24)]
+            values = [v for in_hour in day if len(in_hour) < 12 for v in in_hour]
         median = statistics.median(values)
         deviations = [abs(v - median) for v in values]
         mad, mean_ad = statistics.median(deviations), statistics.fmean(deviations)
-        for r in rows:
-            v = r.reading["value"]
-            if len(values) < 3:
-                z = None
-            elif mad > 0:
-                z = 0.6745 * (v - median) / mad
-            elif mean_ad > 0:
-                z = (v - median) / (1.2533 * mean_ad)
-            else:
-                z = 0.0
-            scores[(r.identity[0], r.reading["seq"])] = (z, z is not None and abs(z) > 3.5)
+        v = r.reading["value"]
+        if len(values) < 3:
+            z = None
+        elif mad > 0:
+            z = 0.6745 * (v - median) / mad
+        elif mean_ad > 0:
+            z = (v - median) / (1.2533 * mean_ad)
+        else:
+            z = 0.0
+        scores[(device, r.reading["seq"])] = (z, z is not None and abs(z) > 3.5)
     return scores
 
 
@@ -489,6 +494,38 @@ def test_two_year_long_backfills_both_publish(env):
         assert env.query(
             f"select count(*) from {{p}}platinum.anomaly_scores where device_id in ({listed})"
         ) == [[2 * days * 24]]
+
+
+def test_an_hourly_device_is_scored_and_its_outlier_flagged(env):
+    """A device reporting once an hour has one reading per hour: it is scored against a
+    trailing day, across incremental runs, exactly as a full rebuild scores it."""
+    device = (f"hourly-{env.u}", env.devices["a"][1], env.devices["a"][2])
+    with postgres_connection(env.settings, env.credentials) as conn:
+        conn.autocommit = True
+        registry.register(conn, device[0], tenant=device[1], site=device[2], since=SINCE)
+    start = H0 - timedelta(days=2)
+    values = {h + 1: 20.0 + (h % 24) / 4 for h in range(48)}
+    values[40] = 60.0  # the planted outlier, in the second day
+
+    def load(seqs: range, partition: int) -> None:
+        rows = [(device, reading(seq, 0, "temperature", values[seq],
+                                 ts=start + timedelta(hours=seq - 1))) for seq in seqs]  # fmt: skip
+        append_from_kafka(env.table, rows, partition=partition)
+        assert env.run().outcome == "published"
+
+    load(range(1, 31), partition=0)
+    load(range(31, 49), partition=1)
+
+    scores = env.query(
+        "select seq, robust_z, is_anomaly from {p}platinum.anomaly_scores "
+        f"where device_id = '{device[0]}' order by seq"
+    )
+    assert len(scores) == 48
+    assert [seq for seq, z, _ in scores if z is None] == [1, 2]
+    assert [seq for seq, _, flagged in scores if flagged] == [40]
+    incremental = env.contents()
+    assert env.run(full_refresh=True).outcome == "published"
+    assert env.contents() == incremental
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,19 +1,55 @@
-{#- Robust z-score of every reading against its device, metric and hour:
+{#- Robust z-score of every reading against a baseline of its own device and metric:
+    - a device reporting at least 12 times in the reading's hour is compared with the
+      readings of that hour;
+    - a slower one is compared with a trailing day: the readings of its hour and the 23
+      before it, counting only hours with fewer than 12 readings (so a device reporting
+      hourly or half-hourly is scored, and a burst of fast readings never floods it).
         z = 0.6745 * (value - median) / MAD
     (Iglewicz and Hoaglin's modified z-score; MAD is the median absolute deviation).
     When MAD is 0 the mean absolute deviation is used instead, z = (value - median) /
-    (1.2533 * meanAD), and z = 0 when that is 0 too. Hours with fewer than 3 readings
-    are not scored. is_anomaly: |z| > 3.5. Medians are exact (middle values). -#}
+    (1.2533 * meanAD), and z = 0 when that is 0 too. A reading whose baseline holds
+    fewer than 3 readings is not scored. is_anomaly: |z| > 3.5. Medians are exact
+    (middle values). An incremental run rescores the touched series from the hour of
+    their first new reading to 23 hours after their last. -#}
 {{ config(
     materialized='incremental',
     incremental_strategy='merge',
     unique_key=['device_id', 'seq'],
+    on_schema_change='append_new_columns',
     properties={"partitioning": "ARRAY['day(ts)']"},
 ) }}
 
-with scoped as (
-    {{ readings_of_touched_hours() }}
+{%- set dense_hour = 12 %}
+
+with
+{% if is_incremental() %}
+{%- set bounds_sql = "select min(date_trunc('hour', ts)), max(date_trunc('hour', ts)) from "
+    ~ ref('readings') ~ " where run_id = " ~ current_run_id() %}
+{%- set bounds = run_query(bounds_sql) if execute else none %}
+{%- set earliest = bounds.rows[0][0] if bounds and bounds.rows | length > 0 else none %}
+{%- set latest = bounds.rows[0][1] if bounds and bounds.rows | length > 0 else none %}
+touched_series as (
+    select distinct device_id, metric
+    from {{ ref('readings') }}
+    where run_id = {{ current_run_id() }}
 ),
+
+scoped as (
+    select r.*, date_trunc('hour', r.ts) as hour
+    from {{ ref('readings') }} as r
+    inner join touched_series as t on t.device_id = r.device_id and t.metric = r.metric
+    {%- if earliest is not none %}
+    where r.ts >= {{ ts_literal(earliest) }} - interval '23' hour
+      and r.ts < {{ ts_literal(latest) }} + interval '24' hour
+    {%- else %}
+    where false
+    {%- endif %}
+),
+{% else %}
+scoped as (
+    select *, date_trunc('hour', ts) as hour from {{ ref('readings') }}
+),
+{% endif %}
 
 -- Per hour the values are sorted once into an array: exact medians without a window
 -- over every reading (which would hold the whole table in memory on a full refresh).
@@ -23,16 +59,41 @@ hours as (
         metric,
         hour,
         count(*) as readings_in_hour,
-        array_sort(array_agg(value)) as sorted_values
+        array_sort(array_agg(value)) as hour_values
     from scoped
     group by device_id, metric, hour
+),
+
+trailing_days as (
+    select
+        *,
+        flatten(array_agg(
+            if(readings_in_hour < {{ dense_hour }}, hour_values, cast(array[] as array(double)))
+        ) over (
+            partition by device_id, metric order by {{ hour_number('hour') }}
+            range between 23 preceding and current row
+        )) as sparse_day_values
+    from hours
+),
+
+baseline_values as (
+    select
+        device_id,
+        metric,
+        hour,
+        readings_in_hour,
+        if(
+            readings_in_hour >= {{ dense_hour }}, hour_values, array_sort(sparse_day_values)
+        ) as sorted_values
+    from trailing_days
 ),
 
 medians as (
     select
         *,
-        {{ middle_value('sorted_values', 'readings_in_hour') }} as baseline_median
-    from hours
+        cardinality(sorted_values) as baseline_readings,
+        {{ middle_value('sorted_values', 'cardinality(sorted_values)') }} as baseline_median
+    from baseline_values
 ),
 
 spreads as (
@@ -40,14 +101,14 @@ spreads as (
         *,
         array_sort(transform(sorted_values, x -> abs(x - baseline_median))) as deviations,
         reduce(sorted_values, 0e0, (total, x) -> total + abs(x - baseline_median), total -> total)
-            / readings_in_hour as mean_abs_deviation
+            / baseline_readings as mean_abs_deviation
     from medians
 ),
 
 baselines as (
     select
         *,
-        {{ middle_value('deviations', 'readings_in_hour') }} as baseline_mad
+        {{ middle_value('deviations', 'baseline_readings') }} as baseline_mad
     from spreads
 ),
 
@@ -65,21 +126,37 @@ scored as (
         b.baseline_median,
         b.baseline_mad,
         case
-            when b.readings_in_hour < 3 then null
+            when b.baseline_readings < 3 then null
             when b.baseline_mad > 0 then 0.6745e0 * (r.value - b.baseline_median) / b.baseline_mad
             when b.mean_abs_deviation > 0
                 then (r.value - b.baseline_median) / (1.2533e0 * b.mean_abs_deviation)
             else 0e0
-        end as robust_z
+        end as robust_z,
+        b.baseline_readings
     from scoped as r
     inner join baselines as b
         on b.device_id = r.device_id and b.metric = r.metric and b.hour = r.hour
+    {%- if is_incremental() and earliest is not none %}
+    where r.hour >= {{ ts_literal(earliest) }}
+    {%- endif %}
 ),
 
 final as (
     select
-        *,
-        coalesce(abs(robust_z) > 3.5e0, false) as is_anomaly
+        device_id,
+        tenant,
+        site,
+        seq,
+        metric,
+        ts,
+        hour,
+        value,
+        readings_in_hour,
+        baseline_median,
+        baseline_mad,
+        robust_z,
+        coalesce(abs(robust_z) > 3.5e0, false) as is_anomaly,
+        baseline_readings
     from scored
 )
 
