@@ -10,6 +10,7 @@ LakehouseError
  ├── IngestError                 ingestion could not proceed
  │    ├── FencedCommitError      a batch's start offsets no longer match the table
  │    └── InputFileError         a file to ingest cannot be read at all
+ ├── ReconcileError              the pipeline's stages could not be read to reconcile
  └── StackError                  the native stack could not be brought up or down
       ├── PrerequisiteError      a tool the stack needs is missing (Go, Java ≥ 24, …)
       ├── FetchError             a server could not be obtained
@@ -120,3 +121,7 @@ class ServingError(LakehouseError):
 
 class UnsafeServingRoleError(ServingError):
     """A role that dashboards use could see past row-level security."""
+
+
+class ReconcileError(LakehouseError):
+    """The stages of the pipeline could not be read to account for the readings."""
