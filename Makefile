@@ -62,6 +62,7 @@ bench: setup ## Run the benchmarks (prints ratios and absolute figures)
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.edge_agent
 	$(BIN)/python -m bench.transform
+	$(BIN)/python -m bench.reconcile
 	$(BIN)/python -m bench.outage
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.security

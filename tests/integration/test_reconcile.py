@@ -34,7 +34,6 @@ from tests.integration.conftest import (
     device_counts,
     free_port,
     stop_consumer,
-    test_groups,
 )
 
 pytestmark = pytest.mark.integration
@@ -114,7 +113,7 @@ def pipeline(stack, stack_settings, credentials, unique, topic_factory, tmp_path
     gateway = start_gateway(port, tmp_path / "gateway.log", **env)
     with (tmp_path / "consumer.log").open("ab") as log:
         consumer = subprocess.Popen(
-            consumer_command(topic, test_groups(topic)[0], "--max-age", "1"),
+            consumer_command(topic, f"g-{topic}", "--max-age", "1"),
             env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     made = Pipeline(settings, credentials, prefix, topic, f"http://127.0.0.1:{port}",

@@ -1,0 +1,122 @@
+"""`lakehouse reconcile` on the transform benchmark's lakehouse.
+
+On the benchmarks' own stack: bronze of N readings (default 10 M: 100 devices x 4
+metrics x 1 reading/s) arriving as a live fleet's would, the oldest ~7 hours ago and
+the newest now, committed hour by hour as the consumer does; a full transform. Then
+`reconcile` over the full window and over the last hour, each next to the baseline
+measured in the same run: one `count(*)` over bronze, the least a reconciliation reads.
+Targets: last hour ≤ 5 s, full window ≤ 60 s, every reading accounted for.
+
+Usage: python -m bench.reconcile [--readings 10000000] [--repeat 3] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+from rich.console import Console
+
+from bench.transform import DEVICES, METRICS, commit, readings, register_fleet, timed_run
+from lakehouse.clients import iceberg_catalog, trino_connection
+from lakehouse.config import Settings
+from lakehouse.credentials import load
+from lakehouse.reconcile.collect import Reconciler
+from lakehouse.reconcile.model import Report, Window
+from lakehouse.stack.manager import Stack
+from lakehouse.transform.runner import TransformRunner
+from tests.bronze_writer import create_environment, drop_environment
+
+console = Console()
+PREFIX = "rbench_"
+
+
+def load_live(table, devices, seconds: int) -> int:
+    """`seconds` of the fleet, received `seconds` ago up to now (ingested_at follows)."""
+    now = time.time()
+    written, second = 0, 0
+    while second < seconds:
+        chunk = min(3600, seconds - second)
+        data = readings(devices, second, chunk)
+        # Rows run device by device, second by second, metric by metric (see readings).
+        offsets = np.tile(np.repeat(np.arange(chunk), len(METRICS)), len(devices))
+        arrived = now - seconds + second + offsets
+        column = data.schema.get_field_index("ingested_at")
+        data = data.set_column(
+            column, "ingested_at",
+            pa.array((arrived * 1_000_000).astype(np.int64), pa.timestamp("us", "UTC")),
+        )  # fmt: skip
+        commit(table, data, partition=(second // 3600) % 6)
+        written += data.num_rows
+        second += chunk
+    return written
+
+
+def timed(action, repeat: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readings", type=int, default=10_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="Keep the benchmark namespaces.")
+    args = parser.parse_args()
+    settings = Settings()
+    settings.transform.schema_prefix = PREFIX
+    settings.serving.publish_after_transform = False
+    Stack(settings, Console(stderr=True)).up()
+    credentials = load(settings)
+
+    catalog = iceberg_catalog(settings, credentials, s3_key="ingest")
+    drop_environment(catalog, PREFIX)
+    table = create_environment(catalog, PREFIX)
+    devices = register_fleet(settings, credentials, PREFIX)
+    started = time.perf_counter()
+    loaded = load_live(table, devices, round(args.readings / (DEVICES * len(METRICS))))
+    console.print(f"bronze: {loaded:,} rows in {time.perf_counter() - started:.1f} s")
+    runner = TransformRunner(settings, credentials, quiet=True)
+    console.print(f"full transform: {timed_run(runner, full_refresh=True):.1f} s")
+
+    cursor = trino_connection(settings).cursor()
+
+    def count_bronze() -> None:
+        cursor.execute(f'select count(*) from lake."{PREFIX}bronze".readings')
+        cursor.fetchall()
+
+    baseline, _ = timed(count_bronze, args.repeat)
+    reconciler = Reconciler(settings, credentials)
+    full_s, full = timed(lambda: reconciler.run(Window()), args.repeat)
+    since = datetime.now(UTC) - timedelta(hours=1)
+    hour_s, hour = timed(lambda: reconciler.run(Window(since=since)), args.repeat)
+
+    console.rule(f"reconcile at {loaded:,} bronze readings (median of {args.repeat})")
+    console.print(f"baseline: count(*) over bronze {baseline:.2f} s")
+    for name, seconds, report, target in (
+        ("full window", full_s, full, 60.0), ("last hour", hour_s, hour, 5.0),
+    ):  # fmt: skip
+        assert isinstance(report, Report)
+        verdict = "met" if seconds <= target and report.accounted else "NOT met"
+        console.print(
+            f"{name:12} {seconds:6.2f} s ({seconds / baseline:.1f}x baseline), "
+            f"{report.totals().bronze:,} readings in bronze, accounted: {report.accounted} "
+            f"(target ≤ {target:.0f} s: {verdict})"
+        )
+        for finding in report.discrepancies[:5]:
+            console.print(f"  {finding.describe()}")
+
+    if not args.keep:
+        drop_environment(iceberg_catalog(settings, credentials, s3_key="ingest"), PREFIX)
+
+
+if __name__ == "__main__":
+    main()
