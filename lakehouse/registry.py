@@ -64,6 +64,12 @@ create table if not exists registry.upload_batches (
 -- reserved_by names the gateway process holding the reservation.
 alter table registry.upload_batches alter column receipt drop not null;
 alter table registry.upload_batches add column if not exists reserved_by text;
+-- The highest seq the gateway accepted from each device: an agent installed afresh on a
+-- device (a re-flashed SD card) numbers its readings on from it instead of from 1.
+create table if not exists registry.device_sequences (
+    device_id text primary key,
+    max_seq bigint not null
+);
 -- Trino's pg catalog reads the registry's descriptive tables, never tokens or receipts.
 do $$ begin
     if exists (select from pg_roles where rolname = 'trino_reader') then

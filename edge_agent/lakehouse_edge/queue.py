@@ -7,9 +7,13 @@ but keep their batch id, so the same batch is resent under the same idempotency 
 and the gateway answers with its original receipt instead of accepting it twice.
 
 `seq` is per device, strictly increasing and persisted in the same transaction as the
-reading, so it survives reboots and power loss. So are the counters of what was never
-queued (invalid by reason, clock-skipped, dropped) and each source's position (a file
-tail's inode and offset): a restart neither rereads nor loses a line.
+reading, so it survives reboots and power loss. A queue created afresh (a new install,
+or a re-flashed SD card on a device that sent before) is not anchored yet: before its
+first upload the agent asks the gateway for the highest seq it accepted from the device
+and `anchor` renumbers what is queued to follow it, so nothing is taken for a duplicate.
+The counters of what was never queued (invalid by reason, clock-skipped, dropped) and
+each source's position (a file tail's inode and offset) are persisted the same way: a
+restart neither rereads nor loses a line.
 """
 
 from __future__ import annotations
@@ -66,6 +70,11 @@ class DurableQueue:
             self._db.execute("alter table readings add column failure text")
         with self._tx():
             self._db.execute("update readings set state = 'ready' where state = 'inflight'")
+            known = self._db.execute("select 1 from meta where key = 'next_seq'").fetchone()
+            # A queue of an older agent has numbered its readings already: it is anchored.
+            self._db.execute(
+                "insert or ignore into meta values ('anchored', ?)", (0 if known is None else 1,)
+            )
             self._db.execute("insert or ignore into meta values ('next_seq', 1)")
             self._db.executemany(
                 "insert or ignore into meta values (?, 0)", [(c,) for c in COUNTERS]
@@ -173,7 +182,9 @@ class DurableQueue:
                 "update readings set state = 'inflight', batch_id = ? where seq = ?",
                 [(batch_id, seq) for seq, _ in rows],
             )
-        return Batch(batch_id, [s for s, _ in rows], [json.loads(p) for _, p in rows])
+        # The row's seq is the reading's: `anchor` may have renumbered it since queueing.
+        readings = [{**json.loads(p), "seq": seq} for seq, p in rows]
+        return Batch(batch_id, [s for s, _ in rows], readings)
 
     def ack(self, batch: Batch) -> None:
         with self._tx():
@@ -212,6 +223,29 @@ class DurableQueue:
                 "where seq = ? and state = 'inflight'",
                 [(seq,) for seq in batch.seqs if seq not in failed],
             )
+
+    @property
+    def anchored(self) -> bool:
+        with self._lock:
+            return self._meta("anchored") == 1
+
+    def anchor(self, max_seq: Optional[int]) -> int:
+        """Number every reading of a fresh queue on from `max_seq`, the highest seq the
+        gateway accepted from this device (None: it never got one). Nothing was sent
+        yet, so no batch id names the old numbers. Returns the shift applied."""
+        with self._tx():
+            if self._meta("anchored") == 1:
+                return 0
+            shift = max(max_seq or 0, 0)
+            if shift:
+                # Two steps: seq is the primary key, and seq + shift may be taken still.
+                self._db.execute("update readings set seq = -(seq + ?)", (shift,))
+                self._db.execute("update readings set seq = -seq")
+                self._db.execute(
+                    "update meta set value = value + ? where key = 'next_seq'", (shift,)
+                )
+            self._db.execute("update meta set value = 1 where key = 'anchored'")
+            return shift
 
     def requeue(self) -> int:
         """Every failed reading back to ready (for example after its device was

@@ -3,7 +3,8 @@
 What the gateway refuses for good is parked as failed with its reason, and only that:
 a batch too large for one message is split and sent again; a batch with a refused
 reading fails that reading and sends the others again under a new batch id (the
-gateway accepted none of them)."""
+gateway accepted none of them). A fresh queue is anchored first: its seqs follow the
+highest one the gateway accepted from the device."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class Uploader:
                  compress: bool = True, timeout: float = 30.0) -> None:  # fmt: skip
         self.queue = queue
         self.url = gateway.rstrip("/") + "/v1/readings"
+        self.sequence_url = gateway.rstrip("/") + "/v1/sequence"
         self.token = token
         self.batch_size = batch_size
         self.compress = compress
@@ -39,6 +41,10 @@ class Uploader:
 
     def send_one(self) -> Optional[float]:
         """Upload one batch. Returns seconds to wait before the next try (None: go on)."""
+        if not self.queue.anchored:
+            delay = self._anchor()
+            if delay is not None:
+                return delay
         batch = self.queue.next_batch(self.batch_size)
         if batch is None:
             return 1.0
@@ -63,6 +69,35 @@ class Uploader:
             log.warning("upload failed (%s); retrying with backoff, readings kept", status)
         else:
             log.debug("upload failed (%s); retrying in %.1f s", status, delay)
+        return delay
+
+    def _anchor(self) -> Optional[float]:
+        """Ask the gateway where this device's seqs stand; None once anchored."""
+        request = urllib.request.Request(
+            self.sequence_url, headers={"Authorization": f"Bearer {self.token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                max_seq = json.loads(response.read(1 << 16)).get("max_seq")
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                wait = _retry_after(exc.headers.get("Retry-After"))
+                return self._unreachable(f"HTTP {exc.code}", wait)
+            # A gateway without the endpoint keeps no floor: number from 1.
+            max_seq = None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return self._unreachable(f"network: {exc}", None)
+        shift = self.queue.anchor(max_seq if isinstance(max_seq, int) else None)
+        if shift:
+            log.warning("the gateway has readings of this device up to seq %d: the queued "
+                        "readings were renumbered to follow them", shift)  # fmt: skip
+        return None
+
+    def _unreachable(self, status: str, retry_after: Optional[float]) -> float:
+        delay = self.retry.next_delay(retry_after)
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            log.warning("gateway unreachable (%s); retrying with backoff, readings kept", status)
         return delay
 
     def _refused(self, batch: Batch, status: int, problem: Dict[str, Any]) -> None:

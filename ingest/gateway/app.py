@@ -277,7 +277,7 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
                           retry_after=KAFKA_RETRY_AFTER) from None  # fmt: skip
         receipt = _receipt(batch_id, len(items), settings.kafka.topic, partition, offset)
         failpoint("gateway-after-kafka-ack")
-        await receipts.complete(device_id, batch_id, receipt)
+        await receipts.complete(device_id, batch_id, receipt, max(i["seq"] for i in items))
         if db_outage.down_since is not None or kafka_outage.down_since is not None:
             db_outage.recovered()
             kafka_outage.recovered()
@@ -313,13 +313,29 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
             return None
         log.info("batch %s of %s was in Kafka already (%d/%d); receipt restored",
                  batch_id, device_id, found[0], found[1])  # fmt: skip
-        accepted = await asyncio.to_thread(
-            _count_in_envelope, gateway_kafka, settings.kafka.topic, found,
+        seqs = await asyncio.to_thread(
+            _seqs_in_envelope, gateway_kafka, settings.kafka.topic, found,
         )  # fmt: skip
-        receipt = _receipt(batch_id, accepted, settings.kafka.topic, found[0], found[1])
-        await receipts.complete(device_id, batch_id, receipt)
+        receipt = _receipt(batch_id, len(seqs), settings.kafka.topic, found[0], found[1])
+        await receipts.complete(device_id, batch_id, receipt, max(seqs))
         metrics.requests.labels("200").inc()
         return JSONResponse(receipt, status_code=200)
+
+    @app.get(
+        "/v1/sequence",
+        summary="The highest seq accepted from this device",
+        description="An agent installed afresh on a device numbers its readings on from "
+        "here, so they are never taken for duplicates of the readings sent before.",
+        responses={
+            401: {"description": "Missing, malformed, unknown, revoked or expired token"},
+            503: {"description": "PostgreSQL unavailable; see Retry-After"},
+        },
+    )
+    async def sequence(request: Request) -> dict[str, Any]:
+        identity = await state["auth"].identify(request.headers.get("authorization"))
+        receipts: ReceiptStore = state["receipts"]
+        return {"device_id": identity.device_id,
+                "max_seq": await receipts.max_seq(identity.device_id)}  # fmt: skip
 
     app.state.upload = upload
     app.state.metrics = metrics
@@ -461,8 +477,8 @@ def _receipt(
     }  # fmt: skip
 
 
-def _count_in_envelope(config: dict[str, Any], topic: str, at: tuple[int, int]) -> int:
-    """Readings in the envelope at (partition, offset) of the readings topic."""
+def _seqs_in_envelope(config: dict[str, Any], topic: str, at: tuple[int, int]) -> list[int]:
+    """The seqs of the readings in the envelope at (partition, offset) of the topic."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({**config, "group.id": f"{GATEWAY_LOCATE_GROUP_PREFIX}{uuid.uuid4().hex}",
@@ -472,7 +488,8 @@ def _count_in_envelope(config: dict[str, Any], topic: str, at: tuple[int, int]) 
         for _ in range(30):
             message = consumer.poll(1.0)
             if message is not None and message.error() is None:
-                return len(orjson.loads(message.value() or b"{}").get("readings", []))
+                readings = orjson.loads(message.value() or b"{}").get("readings") or []
+                return [int(r["seq"]) for r in readings]
         raise LocateFailed("the envelope could not be read back")
     finally:
         consumer.close()

@@ -41,9 +41,17 @@ left join registry.upload_batches b
     on ins.device_id is null and b.device_id = k.device_id and b.batch_id = k.batch_id
 """
 _COMPLETE = """
-update registry.upload_batches b set receipt = r.receipt, reserved_by = null
-from jsonb_to_recordset(%s::jsonb) as r(device_id text, batch_id text, receipt jsonb)
-where b.device_id = r.device_id and b.batch_id = r.batch_id
+with r as (
+    select * from jsonb_to_recordset(%s::jsonb)
+        as r(device_id text, batch_id text, receipt jsonb, max_seq bigint)
+), completed as (
+    update registry.upload_batches b set receipt = r.receipt, reserved_by = null
+    from r where b.device_id = r.device_id and b.batch_id = r.batch_id
+)
+insert into registry.device_sequences (device_id, max_seq)
+select device_id, max(max_seq) from r group by device_id order by device_id
+on conflict (device_id) do update
+    set max_seq = greatest(registry.device_sequences.max_seq, excluded.max_seq)
 """
 _TAKE_OVER = """
 update registry.upload_batches set reserved_by = %s, created_at = now()
@@ -77,16 +85,28 @@ class ReceiptStore:
         self._reservations: Grouped[tuple[str, str, bytes], Reservation] = Grouped(
             self._run_reservations, max_group
         )
-        self._completions: Grouped[tuple[str, str, dict[str, Any]], None] = Grouped(
+        self._completions: Grouped[tuple[str, str, dict[str, Any], int], None] = Grouped(
             self._run_completions, max_group
         )
 
     async def reserve(self, device_id: str, batch_id: str, digest: bytes) -> Reservation:
         return await self._reservations.submit((device_id, batch_id, digest))
 
-    async def complete(self, device_id: str, batch_id: str, receipt: dict[str, Any]) -> None:
-        """Store the receipt of a batch Kafka acknowledged."""
-        await self._completions.submit((device_id, batch_id, receipt))
+    async def complete(
+        self, device_id: str, batch_id: str, receipt: dict[str, Any], max_seq: int
+    ) -> None:
+        """Store the receipt of a batch Kafka acknowledged, and the device's highest seq."""
+        await self._completions.submit((device_id, batch_id, receipt, max_seq))
+
+    async def max_seq(self, device_id: str) -> int | None:
+        """The highest seq accepted from the device (None before its first batch)."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "select max_seq from registry.device_sequences where device_id = %s",
+                (device_id,),
+            )
+            row = await cursor.fetchone()
+        return None if row is None else int(row[0])
 
     async def take_over(self, device_id: str, batch_id: str, older_than: float) -> bool:
         """Take a stale reservation (its gateway died); False if someone else did."""
@@ -130,8 +150,12 @@ class ReceiptStore:
                 results.append(Reservation("pending", digest, None, 0.0))
         return results
 
-    async def _run_completions(self, items: list[tuple[str, str, dict[str, Any]]]) -> list[None]:
-        payload = _json([{"device_id": d, "batch_id": b, "receipt": r} for d, b, r in items])
+    async def _run_completions(
+        self, items: list[tuple[str, str, dict[str, Any], int]]
+    ) -> list[None]:
+        payload = _json(
+            [{"device_id": d, "batch_id": b, "receipt": r, "max_seq": m} for d, b, r, m in items]
+        )
         await self._complete_conn.execute(_COMPLETE, (payload,))
         return [None] * len(items)
 

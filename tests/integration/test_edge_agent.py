@@ -190,3 +190,55 @@ def test_a_refused_reading_is_parked_with_its_reason_and_a_large_batch_is_split(
         gateway.terminate()
         gateway.wait(30)
         assert stop_consumer(consumer) == 0
+
+
+def test_a_reflashed_device_numbers_on_from_the_gateway_and_loses_nothing(
+    stack, stack_settings, credentials, tmp_path, consumer_log
+):
+    """A device sends 50 readings, its SD card is re-flashed (a fresh queue numbering
+    from 1 again), and it sends 30 more: all 80 reach bronze under distinct seqs, and
+    reconcile accounts for each of them."""
+    from lakehouse.reconcile.collect import Reconciler
+    from lakehouse.reconcile.model import Window
+
+    port = free_port()
+    device, config = device_config(stack_settings, credentials, tmp_path, port)
+    reflashed = tmp_path / "reflashed.toml"
+    reflashed.write_text(
+        config.read_text().replace(str(tmp_path / "state"), str(tmp_path / "state-2"))
+    )
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    consumer = start_consumer(stack_settings.kafka.topic, stack_settings.ingest.group_id,
+                              "--max-age", "2", log=consumer_log)  # fmt: skip
+    gateway = start_gateway(port, tmp_path / "gateway.log")
+    try:
+        for install, (path, count) in enumerate(((config, 50), (reflashed, 30))):
+            state = tmp_path / ("state" if install == 0 else "state-2")
+            state.mkdir()
+            queue = DurableQueue(str(state / "queue.db"))
+            seqs = queue.put_many(
+                [{"metric": "t", "value": float(i), "ts": stamp} for i in range(count)]
+            )
+            assert seqs[0] == 1  # each install numbers from 1 while it is offline
+            queue.close()
+            flushed = subprocess.run(
+                [sys.executable, "-m", "lakehouse_edge", "flush", "--config", str(path)],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert flushed.returncode == 0, flushed.stderr
+        assert "renumbered to follow them" in flushed.stderr
+        status = queue_status(reflashed)
+        assert (status["acked"], status["next_seq"]) == (30, 81)
+        assert wait_for_device(stack_settings, device, 80) == (80, 80)
+        cursor = trino_connection(stack_settings).cursor()
+        cursor.execute(
+            f"select min(seq), max(seq) from lake.bronze.readings where device_id = '{device}'"
+        )
+        assert cursor.fetchall() == [[1, 80]]
+        report = Reconciler(stack_settings, credentials).run(Window(device=device))
+        assert report.accounted, [d.describe() for d in report.discrepancies]
+        assert (report.devices[device].receipted, report.devices[device].bronze) == (80, 80)
+    finally:
+        gateway.terminate()
+        gateway.wait(30)
+        assert stop_consumer(consumer) == 0

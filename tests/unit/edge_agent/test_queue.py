@@ -100,6 +100,32 @@ def test_a_queue_of_an_older_agent_opens_with_its_readings(tmp_path):
         1, 1, 4, 3,
     )  # fmt: skip
     assert queue.reasons()["failed"] == {"unknown": 1}
+    assert queue.anchored  # its seqs are already the device's
+
+
+def test_a_fresh_queue_numbers_on_from_the_gateways_highest_seq(tmp_path):
+    """A re-flashed device: the queue starts at 1, then follows what the gateway has."""
+    path = str(tmp_path / "q.db")
+    queue = DurableQueue(path)
+    assert not queue.anchored
+    assert [queue.put({"metric": "m", "value": i}) for i in range(3)] == [1, 2, 3]
+    assert queue.anchor(2) == 2  # seq 3 is taken before the shift: renumbered in two steps
+    assert queue.anchored and queue.anchor(100) == 0  # once only
+    batch = queue.next_batch(10)
+    assert batch is not None and batch.seqs == [3, 4, 5]
+    assert [r["seq"] for r in batch.readings] == [3, 4, 5]
+    assert [r["value"] for r in batch.readings] == [0, 1, 2]
+    assert queue.put({"metric": "m", "value": 3}) == 6
+    queue.close()
+    assert DurableQueue(path).anchored
+
+
+def test_a_device_the_gateway_never_heard_of_keeps_its_numbers(tmp_path):
+    queue = DurableQueue(str(tmp_path / "q.db"))
+    queue.put({"metric": "m", "value": 1})
+    assert queue.anchor(None) == 0
+    batch = queue.next_batch(10)
+    assert queue.anchored and batch is not None and batch.seqs == [1]
 
 
 def test_bounded_queue_drops_oldest_and_counts(tmp_path):
