@@ -499,7 +499,7 @@ class _Queries:
             f"select q.device_id, q.seq from {t['quarantine']} q join {t['silver']} s "
             f"on s.device_id = q.device_id and s.seq = q.seq "
             f"where q.failed_rule = 'duplicate' and {self._filters('q')} "
-            f"and (q.ts <> s.ts or q.metric <> s.metric or q.value <> s.value) order by 1, 2"
+            f"and (q.ts <> s.ts or q.metric <> s.metric) order by 1, 2"
         )
 
 

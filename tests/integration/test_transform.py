@@ -496,6 +496,52 @@ def test_two_year_long_backfills_both_publish(env):
         ) == [[2 * days * 24]]
 
 
+def test_units_are_converted_and_unknown_units_and_metrics_quarantined(env):
+    """Silver holds every reading in its metric's canonical unit (°F and K as °C, kPa as
+    hPa) and quarantines what it cannot compare: an unknown unit, an unknown metric, a
+    converted value out of range. The quarantine keeps what arrived; reconcile accounts
+    for every reading."""
+    from lakehouse.reconcile.collect import Reconciler
+    from lakehouse.reconcile.model import Window
+
+    a = env.devices["a"]
+    rows = [
+        reading(1, 0, "temperature", 20.0),
+        reading(2, 1, "temperature", 68.0, unit="°F"),
+        reading(3, 2, "temperature", 293.15, unit="K"),
+        reading(4, 3, "pressure", 101.3, unit="kPa"),
+        reading(5, 4, "cpu_temperature", 48.5, unit="C"),
+        reading(6, 5, "temperature", 3.0, unit="furlongs"),
+        reading(7, 6, "radiation", 0.2, unit="uSv/h"),
+        reading(8, 7, "temperature", 300.0, unit="F"),
+    ]
+    append_from_kafka(env.table, [(a, r) for r in rows], partition=0)
+    assert env.run().outcome == "published"
+
+    silver = env.query(
+        "select seq, metric, round(value, 9), unit from {p}silver.readings "
+        f"where device_id = '{a[0]}' order by seq"
+    )
+    assert silver == [[1, "temperature", 20.0, "C"], [2, "temperature", 20.0, "C"],
+                      [3, "temperature", 20.0, "C"], [4, "pressure", 1013.0, "hPa"],
+                      [5, "cpu_temperature", 48.5, "C"]]  # fmt: skip
+    assert env.query(
+        "select seq, failed_rule, value, unit from {p}silver.readings_quarantine "
+        f"where device_id = '{a[0]}' order by seq"
+    ) == [[6, "unknown_unit", 3.0, "furlongs"], [7, "unknown_metric", 0.2, "uSv/h"],
+          [8, "value_out_of_range", 300.0, "F"]]  # fmt: skip
+    assert env.query(
+        "select readings, round(value_avg, 9) from {p}gold.fct_device_hourly "
+        f"where device_id = '{a[0]}' and metric = 'temperature'"
+    ) == [[3, 20.0]]
+    report = Reconciler(env.settings, env.credentials).run(Window(device=a[0]))
+    assert report.accounted, [d.describe() for d in report.discrepancies]
+    assert report.devices[a[0]].quarantined == {
+        "unknown_unit": 1, "unknown_metric": 1, "value_out_of_range": 1,
+    }  # fmt: skip
+    assert (report.devices[a[0]].silver, report.devices[a[0]].gold) == (5, 5)
+
+
 def test_an_hourly_device_is_scored_and_its_outlier_flagged(env):
     """A device reporting once an hour has one reading per hour: it is scored against a
     trailing day, across incremental runs, exactly as a full rebuild scores it."""

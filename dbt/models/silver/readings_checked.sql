@@ -1,6 +1,8 @@
 {#- This run's bronze rows, each with the first silver rule it fails (null: valid).
     Rules, in order: unknown_device, tenant_mismatch, ts_in_future, ts_before_device,
-    value_out_of_range, duplicate. A duplicate is a valid reading whose (device_id, seq)
+    unknown_metric, unknown_unit, value_out_of_range, duplicate. A valid reading is
+    converted to its metric's canonical unit (seeds metric_ranges, unit_conversions);
+    a quarantined one keeps the value and unit it arrived with. A duplicate is a valid reading whose (device_id, seq)
     is already in silver or arrived earlier in this window; the first arrival wins.
     When the registry changed since the last run, the quarantined readings that failed
     a rule about the registry are examined again with the bronze rows (a device
@@ -40,23 +42,51 @@ devices as (
 ),
 
 ranges as (
-    select metric, min_value, max_value from {{ ref('metric_ranges') }}
+    select metric, unit, min_value, max_value from {{ ref('metric_ranges') }}
+),
+
+conversions as (
+    select unit, canonical_unit, scale, shift from {{ ref('unit_conversions') }}
+),
+
+converted as (
+    select
+        i.*,
+        r.metric as known_metric,
+        r.unit as canonical_unit,
+        r.min_value,
+        r.max_value,
+        case
+            when i.unit is null or i.unit = r.unit then i.value
+            else i.value * u.scale + u.shift
+        end as canonical_value
+    from increment as i
+    left join ranges as r on r.metric = i.metric
+    left join conversions as u on u.unit = i.unit and u.canonical_unit = r.unit
 ),
 
 checked as (
     select
-        i.*,
+        c.device_id, c.tenant, c.site, c.seq, c.ts, c.metric,
+        coalesce(c.canonical_value, c.value) as value,
+        coalesce(c.canonical_unit, c.unit) as unit,
+        c.attrs, c.ingested_at, c.source, c.source_topic, c.source_partition,
+        c.source_offset, c.batch_id, c.source_file, c.source_line,
+        c.value as value_received,
+        c.unit as unit_received,
         case
             when d.device_id is null then 'unknown_device'
-            when d.tenant <> i.tenant then 'tenant_mismatch'
-            when i.ts > i.ingested_at + interval '{{ var("max_future_minutes") | int }}' minute
+            when d.tenant <> c.tenant then 'tenant_mismatch'
+            when c.ts > c.ingested_at + interval '{{ var("max_future_minutes") | int }}' minute
                 then 'ts_in_future'
-            when i.ts < d.created_at then 'ts_before_device'
-            when i.value < r.min_value or i.value > r.max_value then 'value_out_of_range'
+            when c.ts < d.created_at then 'ts_before_device'
+            when c.known_metric is null then 'unknown_metric'
+            when c.canonical_value is null then 'unknown_unit'
+            when c.canonical_value < c.min_value or c.canonical_value > c.max_value
+                then 'value_out_of_range'
         end as rule_failed
-    from increment as i
-    left join devices as d on d.device_id = i.device_id
-    left join ranges as r on r.metric = i.metric
+    from converted as c
+    left join devices as d on d.device_id = c.device_id
 ),
 
 valid_ranked as (
@@ -81,7 +111,8 @@ already_published as (
 
 final as (
     select
-        device_id, tenant, site, seq, ts, metric, value, unit, attrs,
+        device_id, tenant, site, seq, ts, metric, value_received as value,
+        unit_received as unit, attrs,
         ingested_at, source, source_topic, source_partition, source_offset,
         batch_id, source_file, source_line,
         rule_failed as failed_rule
@@ -89,7 +120,13 @@ final as (
     where rule_failed is not null
     union all
     select
-        v.device_id, v.tenant, v.site, v.seq, v.ts, v.metric, v.value, v.unit, v.attrs,
+        v.device_id, v.tenant, v.site, v.seq, v.ts, v.metric,
+        -- A duplicate goes to the quarantine as it arrived, like every other reject.
+        if(v.arrival > 1 {%- if published %} or p.device_id is not null{% endif %},
+           v.value_received, v.value) as value,
+        if(v.arrival > 1 {%- if published %} or p.device_id is not null{% endif %},
+           v.unit_received, v.unit) as unit,
+        v.attrs,
         v.ingested_at, v.source, v.source_topic, v.source_partition, v.source_offset,
         v.batch_id, v.source_file, v.source_line,
         case
