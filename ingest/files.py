@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyiceberg.exceptions import CommitFailedException
 
 from ingest.readings import Limits, ReadingsBuilder, Rejected, Source
 from lakehouse.contracts import READINGS, REJECTED, ensure_bronze_tables
 from lakehouse.digest import file_sha256
-from lakehouse.errors import InputFileError
+from lakehouse.errors import IngestError, InputFileError
 from lakehouse.retry import Outage, retry_transient
 
 if TYPE_CHECKING:
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMATS = ("csv", "jsonl", "parquet")
+# Commit conflicts (other writers committing first) tolerated before giving up.
+MAX_CONFLICTS = 50
 
 
 @dataclass(frozen=True)
@@ -123,17 +127,31 @@ def _append_once(
     """Append unless the table holds the file already; an outage or conflict is retried.
 
     Each attempt reads the table afresh, so an append whose commit reached the catalog
-    before the connection broke (or a concurrent ingest of the same file) is not repeated.
+    before the connection broke is not repeated. A commit conflict means another writer
+    committed first (a consumer, or a concurrent ingest of this very file): the table is
+    read again, and the file lands only if it is still not there.
     """
 
-    def attempt() -> bool:
+    def attempt() -> bool | None:
         table.refresh()
         if _holds_batch(table, sha):
             return False
-        table.append(data, snapshot_properties=summary)
+        try:
+            table.append(data, snapshot_properties=summary)
+        except CommitFailedException as exc:
+            log.info("commit conflict on %s; reading it again: %s", ".".join(table.name()), exc)
+            return None
         return True
 
-    return retry_transient(attempt, outage=outage)
+    for conflicts in range(MAX_CONFLICTS):
+        appended = retry_transient(attempt, outage=outage)
+        if appended is not None:
+            return appended
+        time.sleep(min(0.05 * (conflicts + 1), 1.0))
+    raise IngestError(
+        f"gave up appending to {'.'.join(table.name())} after {MAX_CONFLICTS} conflicts",
+        fix="another writer commits to the table continuously; ingest the file again later",
+    )
 
 
 def _holds_batch(table: Table, sha: str) -> bool:

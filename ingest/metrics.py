@@ -26,6 +26,11 @@ class IngestMetrics:
         self.fenced = Counter(
             "lakehouse_ingest_fenced_batches", "Batches refused because offsets moved", registry=r
         )
+        self.expired = Counter(
+            "lakehouse_ingest_offsets_expired",
+            "Kafka offsets that expired (retention) before they were consumed",
+            ["topic", "partition"], registry=r,
+        )  # fmt: skip
         self.commit_latency = Histogram(
             "lakehouse_ingest_commit_seconds",
             "Duration of one batch commit (both tables)",

@@ -14,12 +14,13 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException, ValidationException
 
-from lakehouse.contracts import KAFKA_OFFSETS_PROPERTY_PREFIX
+from lakehouse.contracts import KAFKA_GAPS_PROPERTY_PREFIX, KAFKA_OFFSETS_PROPERTY_PREFIX
 from lakehouse.errors import FencedCommitError, IngestError
 from lakehouse.failpoints import failpoint
 
@@ -33,6 +34,17 @@ MAX_COMMIT_ATTEMPTS = 20
 
 def offsets_key(topic: str) -> str:
     return f"{KAFKA_OFFSETS_PROPERTY_PREFIX}{topic}"
+
+
+def gaps_key(topic: str) -> str:
+    return f"{KAFKA_GAPS_PROPERTY_PREFIX}{topic}"
+
+
+def read_gaps(table: Table, topic: str) -> list[dict[str, Any]]:
+    """Offset ranges of the topic that expired before they were consumed, as recorded:
+    [{"partition": p, "from": first, "to": end (exclusive), "detected_at": iso}, …]."""
+    raw = table.properties.get(gaps_key(topic))
+    return list(json.loads(raw)) if raw else []
 
 
 def read_offsets(table: Table, topic: str) -> dict[int, int]:
@@ -51,8 +63,12 @@ def commit_with_offsets(
     expected: Mapping[int, int | None],
     new: Mapping[int, int],
     summary: Mapping[str, str] | None = None,
+    gaps: Mapping[int, tuple[int, int]] | None = None,
 ) -> int:
     """Append `data` and advance the offsets of `new` in one snapshot.
+
+    `gaps` are offset ranges [first, end) per partition that expired from Kafka before
+    they were consumed: they are added to the table's record of gaps in the same commit.
 
     `expected` holds, per partition of the batch, the offset the writer believes the
     table holds (None: no offset yet). If the table holds anything else, another
@@ -72,6 +88,13 @@ def commit_with_offsets(
         merged = {**current, **new}
         encoded = json.dumps({str(p): o for p, o in sorted(merged.items())}, separators=(",", ":"))
         properties = {offsets_key(topic): encoded}
+        if gaps:
+            now = datetime.now(UTC).isoformat()
+            recorded = read_gaps(table, topic) + [
+                {"partition": p, "from": first, "to": end, "detected_at": now}
+                for p, (first, end) in sorted(gaps.items())
+            ]
+            properties[gaps_key(topic)] = json.dumps(recorded, separators=(",", ":"))
         try:
             with table.transaction() as tx:
                 tx.set_properties(properties)

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 # Table property (one per topic) holding the next Kafka offset of each partition,
 # committed by the consumers in the same snapshot as the rows they consumed.
 KAFKA_OFFSETS_PROPERTY_PREFIX = "lakehouse.kafka.offsets."
+# Table property (one per topic): offset ranges that expired from Kafka (retention)
+# before the consumer read them, recorded in the commit that skipped them.
+KAFKA_GAPS_PROPERTY_PREFIX = "lakehouse.kafka.gaps."
 
 READINGS = "bronze.readings"
 REJECTED = "bronze.readings_rejected"

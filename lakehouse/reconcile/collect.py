@@ -28,7 +28,7 @@ from lakehouse.errors import ReconcileError
 from lakehouse.names import checked
 from lakehouse.nessie import NessieClient
 from lakehouse.reconcile.model import Discrepancy, Report, Window, seq_ranges
-from lakehouse.transform.window import committed_offsets
+from lakehouse.transform.window import Gap, committed_offsets, expired_offsets
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Reconciler:
     def run(self, window: Window, progress: Callable[[str], None] = lambda _: None) -> Report:
         started = time.perf_counter()
         report = Report(window)
-        snapshots, committed = self._pin()
+        snapshots, committed, gaps = self._pin()
         if snapshots["bronze"] is None:
             raise ReconcileError(
                 f"there is no {self.prefix}bronze.readings table with data to reconcile"
@@ -83,6 +83,7 @@ class Reconciler:
             rows = {name: future.result() for name, future in counted.items()}
             receipt_rows, envelope_rows = receipts.result(), envelopes.result()
         self._apply_counts(report, rows)
+        _report_gaps(report, gaps)
         progress("matching gateway receipts with bronze")
         self._match_envelopes(report, queries, receipt_rows, envelope_rows, committed)
         progress("naming readings where counts disagree")
@@ -96,20 +97,22 @@ class Reconciler:
 
     # -- state ---------------------------------------------------------------------------
 
-    def _pin(self) -> tuple[dict[str, int | None], dict[str, dict[int, int]]]:
-        """Snapshot ids of every table and bronze's committed offsets, all of one commit."""
+    def _pin(self) -> tuple[dict[str, int | None], dict[str, dict[int, int]], list[Gap]]:
+        """Snapshot ids of every table, bronze's committed offsets and its record of
+        expired offsets, all of one commit of main."""
         with NessieClient(self.settings) as nessie:
             for _ in range(5):
                 before = nessie.reference("main").hash
-                snapshots, committed = self._snapshots()
+                pinned = self._snapshots()
                 if nessie.reference("main").hash == before:
-                    return snapshots, committed
+                    return pinned
         raise ReconcileError("main kept moving while its tables were read; try again")
 
-    def _snapshots(self) -> tuple[dict[str, int | None], dict[str, dict[int, int]]]:
+    def _snapshots(self) -> tuple[dict[str, int | None], dict[str, dict[int, int]], list[Gap]]:
         catalog = iceberg_catalog(self.settings, self.credentials, s3_key="reader")
         snapshots: dict[str, int | None] = {}
         committed: dict[str, dict[int, int]] = {}
+        gaps: list[Gap] = []
         for role, (layer, name) in TABLES.items():
             identifier = f"{self.prefix}{layer}.{name}"
             if not catalog.table_exists(identifier):
@@ -120,7 +123,8 @@ class Reconciler:
             snapshots[role] = snapshot.snapshot_id if snapshot else None
             if role == "bronze":
                 committed = committed_offsets(table.properties)
-        return snapshots, committed
+                gaps = expired_offsets(table.properties)
+        return snapshots, committed, gaps
 
     def _table(self, role: str, snapshot: int | None) -> str | None:
         if snapshot is None:
@@ -299,6 +303,21 @@ class Reconciler:
                 "gold_mismatch", device, abs(total - (gold or 0)), tuple(seq_ranges(seqs)),
                 f"{metric} at {hour:%Y-%m-%d %H:00}: silver {total}, gold {gold or 0}",
             ))  # fmt: skip
+
+
+def _report_gaps(report: Report, gaps: list[Gap]) -> None:
+    window = report.window
+    for gap in gaps:
+        if window.since is not None and gap.detected_at < window.since:
+            continue
+        if window.until is not None and gap.detected_at >= window.until:
+            continue
+        report.discrepancies.append(Discrepancy(
+            "expired_in_kafka", "(unknown)", gap.end - gap.first, (),
+            f"{gap.topic}[{gap.partition}] offsets {gap.first}-{gap.end - 1}, found "
+            f"{gap.detected_at:%Y-%m-%d %H:%M:%S} UTC; Kafka's retention is shorter than "
+            "the consumer was down",
+        ))  # fmt: skip
 
 
 def _where(at: Envelope) -> str:

@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 DiscrepancyKind = Literal[
+    # Kafka offsets that expired (retention) before the consumer read them.
+    "expired_in_kafka",
     # A gateway receipt's envelope was consumed, but bronze holds fewer of its readings.
     "lost_before_bronze",
     # An envelope is in Kafka twice: its batch id has a receipt for another offset.
@@ -31,6 +33,7 @@ DiscrepancyKind = Literal[
 ]
 
 EXPLANATIONS: dict[str, str] = {
+    "expired_in_kafka": "in Kafka messages that expired before they were consumed",
     "lost_before_bronze": "accepted by the gateway and consumed from Kafka, not in bronze",
     "envelope_duplicated": "in Kafka a second time under a batch id already receipted",
     "lost_in_transform": "in bronze and processed by silver, but neither kept nor quarantined",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pyarrow as pa
@@ -50,6 +52,50 @@ def test_same_jsonl_twice_lands_once(stack_settings, credentials, tmp_path, uniq
         file_sha256(path),
         None,  # another writer may have committed since
     )
+
+
+def test_one_file_ingested_twice_at_once_while_another_writer_commits_lands_once(
+    stack_settings, credentials, tmp_path, unique
+):
+    """Two ingests of the same file race each other and a writer committing to bronze
+    all the while (as the consumer does): both ingests finish, the file lands once."""
+    path = tmp_path / f"race-{unique}.jsonl"
+    path.write_bytes(b"".join(
+        orjson.dumps({"device_id": f"race-{unique}", "tenant": "tenant-01", "seq": i,
+                      "ts": "2026-11-20T10:00:00Z", "metric": "temperature", "value": 20.0})
+        + b"\n" for i in range(1, 201)
+    ))  # fmt: skip
+    other = tmp_path / "other"
+    other.mkdir()
+    stop = threading.Event()
+    landed: list[int] = []
+
+    def keep_committing() -> None:
+        catalog = iceberg_catalog(stack_settings, credentials, s3_key="ingest")
+        n = 0
+        while not stop.is_set():
+            n += 1
+            extra = other / f"other-{unique}-{n}.jsonl"
+            extra.write_bytes(orjson.dumps({
+                "device_id": f"other-{unique}", "tenant": "tenant-01", "seq": n,
+                "ts": "2026-11-20T10:00:00Z", "metric": "temperature", "value": 1.0,
+            }) + b"\n")  # fmt: skip
+            landed.append(ingest_file(catalog, extra).readings)
+
+    def ingest() -> object:
+        return ingest_file(iceberg_catalog(stack_settings, credentials, s3_key="ingest"), path)
+
+    writer = threading.Thread(target=keep_committing)
+    writer.start()
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(lambda _: ingest(), range(2)))
+    finally:
+        stop.set()
+        writer.join(120)
+    assert sorted(r.skipped for r in results) == [False, True]
+    assert _rows_for(stack_settings, file_sha256(path)) == (200, 0)
+    assert len(landed) >= 1 and set(landed) == {1}
 
 
 def test_malformed_csv_row_is_rejected_with_its_line_number(stack_settings, tmp_path, unique):

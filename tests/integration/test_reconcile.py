@@ -16,11 +16,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from lakehouse import registry
 from lakehouse.clients import iceberg_catalog, kafka_config, postgres_connection
@@ -49,7 +51,7 @@ class Pipeline:
     topic: str
     url: str
     tenant: str
-    consumer: subprocess.Popen[bytes]
+    consumer: subprocess.Popen[bytes] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=dict)
@@ -77,6 +79,13 @@ class Pipeline:
         while device_counts(self.settings, device, table)[0] < rows:
             assert time.monotonic() < deadline, f"{device} never reached {rows} bronze rows"
             time.sleep(1)
+
+    def start_consumer(self, log_path: Path) -> None:
+        with log_path.open("ab") as log:
+            self.consumer = subprocess.Popen(
+                consumer_command(self.topic, f"g-{self.topic}", "--max-age", "1"),
+                env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
 
     def transform(self) -> None:
         report = TransformRunner(self.settings, self.credentials, quiet=True).run()
@@ -111,13 +120,9 @@ def pipeline(stack, stack_settings, credentials, unique, topic_factory, tmp_path
     create_environment(iceberg_catalog(settings, credentials, s3_key="ingest"), prefix)
     port = free_port()
     gateway = start_gateway(port, tmp_path / "gateway.log", **env)
-    with (tmp_path / "consumer.log").open("ab") as log:
-        consumer = subprocess.Popen(
-            consumer_command(topic, f"g-{topic}", "--max-age", "1"),
-            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
     made = Pipeline(settings, credentials, prefix, topic, f"http://127.0.0.1:{port}",
-                    tenant=f"rt-{unique}", consumer=consumer, env=env)  # fmt: skip
+                    tenant=f"rt-{unique}", env=env)  # fmt: skip
+    made.start_consumer(tmp_path / "consumer.log")
     with postgres_connection(settings, credentials) as conn:
         conn.autocommit = True
         registry.ensure_schema(conn)
@@ -132,8 +137,8 @@ def pipeline(stack, stack_settings, credentials, unique, topic_factory, tmp_path
     finally:
         gateway.terminate()
         gateway.wait(30)
-        if consumer.poll() is None:
-            stop_consumer(consumer)
+        if made.consumer is not None and made.consumer.poll() is None:
+            stop_consumer(made.consumer)
         drop_environment(iceberg_catalog(settings, credentials, s3_key="ingest"), prefix)
 
 
@@ -200,6 +205,43 @@ def test_a_clean_pipeline_is_accounted_for_and_a_loss_and_a_duplicate_are_named(
     assert [(d["kind"], d["seq_ranges"]) for d in document["discrepancies"]] == [
         ("lost_before_bronze", [[121, 160]])
     ]
+
+
+def test_offsets_that_expired_before_they_were_consumed_are_reported(pipeline, tmp_path):
+    """The consumer is down while Kafka's retention deletes a batch it never read: the
+    consumer logs it and records the gap in bronze, and reconcile reports both the gap
+    and the receipted batch in it, instead of carrying on as if nothing was missing."""
+    device = sorted(pipeline.tokens)[0]
+    pipeline.post(device, 0)
+    pipeline.wait_for_bronze(device, PER_BATCH)
+    assert pipeline.consumer is not None
+    assert stop_consumer(pipeline.consumer) == 0
+    expired, kept = pipeline.post(device, 1), pipeline.post(device, 2)
+    assert expired["partition"] == kept["partition"]
+    admin = AdminClient(kafka_config(pipeline.settings, "admin"))
+    where = TopicPartition(pipeline.topic, kept["partition"], kept["offset"])
+    for future in admin.delete_records([where]).values():
+        future.result(30)  # as retention would: everything before `kept` is gone
+    pipeline.post(device, 3)
+    pipeline.start_consumer(tmp_path / "consumer-2.log")
+    pipeline.wait_for_bronze(device, 3 * PER_BATCH)
+    assert (
+        "expired from Kafka before they were consumed" in (tmp_path / "consumer-2.log").read_text()
+    )
+
+    found = pipeline.reconcile()
+    described = {d.kind: d for d in found.discrepancies}
+    assert set(described) == {"expired_in_kafka", "lost_before_bronze"}
+    gap = described["expired_in_kafka"]
+    assert gap.readings == kept["offset"] - expired["offset"] == 1
+    assert f"offsets {expired['offset']}-{expired['offset']}" in gap.detail
+    lost = described["lost_before_bronze"]
+    assert (lost.device_id, lost.readings) == (device, PER_BATCH)
+    assert "no longer in Kafka" in lost.detail
+    assert found.devices[device].receipted == 4 * PER_BATCH
+    assert found.devices[device].bronze == 3 * PER_BATCH
+    code, document = pipeline.cli()
+    assert code == 1 and not document["accounted"]
 
 
 def _read_envelope(pipeline: Pipeline, receipt: dict[str, Any]) -> bytes:
