@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from lakehouse import audit, registry
@@ -73,11 +74,20 @@ def branch_of(run_id: str) -> str:
 
 
 class TransformRunner:
-    def __init__(self, settings: Settings, credentials: Credentials, *, quiet: bool = False):
+    def __init__(
+        self,
+        settings: Settings,
+        credentials: Credentials,
+        *,
+        quiet: bool = False,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
         self.settings = settings
         self.credentials = credentials
         self.quiet = quiet
         self.prefix = settings.transform.schema_prefix
+        # What "now" is for the clock-skew rule (tests move it on).
+        self.clock = clock
 
     def run(self, *, full_refresh: bool = False, force: bool = False) -> RunReport:
         """One run; returns its report (outcome published, failed or up_to_date)."""
@@ -145,7 +155,7 @@ class TransformRunner:
             except LakehouseError:
                 nessie.delete_branch(report.branch)  # nothing to inspect yet
                 raise
-            if not (full_refresh or force or window.has_new_rows or window.registry_changed):
+            if not (full_refresh or force or window.has_work):
                 nessie.delete_branch(report.branch)
                 report.outcome, report.main_after = "up_to_date", report.main_before
                 return
@@ -197,13 +207,29 @@ class TransformRunner:
         bronze = catalog.load_table(bronze_name)
         files = bronze.scan(row_filter="source_topic is null", selected_fields=("batch_id",))
         batch_ids = {b for b in files.to_arrow().column("batch_id").to_pylist() if b}
-        return compute_window(
+        window = compute_window(
             committed=committed_offsets(bronze.properties),
             progress=self._progress(catalog),
             file_batches=batch_ids,
             registry=runs.registry_version(conn),
             full_refresh=full_refresh,
         )
+        now = self.clock()
+        return replace(window, now=now, held_back_due=self._held_back_due(catalog, now))
+
+    def _held_back_due(self, catalog: Catalog, now: datetime) -> bool:
+        """Whether the quarantine holds readings stamped ahead of the clock whose time
+        has come (see the dbt macro held_back_due)."""
+        name = f"{self.prefix}silver.readings_quarantine"
+        if not catalog.table_exists(name):
+            return False
+        due = now + timedelta(minutes=self.settings.transform.max_future_minutes)
+        rows = catalog.load_table(name).scan(
+            row_filter=f"failed_rule == 'ts_in_future' and ts <= '{due.isoformat()}'",
+            selected_fields=("seq",),
+            limit=1,
+        )
+        return bool(rows.to_arrow().num_rows)
 
     def _progress(self, catalog: Catalog) -> dict[str, int | None]:
         name = f"{self.prefix}silver.bronze_progress"

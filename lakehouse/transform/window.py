@@ -50,10 +50,18 @@ class BronzeWindow:
     files: tuple[str, ...] = ()
     registry: int = 0
     registry_changed: bool = False
+    # The run's clock: readings stamped later than this (plus the tolerance) are held
+    # back, and those held back whose time has come are examined again.
+    now: datetime | None = None
+    held_back_due: bool = False
 
     @property
     def has_new_rows(self) -> bool:
         return bool(self.files) or any(not r.is_empty for r in self.kafka)
+
+    @property
+    def has_work(self) -> bool:
+        return self.has_new_rows or self.registry_changed or self.held_back_due
 
     @property
     def offsets_to_read(self) -> int:
@@ -69,6 +77,7 @@ class BronzeWindow:
             "files": list(self.files),
             "registry": self.registry,
             "registry_changed": self.registry_changed,
+            "now": self.now.isoformat() if self.now else None,
         }
 
 

@@ -542,6 +542,39 @@ def test_units_are_converted_and_unknown_units_and_metrics_quarantined(env):
     assert (report.devices[a[0]].silver, report.devices[a[0]].gold) == (5, 5)
 
 
+def test_a_reading_from_a_clock_running_ahead_is_held_back_then_published(env):
+    """A device clock 30 minutes fast: its reading waits in the quarantine (beyond the
+    10-minute tolerance) and the first run after its time has come publishes it, with
+    no new bronze rows needed."""
+    from lakehouse.reconcile.collect import Reconciler
+    from lakehouse.reconcile.model import Window
+
+    a = env.devices["a"]
+    now = datetime.now(UTC)
+    ahead = (now + timedelta(minutes=30)).replace(microsecond=0)
+    append_from_kafka(env.table, [(a, reading(1, 0, "temperature", 21.0, ts=ahead))], partition=0)
+    assert env.run().outcome == "published"
+    held = f"from {{p}}silver.readings_quarantine where device_id = '{a[0]}'"
+    assert env.query(f"select seq, failed_rule {held}") == [[1, "ts_in_future"]]
+    reconciled = Reconciler(env.settings, env.credentials).run(Window(device=a[0]))
+    assert reconciled.accounted and reconciled.devices[a[0]].quarantined == {"ts_in_future": 1}
+    assert env.run().outcome == "up_to_date"  # its time has not come yet
+
+    later = TransformRunner(env.settings, env.credentials, quiet=True,
+                            clock=lambda: now + timedelta(minutes=25))  # fmt: skip
+    assert later.run().outcome == "published"
+    assert env.query(f"select count(*) {held}") == [[0]]
+    assert env.query(f"select seq, value from {{p}}silver.readings where device_id = '{a[0]}'") == [
+        [1, 21.0]
+    ]
+    assert env.query(
+        f"select readings from {{p}}gold.fct_device_hourly where device_id = '{a[0]}'"
+    ) == [[1]]
+    reconciled = Reconciler(env.settings, env.credentials).run(Window(device=a[0]))
+    assert reconciled.accounted
+    assert (reconciled.devices[a[0]].silver, reconciled.devices[a[0]].quarantined) == (1, {})
+
+
 def test_an_hourly_device_is_scored_and_its_outlier_flagged(env):
     """A device reporting once an hour has one reading per hour: it is scored against a
     trailing day, across incremental runs, exactly as a full rebuild scores it."""

@@ -6,13 +6,18 @@
     is already in silver or arrived earlier in this window; the first arrival wins.
     When the registry changed since the last run, the quarantined readings that failed
     a rule about the registry are examined again with the bronze rows (a device
-    registered late gets its early readings back; readings_quarantine replaces them). -#}
+    registered late gets its early readings back; readings_quarantine replaces them).
+    ts_in_future holds back a reading stamped later than the run's clock plus
+    max_future_minutes; every run examines again those whose time has come, so a device
+    whose clock runs ahead has its readings delayed, never dropped. -#}
 {{ config(materialized='table') }}
 
 {%- set published = none if flags.FULL_REFRESH else existing_relation('silver', 'readings') %}
 {%- set quarantined = none if flags.FULL_REFRESH
     else existing_relation('silver', 'readings_quarantine') %}
 {%- set reexamine = quarantined and registry_changed() %}
+{%- set columns = "device_id, tenant, site, seq, ts, metric, value, unit, attrs, ingested_at, "
+    ~ "source, source_topic, source_partition, source_offset, batch_id, source_file, source_line" %}
 
 with bronze as (
     select * from {{ source('bronze', 'readings') }}
@@ -28,12 +33,14 @@ increment as (
       and {{ bronze_file_filter() }}
     {%- if reexamine %}
     union all
-    select
-        device_id, tenant, site, seq, ts, metric, value, unit, attrs,
-        ingested_at, source, source_topic, source_partition, source_offset,
-        batch_id, source_file, source_line
+    select {{ columns }}
     from {{ quarantined }}
-    where failed_rule in ({{ registry_rules() }})
+    where failed_rule in ({{ registry_rules() }}) or ({{ held_back_due() }})
+    {%- elif quarantined %}
+    union all
+    select {{ columns }}
+    from {{ quarantined }}
+    where {{ held_back_due() }}
     {%- endif %}
 ),
 
@@ -77,8 +84,7 @@ checked as (
         case
             when d.device_id is null then 'unknown_device'
             when d.tenant <> c.tenant then 'tenant_mismatch'
-            when c.ts > c.ingested_at + interval '{{ var("max_future_minutes") | int }}' minute
-                then 'ts_in_future'
+            when c.ts > {{ accepted_until() }} then 'ts_in_future'
             when c.ts < d.created_at then 'ts_before_device'
             when c.known_metric is null then 'unknown_metric'
             when c.canonical_value is null then 'unknown_unit'

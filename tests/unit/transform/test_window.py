@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
@@ -118,3 +120,12 @@ def test_bronze_behind_silver_asks_for_a_full_refresh():
 def test_names_that_could_escape_sql_are_refused(committed, files):
     with pytest.raises(TransformError):
         compute_window(committed=committed, progress={}, file_batches=files, registry=1)
+
+
+def test_held_back_readings_whose_time_has_come_are_work_for_a_run():
+    progress: dict[str, int | None] = {"registry": 0}
+    quiet = compute_window(committed={}, progress=progress, file_batches=[], registry=0)
+    assert not quiet.has_work
+    now = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+    due = replace(quiet, now=now, held_back_due=True)
+    assert due.has_work and due.as_dbt_var()["now"] == "2026-12-03T10:00:00+00:00"
