@@ -74,6 +74,7 @@ def test_next_run_starts_after_the_recorded_progress():
         "files": [SHA_B],
         "registry": 5,
         "registry_changed": False,
+        "now": None,
     }
 
 
