@@ -74,6 +74,9 @@ class Reconciler:
         tables = {role: self._table(role, snap) for role, snap in snapshots.items()}
         progress("counting every stage")
         queries = _Queries(tables, window)
+        span = self._query(queries.event_span_sql())
+        if span and span[0][0] is not None:
+            queries.event_span = (span[0][0], span[0][1])
         with ThreadPoolExecutor(max_workers=4) as pool:
             counted = {
                 name: pool.submit(self._query, sql) for name, sql in queries.counts().items()
@@ -158,8 +161,12 @@ class Reconciler:
     # -- gateway receipts ----------------------------------------------------------------
 
     def _receipts(self, window: Window) -> list[Receipt]:
-        clauses: list[str] = ["b.receipt is not null"]
-        params: list[Any] = []
+        """The gateway's receipts in the window, when this bronze is the one its
+        consumers write (a namespace of other settings shares the registry, not Kafka)."""
+        if self.settings.ingest.namespace != f"{self.prefix}bronze":
+            return []
+        clauses: list[str] = ["b.receipt is not null", "b.receipt->>'topic' = %s"]
+        params: list[Any] = [self.settings.kafka.topic]
         if window.since is not None:
             clauses.append("b.created_at >= %s")
             params.append(window.since)
@@ -360,6 +367,14 @@ class _Queries:
     def __init__(self, tables: dict[str, str | None], window: Window) -> None:
         self.tables = tables
         self.window = window
+        # Event times of the window's silver rows, bounding the gold comparison's scans.
+        self.event_span: tuple[datetime, datetime] | None = None
+
+    def event_span_sql(self) -> str | None:
+        silver = self.tables["silver"]
+        if silver is None:
+            return None
+        return f"select min(s.ts), max(s.ts) from {silver} s where {self._filters('s')}"
 
     def _filters(self, alias: str, *, margin: bool = False) -> str:
         w = self.window
@@ -385,25 +400,31 @@ class _Queries:
             clauses.append(f"{alias}.ingested_at < {_ts(w.until)}")
         return " and ".join(clauses)
 
-    def _processed(self, alias: str) -> str:
-        """Whether silver has processed a bronze row (see silver.bronze_progress)."""
-        progress = self.tables["progress"]
+    def _bronze(self, where: str) -> str:
+        """Bronze rows (alias b in `where`) and whether silver processed each: a Kafka row
+        up to its partition's recorded position, a file row once its hash is recorded
+        (see silver.bronze_progress). Joined with the few progress rows, not per row."""
+        bronze, progress = self.tables["bronze"], self.tables["progress"]
         if progress is None:
-            return "false"
+            return f"(select b.*, false as processed from {bronze} b where {where})"
         return (
-            f"(exists (select 1 from {progress} p where p.stream = 'kafka:' || "
-            f"{alias}.source_topic || ':' || cast({alias}.source_partition as varchar) "
-            f"and {alias}.source_offset <= p.position) or exists (select 1 from {progress} p "
-            f"where {alias}.source_topic is null and p.stream = 'file:' || {alias}.batch_id))"
+            f"(select b.*, coalesce(b.source_offset <= k.position, f.sha is not null) "
+            f"as processed from {bronze} b "
+            f"left join (select split_part(stream, ':', 2) as topic, "
+            f"cast(split_part(stream, ':', 3) as integer) as part, position from {progress} "
+            f"where stream like 'kafka:%') k "
+            f"on k.topic = b.source_topic and k.part = b.source_partition "
+            f"left join (select substr(stream, 6) as sha from {progress} "
+            f"where stream like 'file:%') f on b.source_topic is null and f.sha = b.batch_id "
+            f"where {where})"
         )
 
     def counts(self) -> dict[str, str | None]:
         t = self.tables
         queries: dict[str, str | None] = {
             "bronze": (
-                f"select b.device_id, max(b.tenant), count(*), "
-                f"count_if(not {self._processed('b')}) from {t['bronze']} b "
-                f"where {self._filters('b')} group by 1"
+                f"select device_id, max(tenant), count(*), count_if(not processed) "
+                f"from {self._bronze(self._filters('b'))} group by 1"
             ),
             "rejected": None if t["rejected"] is None else (
                 f"select r.device_id, r.reason, count(*) from {t['rejected']} r "
@@ -435,14 +456,24 @@ class _Queries:
             f"from window_rows group by 1, 2, 3), "
             f"totals as (select s.device_id, s.metric, date_trunc('hour', s.ts) as hour, "
             f"count(*) as total from {t['silver']} s "
-            f"where s.device_id in (select device_id from touched) group by 1, 2, 3), "
+            f"where s.device_id in (select device_id from touched) and {self._span('s.ts')} "
+            f"group by 1, 2, 3), "
             f"compared as (select t.device_id, t.metric, t.hour, t.in_window, s.total, "
             f"g.readings as gold from touched t "
             f"join totals s on s.device_id = t.device_id and s.metric = t.metric "
             f"and s.hour = t.hour "
-            f"left join {t['gold']} g on g.device_id = t.device_id and g.metric = t.metric "
-            f"and g.hour = t.hour) {select}"
+            f"left join (select * from {t['gold']} g where {self._span('g.hour')}) g "
+            f"on g.device_id = t.device_id and g.metric = t.metric and g.hour = t.hour) {select}"
         )
+
+    def _span(self, column: str) -> str:
+        """`column` within the hours of the window's silver rows (literals, so Iceberg
+        prunes files and partitions)."""
+        if self.event_span is None:
+            return "true"
+        low, high = self.event_span
+        first = low.replace(minute=0, second=0, microsecond=0)
+        return f"{column} >= {_ts(first)} and {column} <= {_ts(high)}"
 
     def gold_mismatches(self, device: str) -> str:
         return self._gold_groups(
@@ -482,20 +513,21 @@ class _Queries:
             f"and b.source_offset = {int(at[2])}"
         )
 
-    def _keys(self, role: str, device: str, extra: str = "true") -> str:
+    def _keys(self, role: str, device: str) -> str:
         return (
             f"select seq, source_topic, source_partition, source_offset, batch_id "
             f"from {self.tables[role]} x where x.device_id = {_text(device)} "
-            f"and {self._inside('x')} and {extra}"
+            f"and {self._inside('x')}"
         )
 
     def bronze_not_in_silver(self, device: str) -> str:
         kept = self._keys("silver", device)
         if self.tables["quarantine"] is not None:
             kept += " union all " + self._keys("quarantine", device)
+        processed = self._bronze(f"b.device_id = {_text(device)} and {self._inside('b')}")
         return (
-            f"select seq from ({self._keys('bronze', device, self._processed('x'))} "
-            f"except ({kept})) order by 1"
+            f"select seq from (select seq, source_topic, source_partition, source_offset, "
+            f"batch_id from {processed} where processed except ({kept})) order by 1"
         )
 
     def silver_not_in_bronze(self, device: str) -> str:
