@@ -690,7 +690,9 @@ def test_merge_succeeds_while_the_consumer_commits(env, topic_factory, consumer_
     try:
         feeder = threading.Thread(target=produce)
         feeder.start()
-        time.sleep(5)
+        deadline = time.monotonic() + 60
+        while _bronze_rows(env) == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)  # the run must start with part of the feed in bronze
         bronze_at_start = _bronze_rows(env)
         report = env.run()
         bronze_at_merge = _bronze_rows(env)
