@@ -27,3 +27,11 @@ group by {{ columns | join(', ') }}
 having count(*) > 1
     {%- for c in columns %} or count_if({{ c }} is null) > 0{% endfor %}
 {% endtest %}
+
+{#- An event time later than the run's clock plus the tolerance fails the test: such a
+    reading is held back in the quarantine until its time has come. -#}
+{% test lakehouse_not_ahead_of_the_run(model, column_name) %}
+select {{ column_name }}
+from {{ model }}
+where {{ column_name }} > {{ accepted_until() }}
+{% endtest %}
