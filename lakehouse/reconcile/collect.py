@@ -295,6 +295,8 @@ class Reconciler:
                     "duplicated_in_silver", device, n - distinct, tuple(seq_ranges(seqs))
                 ))  # fmt: skip
         reused: dict[str, list[int]] = defaultdict(list)
+        if not any(c.duplicates_removed for c in report.devices.values()):
+            return  # no duplicate in the window, so no seq reused either
         for device, seq in self._query(queries.reused_seqs()):
             reused[device].append(seq)
         for device, seqs in sorted(reused.items()):
