@@ -12,6 +12,25 @@ from rich.table import Table
 from lakehouse.cli.common import err, out, settings_of
 from lakehouse.credentials import load
 from lakehouse.errors import ConfigError
+from lakehouse.reconcile.model import DeviceCounts, Report
+
+# Above this many devices only the totals are printed (all are in --json).
+MAX_DEVICE_ROWS = 50
+STAGES = (
+    "receipted by the gateway", "in Kafka, not consumed yet", "in bronze",
+    "rejected by bronze", "in bronze, not transformed yet", "in silver",
+    "quarantined (not duplicates)", "duplicates removed", "in gold",
+)  # fmt: skip
+STAGE_COLUMNS = ("recv", "kafka", "bronze", "rej", "wait", "silver", "quar", "dup", "gold")
+STAGE_NAMES = ", ".join(f"{c}: {s}" for c, s in zip(STAGE_COLUMNS, STAGES, strict=True))
+
+
+def _stages(c: DeviceCounts) -> tuple[int, ...]:
+    quarantined = sum(c.quarantined.values())
+    return (
+        c.receipted, c.kafka_pending, c.bronze, sum(c.rejected.values()), c.transform_pending,
+        c.silver, quarantined - c.duplicates_removed, c.duplicates_removed, c.gold,
+    )  # fmt: skip
 
 
 def _instant(value: str | None, option: str) -> datetime | None:
@@ -59,29 +78,36 @@ def reconcile(
     if as_json:
         typer.echo(json.dumps(report.as_json(), default=str))
     else:
-        table = Table(
-            "device", "receipted", "in Kafka", "bronze", "rejected", "to transform",
-            "silver", "quarantined", "duplicates", "gold", title="readings per stage",
-        )  # fmt: skip
-        rows = [report.devices[d] for d in sorted(report.devices)]
-        if len(rows) > 1:
-            rows.append(report.totals())
-        for c in rows:
-            table.add_row(
-                c.device_id, f"{c.receipted:,}", f"{c.kafka_pending:,}", f"{c.bronze:,}",
-                f"{sum(c.rejected.values()):,}", f"{c.transform_pending:,}", f"{c.silver:,}",
-                f"{sum(c.quarantined.values()) - c.duplicates_removed:,}",
-                f"{c.duplicates_removed:,}", f"{c.gold:,}",
-            )  # fmt: skip
-        out.print(table)
-        totals = report.totals()
-        for label, counted in (("rejected", totals.rejected), ("quarantined", totals.quarantined)):
-            if counted:
-                listed = ", ".join(f"{k} {v:,}" for k, v in sorted(counted.items()))
-                out.print(f"{label}: {listed}", highlight=False)
-        for finding in report.discrepancies:
-            out.print(f"[bold red]✗[/] {finding.describe()}", highlight=False)
-        style = "green" if report.accounted else "bold red"
-        out.print(f"[{style}]{report.verdict()}[/] ({report.seconds:.1f} s)", highlight=False)
+        _print_report(report)
     if not report.accounted:
         raise typer.Exit(1)
+
+
+def _print_report(report: Report) -> None:
+    """Stages per device (for a few devices), in total, the reasons and the verdict."""
+    devices = [report.devices[d] for d in sorted(report.devices)]
+    if 1 < len(devices) <= MAX_DEVICE_ROWS:
+        table = Table(title="per device", caption=STAGE_NAMES)
+        for name in ("device", *STAGE_COLUMNS):
+            table.add_column(name, justify="left" if name == "device" else "right",
+                             overflow="fold")  # fmt: skip
+        for c in devices:
+            table.add_row(c.device_id, *(f"{n:,}" for n in _stages(c)))
+        out.print(table)
+    overall = report.totals() if len(devices) != 1 else devices[0]
+    stages = Table(title=f"all {len(devices):,} device(s)" if len(devices) != 1
+                   else devices[0].device_id)  # fmt: skip
+    stages.add_column("stage")
+    stages.add_column("readings", justify="right")
+    for name, n in zip(STAGES, _stages(overall), strict=True):
+        stages.add_row(name, f"{n:,}")
+    out.print(stages)
+    totals = report.totals()
+    for label, counted in (("rejected", totals.rejected), ("quarantined", totals.quarantined)):
+        if counted:
+            listed = ", ".join(f"{k} {v:,}" for k, v in sorted(counted.items()))
+            out.print(f"{label}: {listed}", highlight=False)
+    for finding in report.discrepancies:
+        out.print(f"[bold red]✗[/] {finding.describe()}", highlight=False)
+    style = "green" if report.accounted else "bold red"
+    out.print(f"[{style}]{report.verdict()}[/] ({report.seconds:.1f} s)", highlight=False)
