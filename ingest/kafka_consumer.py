@@ -35,7 +35,7 @@ from lakehouse.clients import iceberg_catalog, kafka_config
 from lakehouse.config import Settings
 from lakehouse.contracts import READINGS, REJECTED, ensure_bronze_tables
 from lakehouse.credentials import Credentials
-from lakehouse.errors import ConfigError, FencedCommitError
+from lakehouse.errors import ConfigError, FencedCommitError, IngestError
 from lakehouse.failpoints import failpoint
 from lakehouse.retry import Interrupted, Outage, retry_transient
 
@@ -253,9 +253,32 @@ class BronzeConsumer:
         self._load_offsets()
         for tp in partitions:
             tp.offset = self._resume_offset(tp.partition)
+            self._refuse_offsets_ahead_of_the_topic(consumer, tp)
         self._assigned = {tp.partition for tp in partitions}
         consumer.assign(partitions)
         log.info("assigned %s", {tp.partition: tp.offset for tp in partitions})
+
+    def _refuse_offsets_ahead_of_the_topic(self, consumer: Consumer, tp: TopicPartition) -> None:
+        """Bronze resumes a partition beyond the topic's end only if the topic was deleted
+        and created again: its new messages would reuse offsets bronze counts as consumed
+        and be skipped. That cannot be retried away, so the consumer stops and says so."""
+        if tp.offset < 0:
+            return
+        try:
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(self.topic, tp.partition), timeout=5, cached=False
+            )
+        except Exception as exc:  # an unreachable broker is an outage, handled elsewhere
+            log.debug("no watermarks for partition %d: %s", tp.partition, exc)
+            return
+        if tp.offset > high:
+            raise IngestError(
+                f"bronze has consumed {self.topic}[{tp.partition}] up to offset {tp.offset}, "
+                f"but the topic ends at {high}: it was deleted and created again, and its "
+                "new messages would be taken for ones already consumed",
+                fix="give the new topic a name of its own (LAKEHOUSE_KAFKA_TOPIC for the "
+                "gateway and the consumers): bronze keeps offsets per topic",
+            )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._flush()

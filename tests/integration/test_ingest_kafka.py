@@ -303,3 +303,39 @@ def test_metrics_and_sigterm_drain(stack_settings, topic_factory, consumer_log):
     finally:
         assert stop_consumer(proc) == 0
     assert bronze_counts(stack_settings, topic) == (2001, 2001)
+
+
+def test_a_recreated_topic_stops_the_consumer_with_the_fix(
+    stack_settings, topic_factory, consumer_log, tmp_path
+):
+    """The topic is deleted and created again, so its offsets start over below what
+    bronze has consumed: the consumer refuses to read on (it would skip the new
+    messages as consumed ones) and names the fix, instead of skipping them silently."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = topic_factory(partitions=1)
+    produce(stack_settings, topic, [good_message(seq) for seq in range(1, 6)])
+    group = f"g-{topic}"
+    proc = start_consumer(topic, group, "--max-age", "1", "--idle-exit", "5", log=consumer_log)
+    assert proc.wait(120) == 0
+    assert bronze_counts(stack_settings, topic) == (5, 5)
+
+    admin = AdminClient(kafka_config(stack_settings, "admin"))
+    admin.delete_topics([topic])[topic].result(30)
+    deadline = time.monotonic() + 60
+    while True:  # deletion completes in the background
+        try:
+            admin.create_topics([NewTopic(topic, num_partitions=1)])[topic].result(30)
+            break
+        except Exception:
+            assert time.monotonic() < deadline, "the topic could not be created again"
+            time.sleep(1)
+    produce(stack_settings, topic, [good_message(seq) for seq in range(6, 8)])
+    log = tmp_path / "recreated.log"
+    with log.open("ab") as out:
+        proc = start_consumer(topic, group, "--max-age", "1", log=out)
+    assert proc.wait(120) == 1
+    text = " ".join(log.read_text().split())
+    assert f"bronze has consumed {topic}[0] up to offset 5, but the topic ends at 2" in text
+    assert "give the new topic a name of its own" in text
+    assert bronze_counts(stack_settings, topic) == (5, 5)
