@@ -150,8 +150,10 @@ def main(argv: "List[str] | None" = None) -> int:
         queue = _open(config)
         if args.command == "status":
             reasons = queue.reasons()
+            # anchored: false until the gateway said where this device's seqs stand.
             print(json.dumps({**queue.counts(), "invalid_by_reason": reasons["invalid"],
-                              "failed_by_reason": reasons["failed"]}))  # fmt: skip
+                              "failed_by_reason": reasons["failed"],
+                              "anchored": queue.anchored}))  # fmt: skip
             return 0
         if args.command == "requeue":
             print(json.dumps({"requeued": queue.requeue()}))

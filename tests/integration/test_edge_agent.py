@@ -228,7 +228,7 @@ def test_a_reflashed_device_numbers_on_from_the_gateway_and_loses_nothing(
             assert flushed.returncode == 0, flushed.stderr
         assert "renumbered to follow them" in flushed.stderr
         status = queue_status(reflashed)
-        assert (status["acked"], status["next_seq"]) == (30, 81)
+        assert (status["acked"], status["next_seq"], status["anchored"]) == (30, 81, True)
         assert wait_for_device(stack_settings, device, 80) == (80, 80)
         cursor = trino_connection(stack_settings).cursor()
         cursor.execute(
