@@ -157,3 +157,21 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def assert_accounted(settings, credentials, device: str, timeout: float = 120) -> Any:
+    """`lakehouse reconcile` for one device, once nothing of it waits in Kafka: every
+    reading accounted for exactly once. Returns the device's counts."""
+    from lakehouse.reconcile.collect import Reconciler
+    from lakehouse.reconcile.model import Window
+
+    deadline = time.monotonic() + timeout
+    while True:
+        report = Reconciler(settings, credentials).run(Window(device=device))
+        counts = report.devices.get(device)
+        if counts is not None and counts.kafka_pending == 0:
+            break
+        assert time.monotonic() < deadline, f"{device} still waits in Kafka"
+        time.sleep(2)
+    assert report.accounted, [d.describe() for d in report.discrepancies]
+    return counts

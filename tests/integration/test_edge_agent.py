@@ -23,6 +23,7 @@ from lakehouse import registry
 from lakehouse.clients import postgres_connection, trino_connection
 from tests.gateway_process import start_gateway
 from tests.integration.conftest import (
+    assert_accounted,
     device_counts,
     free_port,
     start_consumer,
@@ -132,6 +133,8 @@ def test_network_cut_and_power_loss_lose_and_duplicate_nothing(
                 break
             time.sleep(2)
         assert rows == [READINGS, READINGS, 1, READINGS]
+        counts = assert_accounted(stack_settings, credentials, device)
+        assert (counts.receipted, counts.bronze) == (READINGS, READINGS)
     finally:
         agent_log.close()
         gateway.terminate()
@@ -186,6 +189,8 @@ def test_a_refused_reading_is_parked_with_its_reason_and_a_large_batch_is_split(
         assert flushed.returncode == 1
         assert queue_status(config)["failed_by_reason"] == {"ts_in_future": 1, "wrong_type": 1}
         assert device_counts(stack_settings, device) == (410, 410)
+        counts = assert_accounted(stack_settings, credentials, device)
+        assert (counts.receipted, counts.bronze) == (410, 410)
     finally:
         gateway.terminate()
         gateway.wait(30)

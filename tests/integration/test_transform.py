@@ -254,6 +254,18 @@ def expected_scores(kept: list[Row]) -> dict[tuple[str, int], tuple[float | None
     return scores
 
 
+def assert_env_accounted(env: Env) -> None:
+    """`lakehouse reconcile` over the whole environment: every reading exactly once."""
+    from lakehouse.reconcile.collect import Reconciler
+    from lakehouse.reconcile.model import Window
+
+    report = Reconciler(env.settings, env.credentials).run(Window())
+    assert report.accounted, [d.describe() for d in report.discrepancies]
+    total = report.totals()
+    assert total.bronze == total.silver + sum(total.quarantined.values()) > 0
+    assert total.gold == total.silver
+
+
 def approx(value: float | None) -> Any:
     return None if value is None else pytest.approx(value, rel=1e-9, abs=1e-12)
 
@@ -494,6 +506,7 @@ def test_two_year_long_backfills_both_publish(env):
         assert env.query(
             f"select count(*) from {{p}}platinum.anomaly_scores where device_id in ({listed})"
         ) == [[2 * days * 24]]
+    assert_env_accounted(env)
 
 
 def test_units_are_converted_and_unknown_units_and_metrics_quarantined(env):
@@ -605,6 +618,7 @@ def test_an_hourly_device_is_scored_and_its_outlier_flagged(env):
     incremental = env.contents()
     assert env.run(full_refresh=True).outcome == "published"
     assert env.contents() == incremental
+    assert_env_accounted(env)
 
 
 # ---------------------------------------------------------------------------------------
