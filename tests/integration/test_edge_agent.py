@@ -247,3 +247,60 @@ def test_a_reflashed_device_numbers_on_from_the_gateway_and_loses_nothing(
         gateway.terminate()
         gateway.wait(30)
         assert stop_consumer(consumer) == 0
+
+
+def test_a_file_source_restarted_after_power_loss_reads_on_without_rereading(
+    stack, stack_settings, credentials, tmp_path, consumer_log
+):
+    """An agent tails a JSONL file, loses power, the file grows meanwhile: after the
+    restart it sends the new lines only, so bronze holds every line once."""
+    port = free_port()
+    data = tmp_path / "sensor.jsonl"
+
+    def append(first: int, count: int) -> None:
+        with data.open("a") as out:
+            for i in range(first, first + count):
+                out.write(json.dumps({"metric": "t", "value": float(i)}) + "\n")
+
+    append(0, 30)
+    device, config = device_config(
+        stack_settings, credentials, tmp_path, port,
+        f'\n[[sources]]\ntype = "file"\npath = "{data}"\n',
+    )  # fmt: skip
+    consumer = start_consumer(stack_settings.kafka.topic, stack_settings.ingest.group_id,
+                              "--max-age", "2", log=consumer_log)  # fmt: skip
+    gateway = start_gateway(port, tmp_path / "gateway.log")
+    agent_log = (tmp_path / "agent.log").open("ab")
+    try:
+        running = agent(config, log=agent_log)
+        _wait_until_sent(config, 30)
+        kill_9(running)  # power loss
+        append(30, 20)
+        running = agent(config, log=agent_log)
+        _wait_until_sent(config, 50)
+        running.terminate()
+        assert running.wait(60) == 0
+        assert wait_for_device(stack_settings, device, 50) == (50, 50)
+        cursor = trino_connection(stack_settings).cursor()
+        cursor.execute(
+            f"select min(value), max(value) from lake.bronze.readings where device_id = '{device}'"
+        )
+        assert cursor.fetchall() == [[0.0, 49.0]]
+        counts = assert_accounted(stack_settings, credentials, device)
+        assert (counts.receipted, counts.bronze) == (50, 50)
+    finally:
+        agent_log.close()
+        gateway.terminate()
+        gateway.wait(30)
+        assert stop_consumer(consumer) == 0
+
+
+def _wait_until_sent(config: Path, readings: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = queue_status(config)
+        if status["next_seq"] > readings and status["ready"] == status["inflight"] == 0:
+            assert status["next_seq"] == readings + 1, status  # nothing read twice
+            return
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)

@@ -15,6 +15,7 @@ import pytest
 
 from ingest.files import file_sha256, ingest_file
 from lakehouse.clients import iceberg_catalog, trino_connection
+from tests.integration.conftest import assert_accounted
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +97,8 @@ def test_one_file_ingested_twice_at_once_while_another_writer_commits_lands_once
     assert sorted(r.skipped for r in results) == [False, True]
     assert _rows_for(stack_settings, file_sha256(path)) == (200, 0)
     assert len(landed) >= 1 and set(landed) == {1}
+    counts = assert_accounted(stack_settings, credentials, f"race-{unique}")
+    assert (counts.bronze, counts.receipted) == (200, 0)
 
 
 def test_malformed_csv_row_is_rejected_with_its_line_number(stack_settings, tmp_path, unique):
