@@ -59,7 +59,7 @@ def test_one_file_ingested_twice_at_once_while_another_writer_commits_lands_once
     stack_settings, credentials, tmp_path, unique
 ):
     """Two ingests of the same file race each other and a writer committing to bronze
-    all the while (as the consumer does): both ingests finish, the file lands once."""
+    every second (as a busy consumer does): both ingests finish, the file lands once."""
     path = tmp_path / f"race-{unique}.jsonl"
     path.write_bytes(b"".join(
         orjson.dumps({"device_id": f"race-{unique}", "tenant": "tenant-01", "seq": i,
@@ -82,6 +82,7 @@ def test_one_file_ingested_twice_at_once_while_another_writer_commits_lands_once
                 "ts": "2026-11-20T10:00:00Z", "metric": "temperature", "value": 1.0,
             }) + b"\n")  # fmt: skip
             landed.append(ingest_file(catalog, extra).readings)
+            stop.wait(1.0)  # a consumer commits every few seconds
 
     def ingest() -> object:
         return ingest_file(iceberg_catalog(stack_settings, credentials, s3_key="ingest"), path)
