@@ -47,6 +47,12 @@ ENVELOPE_MARGIN = "interval '1' hour"
 # Envelopes read back from Kafka to name the readings bronze lacks, at most.
 MAX_ENVELOPES_READ = 1000
 Envelope = tuple[str, int, int]  # topic, partition, offset
+# A receipt row: device, batch id, readings accepted, topic, partition, offset.
+_RECEIPTS = (
+    "select b.device_id, b.batch_id, (b.receipt->>'accepted')::int, b.receipt->>'topic', "
+    "(b.receipt->>'partition')::int, (b.receipt->>'offset')::bigint "
+    "from registry.upload_batches b "
+)
 
 
 @dataclass(frozen=True)
@@ -179,30 +185,23 @@ class Reconciler:
         if window.tenant is not None:
             clauses.append("d.tenant = %s")
             params.append(window.tenant)
-        sql = (
-            "select b.device_id, b.batch_id, (b.receipt->>'accepted')::int, "
-            "b.receipt->>'topic', (b.receipt->>'partition')::int, "
-            "(b.receipt->>'offset')::bigint from registry.upload_batches b "
-            "left join registry.devices d using (device_id) where " + " and ".join(clauses)
-        )
+        where = " and ".join(clauses)
+        sql = f"{_RECEIPTS}left join registry.devices d using (device_id) where {where}"
         with postgres_connection(self.settings, self.credentials) as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [Receipt(r[0], r[1], r[2], (r[3], r[4], r[5])) for r in rows]
+        return [_receipt(row) for row in rows]
 
     def _receipts_of(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Receipt]:
         if not keys:
             return {}
         devices, batches = zip(*sorted(keys), strict=True)
         sql = (
-            "select b.device_id, b.batch_id, (b.receipt->>'accepted')::int, "
-            "b.receipt->>'topic', (b.receipt->>'partition')::int, "
-            "(b.receipt->>'offset')::bigint from registry.upload_batches b "
-            "join unnest(%s::text[], %s::text[]) as k(device_id, batch_id) "
+            _RECEIPTS + "join unnest(%s::text[], %s::text[]) as k(device_id, batch_id) "
             "using (device_id, batch_id) where b.receipt is not null"
         )
         with postgres_connection(self.settings, self.credentials) as conn:
             rows = conn.execute(sql, (list(devices), list(batches))).fetchall()
-        return {(r[0], r[1]): Receipt(r[0], r[1], r[2], (r[3], r[4], r[5])) for r in rows}
+        return {(row[0], row[1]): _receipt(row) for row in rows}
 
     def _match_envelopes(
         self,
@@ -314,6 +313,11 @@ class Reconciler:
             ))  # fmt: skip
 
 
+def _receipt(row: Any) -> Receipt:
+    """A row of _RECEIPTS."""
+    return Receipt(row[0], row[1], row[2], (row[3], row[4], row[5]))
+
+
 def _report_gaps(report: Report, gaps: list[Gap]) -> None:
     window = report.window
     for gap in gaps:
@@ -379,6 +383,17 @@ class _Queries:
         return f"select min(s.ts), max(s.ts) from {silver} s where {self._filters('s')}"
 
     def _filters(self, alias: str, *, margin: bool = False) -> str:
+        """The window: its time (see _inside) and its device or tenant."""
+        w = self.window
+        clauses = [self._inside(alias, margin=margin)]
+        if w.device is not None:
+            clauses.append(f"{alias}.device_id = {_text(checked('device id', w.device))}")
+        if w.tenant is not None:
+            clauses.append(f"{alias}.tenant = {_text(checked('tenant', w.tenant))}")
+        return " and ".join(clauses)
+
+    def _inside(self, alias: str, *, margin: bool = False) -> str:
+        """Received in the window (widened by ENVELOPE_MARGIN on each side with margin)."""
         w = self.window
         clauses = ["true"]
         if w.since is not None:
@@ -387,19 +402,6 @@ class _Queries:
         if w.until is not None:
             high = _ts(w.until) + (f" + {ENVELOPE_MARGIN}" if margin else "")
             clauses.append(f"{alias}.ingested_at < {high}")
-        if w.device is not None:
-            clauses.append(f"{alias}.device_id = {_text(checked('device id', w.device))}")
-        if w.tenant is not None:
-            clauses.append(f"{alias}.tenant = {_text(checked('tenant', w.tenant))}")
-        return " and ".join(clauses)
-
-    def _inside(self, alias: str) -> str:
-        w = self.window
-        clauses = ["true"]
-        if w.since is not None:
-            clauses.append(f"{alias}.ingested_at >= {_ts(w.since)}")
-        if w.until is not None:
-            clauses.append(f"{alias}.ingested_at < {_ts(w.until)}")
         return " and ".join(clauses)
 
     def _bronze(self, where: str) -> str:
@@ -522,21 +524,26 @@ class _Queries:
             f"and {self._inside('x')}"
         )
 
-    def bronze_not_in_silver(self, device: str) -> str:
+    def _kept(self, device: str) -> str:
+        """The keys of the device's readings that silver kept or quarantined."""
         kept = self._keys("silver", device)
         if self.tables["quarantine"] is not None:
             kept += " union all " + self._keys("quarantine", device)
+        return kept
+
+    def bronze_not_in_silver(self, device: str) -> str:
         processed = self._bronze(f"b.device_id = {_text(device)} and {self._inside('b')}")
         return (
             f"select seq from (select seq, source_topic, source_partition, source_offset, "
-            f"batch_id from {processed} where processed except ({kept})) order by 1"
+            f"batch_id from {processed} where processed except ({self._kept(device)})) "
+            "order by 1"
         )
 
     def silver_not_in_bronze(self, device: str) -> str:
-        kept = self._keys("silver", device)
-        if self.tables["quarantine"] is not None:
-            kept += " union all " + self._keys("quarantine", device)
-        return f"select seq from (({kept}) except {self._keys('bronze', device)}) order by 1"
+        return (
+            f"select seq from (({self._kept(device)}) except {self._keys('bronze', device)}) "
+            "order by 1"
+        )
 
     def duplicated_seqs(self, device: str) -> str:
         return (
