@@ -166,6 +166,9 @@ class BronzeConsumer:
         self._readings, self._rejected = self._retry(open_tables)
         self._consumer: Consumer | None = None
         self._assigned: set[int] = set()
+        # Per partition, the offset the next message should have: where the consumer
+        # sought, then one past the last message taken (batches in flight included).
+        self._next_offset: dict[int, int] = {}
         self._readings_at: dict[int, int] = {}
         self._rejected_at: dict[int, int] = {}
         self._batch = self._new_batch()
@@ -254,6 +257,7 @@ class BronzeConsumer:
         for tp in partitions:
             tp.offset = self._resume_offset(tp.partition)
             self._refuse_offsets_ahead_of_the_topic(consumer, tp)
+            self._sought(tp.partition, tp.offset)
         self._assigned = {tp.partition for tp in partitions}
         consumer.assign(partitions)
         log.info("assigned %s", {tp.partition: tp.offset for tp in partitions})
@@ -328,9 +332,10 @@ class BronzeConsumer:
         if partition is None or offset is None or partition not in self._assigned:
             return
         batch = self._batch
-        expected = batch.end.get(partition, self._readings_at.get(partition))
+        expected = self._next_offset.get(partition)
         if expected is not None and offset > expected:
             self._expired(partition, expected, offset)
+        self._next_offset[partition] = offset + 1
         batch.end[partition] = offset + 1
         value = message.value()
         batch.values.append(value)
@@ -462,6 +467,14 @@ class BronzeConsumer:
         for partition in self._assigned:
             offset = self._resume_offset(partition)
             self._consumer.seek(TopicPartition(self.topic, partition, offset))
+            self._sought(partition, offset)
+
+    def _sought(self, partition: int, offset: int) -> None:
+        """The consumer reads `partition` from `offset` (negative: the log's start)."""
+        if offset >= 0:
+            self._next_offset[partition] = offset
+        else:
+            self._next_offset.pop(partition, None)
 
     def _commit_kafka(self, ends: dict[int, int]) -> None:
         if self._consumer is None:

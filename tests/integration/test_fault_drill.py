@@ -22,7 +22,7 @@ import pytest
 
 from lakehouse import registry
 from lakehouse.clients import postgres_connection, trino_connection
-from tests.integration.conftest import device_counts, wait_for_device
+from tests.integration.conftest import assert_accounted, device_counts, wait_for_device
 
 pytestmark = pytest.mark.integration
 
@@ -149,3 +149,6 @@ def test_every_server_and_service_killed_mid_stream_loses_and_duplicates_nothing
         f"where device_id = '{device_id}'"
     )
     assert cursor.fetchall() == [[expected, expected, 1, expected]]
+    # And reconcile accounts for each one at every stage; killing Kafka recorded no gap.
+    counts = assert_accounted(stack_settings, credentials, device_id)
+    assert (counts.receipted, counts.bronze, counts.silver, counts.gold) == (expected,) * 4
