@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 from lakehouse import registry
 from lakehouse.clients import kafka_config
 from tests.gateway_process import start_gateway
-from tests.integration.conftest import free_port
+from tests.integration.conftest import assert_accounted, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -344,7 +344,7 @@ def envelopes_with_batch(settings, device_id: str, batch_id: str) -> list[tuple[
 
 
 def test_a_gateway_killed_between_kafka_and_its_receipt_sends_the_batch_once(
-    stack, stack_settings, tokens, tmp_path
+    stack, stack_settings, credentials, tokens, tmp_path
 ):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -374,12 +374,14 @@ def test_a_gateway_killed_between_kafka_and_its_receipt_sends_the_batch_once(
         assert found == [(receipt["partition"], receipt["offset"])]
         assert receipt["accepted"] == 1
         assert post(url, tokens["c"], body, headers=key).json() == receipt
+        counts = assert_accounted(stack_settings, credentials, tokens["c_id"])
+        assert counts.receipted == counts.bronze
     finally:
         restarted.terminate()
         restarted.wait(30)
 
 
-def test_concurrent_retries_of_one_batch_send_it_once(gateway, tokens, stack_settings):
+def test_concurrent_retries_of_one_batch_send_it_once(gateway, tokens, stack_settings, credentials):
     url, _ = gateway
     body, key = [{**GOOD, "seq": 950}], {"Idempotency-Key": "concurrent-1"}
     with ThreadPoolExecutor(8) as pool:
@@ -391,6 +393,8 @@ def test_concurrent_retries_of_one_batch_send_it_once(gateway, tokens, stack_set
     assert post(url, tokens["c"], body, headers=key).json() == receipt
     found = envelopes_with_batch(stack_settings, tokens["c_id"], "concurrent-1")
     assert found == [(receipt["partition"], receipt["offset"])]
+    counts = assert_accounted(stack_settings, credentials, tokens["c_id"])
+    assert counts.receipted == counts.bronze
 
 
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
