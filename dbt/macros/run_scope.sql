@@ -65,3 +65,25 @@
     select *, date_trunc('hour', ts) as hour from {{ ref('readings') }}
     {%- endif %}
 {%- endmacro %}
+
+{#- First and last hour of the current run's new silver rows: [earliest, latest], or
+    [None, None] when it has none. -#}
+{% macro run_hour_bounds() -%}
+    {%- if execute -%}
+        {%- set result = run_query(
+            "select min(date_trunc('hour', ts)), max(date_trunc('hour', ts)) from "
+            ~ ref('readings') ~ " where run_id = " ~ current_run_id()
+        ) -%}
+        {%- if result.rows | length > 0 -%}
+            {{- return([result.rows[0][0], result.rows[0][1]]) -}}
+        {%- endif -%}
+    {%- endif -%}
+    {{- return([none, none]) -}}
+{%- endmacro %}
+
+{#- The (device, metric) series the current run's new silver rows belong to. -#}
+{% macro touched_series() -%}
+    select distinct device_id, metric
+    from {{ ref('readings') }}
+    where run_id = {{ current_run_id() }}
+{%- endmacro %}

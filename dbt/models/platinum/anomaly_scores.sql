@@ -23,15 +23,9 @@
 
 with
 {% if is_incremental() %}
-{%- set bounds_sql = "select min(date_trunc('hour', ts)), max(date_trunc('hour', ts)) from "
-    ~ ref('readings') ~ " where run_id = " ~ current_run_id() %}
-{%- set bounds = run_query(bounds_sql) if execute else none %}
-{%- set earliest = bounds.rows[0][0] if bounds and bounds.rows | length > 0 else none %}
-{%- set latest = bounds.rows[0][1] if bounds and bounds.rows | length > 0 else none %}
+{%- set earliest, latest = run_hour_bounds() %}
 touched_series as (
-    select distinct device_id, metric
-    from {{ ref('readings') }}
-    where run_id = {{ current_run_id() }}
+    {{ touched_series() }}
 ),
 
 scoped as (
