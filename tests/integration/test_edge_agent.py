@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -162,10 +164,7 @@ def test_a_refused_reading_is_parked_with_its_reason_and_a_large_batch_is_split(
     queue = DurableQueue(str(tmp_path / "state" / "queue.db"))
     queue.put_many(readings)
     queue.close()
-    consumer = start_consumer(stack_settings.kafka.topic, stack_settings.ingest.group_id,
-                              "--max-age", "2", log=consumer_log)  # fmt: skip
-    gateway = start_gateway(port, tmp_path / "gateway.log")
-    try:
+    with _uplink(stack_settings, port, tmp_path, consumer_log):
         flushed = subprocess.run(
             [sys.executable, "-m", "lakehouse_edge", "flush", "--config", str(config)],
             capture_output=True, text=True, timeout=120,
@@ -191,10 +190,6 @@ def test_a_refused_reading_is_parked_with_its_reason_and_a_large_batch_is_split(
         assert device_counts(stack_settings, device) == (410, 410)
         counts = assert_accounted(stack_settings, credentials, device)
         assert (counts.receipted, counts.bronze) == (410, 410)
-    finally:
-        gateway.terminate()
-        gateway.wait(30)
-        assert stop_consumer(consumer) == 0
 
 
 def test_a_reflashed_device_numbers_on_from_the_gateway_and_loses_nothing(
@@ -203,9 +198,6 @@ def test_a_reflashed_device_numbers_on_from_the_gateway_and_loses_nothing(
     """A device sends 50 readings, its SD card is re-flashed (a fresh queue numbering
     from 1 again), and it sends 30 more: all 80 reach bronze under distinct seqs, and
     reconcile accounts for each of them."""
-    from lakehouse.reconcile.collect import Reconciler
-    from lakehouse.reconcile.model import Window
-
     port = free_port()
     device, config = device_config(stack_settings, credentials, tmp_path, port)
     reflashed = tmp_path / "reflashed.toml"
@@ -213,10 +205,7 @@ def test_a_reflashed_device_numbers_on_from_the_gateway_and_loses_nothing(
         config.read_text().replace(str(tmp_path / "state"), str(tmp_path / "state-2"))
     )
     stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    consumer = start_consumer(stack_settings.kafka.topic, stack_settings.ingest.group_id,
-                              "--max-age", "2", log=consumer_log)  # fmt: skip
-    gateway = start_gateway(port, tmp_path / "gateway.log")
-    try:
+    with _uplink(stack_settings, port, tmp_path, consumer_log):
         for install, (path, count) in enumerate(((config, 50), (reflashed, 30))):
             state = tmp_path / ("state" if install == 0 else "state-2")
             state.mkdir()
@@ -240,13 +229,8 @@ def test_a_reflashed_device_numbers_on_from_the_gateway_and_loses_nothing(
             f"select min(seq), max(seq) from lake.bronze.readings where device_id = '{device}'"
         )
         assert cursor.fetchall() == [[1, 80]]
-        report = Reconciler(stack_settings, credentials).run(Window(device=device))
-        assert report.accounted, [d.describe() for d in report.discrepancies]
-        assert (report.devices[device].receipted, report.devices[device].bronze) == (80, 80)
-    finally:
-        gateway.terminate()
-        gateway.wait(30)
-        assert stop_consumer(consumer) == 0
+        counts = assert_accounted(stack_settings, credentials, device)
+        assert (counts.receipted, counts.bronze) == (80, 80)
 
 
 def test_a_file_source_restarted_after_power_loss_reads_on_without_rereading(
@@ -267,11 +251,10 @@ def test_a_file_source_restarted_after_power_loss_reads_on_without_rereading(
         stack_settings, credentials, tmp_path, port,
         f'\n[[sources]]\ntype = "file"\npath = "{data}"\n',
     )  # fmt: skip
-    consumer = start_consumer(stack_settings.kafka.topic, stack_settings.ingest.group_id,
-                              "--max-age", "2", log=consumer_log)  # fmt: skip
-    gateway = start_gateway(port, tmp_path / "gateway.log")
-    agent_log = (tmp_path / "agent.log").open("ab")
-    try:
+    with (
+        _uplink(stack_settings, port, tmp_path, consumer_log),
+        (tmp_path / "agent.log").open("ab") as agent_log,
+    ):
         running = agent(config, log=agent_log)
         _wait_until_sent(config, 30)
         kill_9(running)  # power loss
@@ -288,8 +271,17 @@ def test_a_file_source_restarted_after_power_loss_reads_on_without_rereading(
         assert cursor.fetchall() == [[0.0, 49.0]]
         counts = assert_accounted(stack_settings, credentials, device)
         assert (counts.receipted, counts.bronze) == (50, 50)
+
+
+@contextmanager
+def _uplink(stack_settings, port: int, tmp_path: Path, consumer_log) -> Iterator[None]:
+    """A gateway on `port` and a consumer of the stack's topic, for the block's length."""
+    consumer = start_consumer(stack_settings.kafka.topic, stack_settings.ingest.group_id,
+                              "--max-age", "2", log=consumer_log)  # fmt: skip
+    gateway = start_gateway(port, tmp_path / "gateway.log")
+    try:
+        yield
     finally:
-        agent_log.close()
         gateway.terminate()
         gateway.wait(30)
         assert stop_consumer(consumer) == 0
