@@ -1,10 +1,12 @@
 """The serving layer: publish cost, dashboard queries and dashboards in a browser.
 
 In one run, on the benchmarks' own stack:
-1. Bronze of N readings (default 10 M: 100 devices x 4 metrics x 1 reading/s), a full
-   transform, then a full copy into serving (the baseline), then one more hour
-   (1.44 M readings) transformed and published incrementally.
-   Target: incremental publish ≤ 10 % of the full copy.
+1. Bronze of N readings (default 10 M: 100 devices x 4 metrics, one reading of each
+   every 5 minutes, so ~87 days of history ending an hour ago), a full transform, then a
+   full copy into serving (the baseline), then the last hour (4,800 readings)
+   transformed and published incrementally, as the transform's schedule would.
+   Target: incremental publish ≤ 10 % of the full copy. `--cadence 1` gives the dense
+   shape (one reading a second, ~7 hours), where one hour is an eighth of all the data.
 2. The dashboards' chart queries on PostgreSQL serving, as a tenant's role (RLS on),
    against the same queries on Trino gold. Target: serving p95 ≤ 100 ms.
 3. Each dashboard in Debian's Chromium as a business user, warm: from navigation until
@@ -12,7 +14,8 @@ In one run, on the benchmarks' own stack:
 4. Resident memory of the whole platform (every server and service, Superset
    included). Target < 6 GiB.
 
-Usage: python -m bench.serving [--readings 10000000] [--queries 30] [--loads 3] [--keep]
+Usage: python -m bench.serving [--readings 10000000] [--cadence 300] [--queries 30]
+                               [--loads 3] [--keep]
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -96,7 +101,27 @@ def timings(run: Any, repeat: int) -> list[float]:
     return times
 
 
-def prepare(settings: Settings, credentials: Any, readings: int) -> tuple[Any, list[Any]]:
+@dataclass(frozen=True)
+class History:
+    """`readings` readings of the fleet, one of each series every `cadence` seconds,
+    ending an hour before the current hour (that last hour is the incremental run's)."""
+
+    readings: int
+    cadence: int
+    hour: datetime = field(  # the current hour, fixed once
+        default_factory=lambda: datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    )
+
+    @property
+    def seconds(self) -> int:
+        return round(self.readings / (DEVICES * len(METRICS))) * self.cadence
+
+    @property
+    def start(self) -> datetime:
+        return self.hour - timedelta(hours=1, seconds=self.seconds)
+
+
+def prepare(settings: Settings, credentials: Any, history: History) -> tuple[Any, list[Any]]:
     catalog = iceberg_catalog(settings, credentials, s3_key="ingest")
     drop_environment(catalog, PREFIX)
     table = create_environment(catalog, PREFIX)
@@ -105,24 +130,30 @@ def prepare(settings: Settings, credentials: Any, readings: int) -> tuple[Any, l
         credentials,
         PREFIX,
         lambda site: (50.0 + int(site[-1]) / 4, 8.0 + int(site[-1]) / 3),
+        since=history.start - timedelta(days=1),
     )
-    seconds = round(readings / (DEVICES * len(METRICS)))
     started = time.perf_counter()
-    loaded = load_seconds(table, devices, 0, seconds)
-    console.print(f"bronze: {loaded:,} readings in {time.perf_counter() - started:.1f} s")
+    loaded = load_seconds(
+        table, devices, 0, history.seconds, step=history.cadence, start=history.start
+    )
+    console.print(
+        f"bronze: {loaded:,} readings from {history.start:%Y-%m-%d %H:%M} UTC, one per "
+        f"series every {history.cadence} s, in {time.perf_counter() - started:.1f} s"
+    )
     return table, devices
 
 
 def publish_figures(settings: Settings, credentials: Any, table: Any, devices: list[Any],
-                    readings: int) -> dict[str, float]:  # fmt: skip
+                    history: History) -> dict[str, float]:  # fmt: skip
     runner = TransformRunner(settings, credentials, quiet=True)
     console.print(f"full transform: {timed_run(runner, full_refresh=True):.1f} s")
     publisher = ServingPublisher(settings, credentials)
     full = publisher.publish(full_refresh=True)
     console.print(describe(full))
-    seconds = round(readings / (DEVICES * len(METRICS)))
-    load_seconds(table, devices, seconds, 3600)
-    console.print(f"incremental transform (+1 h): {timed_run(runner):.1f} s")
+    added = load_seconds(
+        table, devices, history.seconds, 3600, step=history.cadence, start=history.start
+    )
+    console.print(f"incremental transform (+1 h, {added:,} readings): {timed_run(runner):.1f} s")
     incremental = publisher.publish()
     console.print(describe(incremental))
     return {"full": full.seconds, "incremental": incremental.seconds}
@@ -173,16 +204,26 @@ def browser_figures(settings: Settings, user: tuple[str, str], loads: int) -> di
 
 
 def platform_rss(stack: Stack) -> float:
-    """The supervisor and everything it runs (each process counted once)."""
+    """The supervisor and everything it runs (each process counted once), in GiB; prints
+    each service's share."""
+    services = [(s.name, s.pid) for s in stack.status() if s.pid]
+    for name, pid in services:
+        console.print(f"  RSS {name:16} {process.tree_rss(pid) / 2**20:7.0f} MiB")
     supervisor = stack.supervisor_pid()
     if supervisor is None:
-        return sum(process.tree_rss(s.pid) for s in stack.status() if s.pid) / 2**30
+        return sum(process.tree_rss(pid) for _, pid in services) / 2**30
+    console.print(
+        f"  RSS {'supervisor':16} {process.tree_rss(supervisor, children=False) / 2**20:7.0f} MiB"
+    )
     return process.tree_rss(supervisor) / 2**30
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, default=10_000_000)
+    parser.add_argument(
+        "--cadence", type=int, default=300, help="Seconds between readings of one series."
+    )
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--loads", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="Keep the benchmark namespaces.")
@@ -194,8 +235,9 @@ def main() -> None:
     stack.up()
     credentials = load(settings)
 
-    table, devices = prepare(settings, credentials, args.readings)
-    published = publish_figures(settings, credentials, table, devices, args.readings)
+    history = History(args.readings, args.cadence)
+    table, devices = prepare(settings, credentials, history)
+    published = publish_figures(settings, credentials, table, devices, history)
     schema, gold = settings.serving.schema_name, f'lake."{PREFIX}gold"'
     tenant_role = roles.tenant_role(TENANT)
     serving = psycopg.connect(

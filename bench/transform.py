@@ -43,13 +43,23 @@ PER_HOUR = DEVICES * len(METRICS) * 3600
 START = datetime(2026, 10, 1, tzinfo=UTC)
 
 
-def readings(devices: list[tuple[str, str, str]], first_second: int, seconds: int) -> pa.Table:
-    """`seconds` seconds of every device and metric from START + first_second."""
+def readings(
+    devices: list[tuple[str, str, str]],
+    first_second: int,
+    seconds: int,
+    *,
+    step: int = 1,
+    start: datetime = START,
+) -> pa.Table:
+    """`seconds` seconds of every device and metric from `start` + first_second, one
+    reading of each every `step` seconds."""
     n_metrics = len(METRICS)
-    rows = len(devices) * seconds * n_metrics
-    device = np.repeat(np.arange(len(devices)), seconds * n_metrics)
-    second = first_second + np.tile(np.repeat(np.arange(seconds), n_metrics), len(devices))
-    metric = np.tile(np.arange(n_metrics), len(devices) * seconds)
+    samples = len(range(0, seconds, step))
+    rows = len(devices) * samples * n_metrics
+    device = np.repeat(np.arange(len(devices)), samples * n_metrics)
+    offsets = np.arange(0, seconds, step)
+    second = first_second + np.tile(np.repeat(offsets, n_metrics), len(devices))
+    metric = np.tile(np.arange(n_metrics), len(devices) * samples)
     rng = np.random.default_rng(first_second)
     value = (
         BASE[metric]
@@ -57,7 +67,7 @@ def readings(devices: list[tuple[str, str, str]], first_second: int, seconds: in
         + rng.normal(0, 0.3, rows)
         + np.where(rng.random(rows) < 0.001, 25.0, 0.0)  # occasional spikes
     )
-    start_us = int(START.timestamp() * 1_000_000)
+    start_us = int(start.timestamp() * 1_000_000)
     now_us = int(time.time() * 1_000_000)
     ids, tenants, sites = (pa.array([d[i] for d in devices]) for i in range(3))
     take = pa.array(device)
@@ -88,9 +98,10 @@ def register_fleet(
     credentials,
     prefix: str,
     where: Callable[[str], tuple[float, float]] = lambda site: (50.0, 8.0),
+    since: datetime = START - timedelta(days=1),
 ) -> list[tuple[str, str, str]]:
     """DEVICES devices of two tenants on ten sites (lat, lon from `where`), registered
-    once; returns (device, tenant, site) of each."""
+    once and dated back to `since` at the latest; returns (device, tenant, site) of each."""
     devices = [
         (f"{prefix}d{i:03}", f"{prefix}t{i % 2}", f"{prefix}s{i % 10}") for i in range(DEVICES)
     ]
@@ -102,7 +113,12 @@ def register_fleet(
             if device not in known:
                 lat, lon = where(site)
                 registry.register(conn, device, tenant=tenant, site=site, lat=lat, lon=lon,
-                                  since=START - timedelta(days=1))  # fmt: skip
+                                  since=since)  # fmt: skip
+        conn.execute(
+            "update registry.devices set created_at = %s "
+            "where device_id = any(%s) and created_at > %s",
+            (since, [device for device, _, _ in devices], since),
+        )
     return devices
 
 
@@ -124,13 +140,16 @@ def commit(table, data: pa.Table, partition: int) -> None:
     )  # fmt: skip
 
 
-def load_seconds(table, devices, first_second: int, seconds: int) -> int:
-    """Append in hour-sized commits, each on its own partition (as 6 consumers would)."""
-    written, second = 0, first_second
+def load_seconds(
+    table, devices, first_second: int, seconds: int, *, step: int = 1, start: datetime = START
+) -> int:
+    """Append in commits of 3600 samples per series (an hour at one reading a second),
+    each on its own partition (as 6 consumers would)."""
+    written, second, span = 0, first_second, 3600 * step
     while second < first_second + seconds:
-        chunk = min(3600, first_second + seconds - second)
-        data = readings(devices, second, chunk)
-        commit(table, data, partition=(second // 3600) % 6)
+        chunk = min(span, first_second + seconds - second)
+        data = readings(devices, second, chunk, step=step, start=start)
+        commit(table, data, partition=(second // span) % 6)
         written += data.num_rows
         second += chunk
     return written

@@ -276,12 +276,12 @@ def tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-def tree_rss(pid: int) -> int:
-    """Resident memory in bytes of a process and its children."""
+def tree_rss(pid: int, *, children: bool = True) -> int:
+    """Resident memory in bytes of a process and (unless told not to) its children."""
     try:
         proc = psutil.Process(pid)
         total = proc.memory_info().rss
-        for child in proc.children(recursive=True):
+        for child in proc.children(recursive=True) if children else ():
             with contextlib.suppress(psutil.Error):
                 total += child.memory_info().rss
         return total
