@@ -272,6 +272,7 @@ def apply_security(settings: Settings, credentials: Credentials) -> None:
 
 
 MAX_PARTITIONS_PER_WRITER = 4000
+WRITER_SORT_BUFFER = "4MB"
 
 
 def lake_catalog_properties(settings: Settings, ref: str = "main") -> dict[str, str]:
@@ -290,6 +291,10 @@ def lake_catalog_properties(settings: Settings, ref: str = "main") -> dict[str, 
         # anomaly_scores are partitioned by day): the default of 100 fails any load
         # longer than about three months. 4,000 days is eleven years.
         "iceberg.max-partitions-per-writer": str(MAX_PARTITIONS_PER_WRITER),
+        # Sorted tables (silver) keep one sort buffer per open partition; at the default
+        # 64 MB, a full refresh of three months of readings needs 5.6 GB and fails on
+        # the query memory limit. Fuller buffers spill to sorted runs that are merged.
+        "iceberg.writer-sort-buffer-size": WRITER_SORT_BUFFER,
         "fs.native-s3.enabled": "true",
         "s3.endpoint": s3_endpoint(settings),
         "s3.region": settings.minio.region,
