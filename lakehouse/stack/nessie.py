@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 
-from lakehouse.clients import iceberg_catalog
 from lakehouse.config import Settings, is_loopback
-from lakehouse.contracts import ensure_bronze_tables
 from lakehouse.errors import StackError
 from lakehouse.s3 import s3_endpoint
 from lakehouse.stack.artifacts import NESSIE_SERVER
 from lakehouse.stack.service import Service
+
+LAKE_SETUP_TIMEOUT = 120
 
 _PROPERTIES = """# Written by `lakehouse stack up`; edit the settings, not this file.
 quarkus.http.host={host}
@@ -120,12 +122,25 @@ class Nessie(Service):
                 f"{config.text[:300]}",
                 fix="see `lakehouse stack logs nessie`",
             )
-        catalog = iceberg_catalog(self.settings, self.ctx.credentials, s3_key="ingest")
-        existing = {ns[0] for ns in catalog.list_namespaces()}
-        for namespace in self.settings.namespaces:
-            if namespace not in existing:
-                catalog.create_namespace(namespace)
-        ensure_bronze_tables(catalog)
+        # In a process of its own (see lakehouse.stack.lake_setup), with this one's
+        # settings: they come from the environment it passes on.
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "lakehouse.stack.lake_setup"],
+                capture_output=True, text=True, timeout=LAKE_SETUP_TIMEOUT, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as exc:
+            raise StackError(
+                f"creating the lake's namespaces and tables took over {LAKE_SETUP_TIMEOUT} s",
+                fix="see `lakehouse stack logs nessie`",
+            ) from exc
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            raise StackError(
+                "creating the lake's namespaces and tables failed: "
+                + (lines[-1] if lines else f"exit {result.returncode}"),
+                fix="see `lakehouse stack logs nessie`",
+            )
 
 
 def check_exposure(settings: Settings) -> None:
