@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from psycopg import sql
+from trino.exceptions import Error as TrinoError
 
 from lakehouse.clients import postgres_connection, trino_connection
 from lakehouse.config import Settings
@@ -69,7 +70,7 @@ class TableChange:
 
 @dataclass
 class PublishReport:
-    outcome: str  # published | up_to_date
+    outcome: str  # published | up_to_date | nothing_published
     full_refresh: bool = False
     runs: list[str] = field(default_factory=list)
     tables: dict[str, TableChange] = field(default_factory=dict)
@@ -112,8 +113,9 @@ def schema_statements(schema: str) -> list[str]:
             ),
             f"create policy publisher on {name} to {roles.OWNER_ROLE} "
             "using (true) with check (true)",
+            # A scalar subquery: the tenant is looked up once per query, not per row.
             f"create policy tenant_rows on {name} for select to {reader} "
-            f"using (tenant = {schema}.current_tenant())",
+            f"using (tenant = (select {schema}.current_tenant()))",
             f"create policy all_tenants on {name} for select to {everyone} using (true)",
             f"revoke all on {name} from public",
             f"grant select on {name} to {reader}",
@@ -245,10 +247,14 @@ class ServingPublisher:
                 state = owner.execute(
                     "select coalesce(array_agg(run_id order by started_at) "
                     "filter (where serving is null), '{}'), coalesce(bool_or(serving is not null), "
-                    f"false) from transform.runs where {_OURS} and outcome = 'published'",
+                    f"false), count(*) from transform.runs where {_OURS} and outcome = 'published'",
                     {"prefix": self.prefix},
                 ).fetchone()
-                pending, served_before = (list(state[0]), state[1]) if state else ([], False)
+                pending, served_before, published = (
+                    (list(state[0]), state[1], state[2]) if state else ([], False, 0)
+                )
+                if not published:  # gold and platinum do not exist yet
+                    return PublishReport(outcome="nothing_published")
                 full = full_refresh or not served_before
                 if not full and not pending:
                     return PublishReport(outcome="up_to_date")
@@ -320,8 +326,15 @@ class ServingPublisher:
             say(f"read {len(rows):,} row(s) of {table.layer}.{table.source}")
             return rows
 
-        with ThreadPoolExecutor(max_workers=len(TABLES)) as pool:
-            read_rows = dict(zip((t.name for t in TABLES), pool.map(read, TABLES), strict=True))
+        try:
+            with ThreadPoolExecutor(max_workers=len(TABLES)) as pool:
+                read_rows = dict(zip((t.name for t in TABLES), pool.map(read, TABLES), strict=True))
+        except TrinoError as exc:
+            raise ServingError(
+                f"reading the marts from Trino failed: {getattr(exc, 'message', exc)}",
+                fix="check `lakehouse stack status` and `lakehouse transform status`; "
+                "nothing was changed in serving",
+            ) from exc
         return touched, read_rows
 
     def _trino(self) -> Any:
@@ -409,6 +422,11 @@ def _insert(conn: Any, target: str, columns: list[str], rows: Iterable[tuple[Any
 def describe(report: PublishReport) -> str:
     if report.outcome == "up_to_date":
         return "serving is up to date: no published run waits to be served"
+    if report.outcome == "nothing_published":
+        return (
+            "nothing to serve yet: no transform run has published gold and platinum "
+            "(`lakehouse transform run` builds them)"
+        )
     what = "full refresh" if report.full_refresh else f"{len(report.runs)} run(s)"
     changes = ", ".join(
         f"{name} -{change.deleted:,}/+{change.inserted:,}" for name, change in report.tables.items()

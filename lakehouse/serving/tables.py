@@ -93,7 +93,7 @@ TABLES: tuple[ServingTable, ...] = (
         key=("device_id", "metric", "hour"),
         scope="hours",
         time_column="hour",
-        indexes=(("tenant", "hour"), ("hour",)),
+        indexes=(("tenant", "hour"), ("hour",), ("site", "metric", "hour")),
     ),
     ServingTable(
         name="site_daily",

@@ -21,7 +21,7 @@ from lakehouse import registry
 from lakehouse.clients import iceberg_catalog, postgres_connection, trino_connection
 from lakehouse.errors import UnsafeServingRoleError
 from lakehouse.serving import roles
-from lakehouse.serving.publish import ServingPublisher
+from lakehouse.serving.publish import ServingPublisher, describe
 from lakehouse.serving.tables import TABLES
 from lakehouse.transform.runner import TransformRunner
 from tests.bronze_writer import append_from_kafka, create_environment, drop_environment
@@ -328,3 +328,23 @@ def test_a_publish_is_one_transaction_and_only_touches_what_the_run_changed(serv
         after = conn.execute(f"select * from {schema}.device_hourly").fetchall()
     assert len(after) == len(before) + 1 and set(before) <= set(after)
     assert ServingPublisher(served.settings, served.credentials).publish().outcome == "up_to_date"
+
+
+def test_a_publish_before_any_transform_run_says_there_is_nothing_to_serve(
+    stack, stack_settings, credentials
+):
+    u = uuid.uuid4().hex[:8]
+    settings = stack_settings.model_copy(deep=True)
+    settings.transform.schema_prefix = f"e{u}_"
+    settings.serving.schema_name = f"e{u}_serving"
+    try:
+        report = ServingPublisher(settings, credentials).publish()
+        assert report.outcome == "nothing_published"
+        assert describe(report) == (
+            "nothing to serve yet: no transform run has published gold and platinum "
+            "(`lakehouse transform run` builds them)"
+        )
+    finally:
+        with postgres_connection(settings, credentials) as conn:
+            conn.autocommit = True
+            conn.execute(f"drop schema if exists {settings.serving.schema_name} cascade")

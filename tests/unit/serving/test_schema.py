@@ -29,7 +29,8 @@ def test_every_table_forces_rls_and_is_granted_to_the_reader_group_only(table):
     assert grants == [f"grant select on {name} to {roles.READER_ROLE}"]
     policies = [s for s in statements if s.startswith("create policy") and f" on {name} " in s]
     assert [p.split()[2] for p in policies] == ["publisher", "tenant_rows", "all_tenants"]
-    assert f"to {roles.READER_ROLE} using (tenant = serving.current_tenant())" in policies[1]
+    tenant_rows = f"to {roles.READER_ROLE} using (tenant = (select serving.current_tenant()))"
+    assert tenant_rows in policies[1]
 
 
 def test_the_tenant_lookup_follows_the_login_role():
