@@ -31,7 +31,8 @@ from tests.bronze_writer import append_from_kafka, create_environment, drop_envi
 pytestmark = pytest.mark.integration
 
 SINCE = datetime(2026, 10, 1, tzinfo=UTC)
-H0 = datetime(2026, 11, 3, 6, 0, tzinfo=UTC)
+# Recent, so every chart has rows: Readings per hour shows the last 7 days.
+H0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
 DASHBOARDS = {
     "fleet-overview": 4,
     "site-kpis": 2,
