@@ -276,6 +276,22 @@ def tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
+def tree_pss(pid: int) -> int:
+    """Proportional resident memory in bytes of a process and its children: each shared
+    page is divided among the processes that map it, so PostgreSQL's shared buffers,
+    resident in every backend, count once in the sum."""
+    try:
+        proc = psutil.Process(pid)
+        processes = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for member in processes:
+        with contextlib.suppress(psutil.Error):
+            total += member.memory_full_info().pss
+    return total
+
+
 def tree_rss(pid: int, *, children: bool = True) -> int:
     """Resident memory in bytes of a process and (unless told not to) its children."""
     try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 
 import psutil
@@ -92,3 +93,14 @@ def test_a_pid_record_survives_a_step_of_the_system_clock(tmp_path):
     recycled.write(tmp_path / "other.pid")
     assert running_pid(tmp_path / "other.pid") is None
     assert not (tmp_path / "other.pid").exists()
+
+
+def test_proportional_memory_counts_shared_pages_once():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        pss, rss = process.tree_pss(os.getpid()), process.tree_rss(os.getpid())
+        # The child shares the interpreter's pages with this process: counted once.
+        assert 0 < pss < rss
+    finally:
+        child.kill()
+        child.wait()
