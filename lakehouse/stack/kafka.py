@@ -18,6 +18,7 @@ from lakehouse.clients import kafka_config
 from lakehouse.errors import FetchError, StackError
 from lakehouse.private_files import write_private
 from lakehouse.stack.artifacts import KAFKA_SCALA, KAFKA_VERSION, LOG4J_VERSION
+from lakehouse.stack.java import min_heap
 from lakehouse.stack.kafka_acl import ADMIN_PRINCIPAL, grant, grant_topic, platform_bindings
 from lakehouse.stack.process import port_accepts
 from lakehouse.stack.service import Service
@@ -238,7 +239,8 @@ class Kafka(Service):
         heap = self.settings.kafka.heap
         java, *rest = self._java_command()
         return [
-            java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            java, f"-Xms{min_heap(heap)}", f"-Xmx{heap}", "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true", *rest, "kafka.Kafka", str(self._properties),
         ]  # fmt: skip
 

@@ -12,6 +12,7 @@ from lakehouse.config import Settings, is_loopback
 from lakehouse.errors import StackError
 from lakehouse.s3 import s3_endpoint
 from lakehouse.stack.artifacts import NESSIE_SERVER
+from lakehouse.stack.java import min_heap
 from lakehouse.stack.service import Service
 
 LAKE_SETUP_TIMEOUT = 120
@@ -155,9 +156,3 @@ def check_exposure(settings: Settings) -> None:
         "(LAKEHOUSE_GATEWAY_HOST); behind a network you control, "
         "LAKEHOUSE_NESSIE_ALLOW_UNAUTHENTICATED_REMOTE=true accepts the risk",
     )
-
-
-def min_heap(heap: str) -> str:
-    """Initial heap: a quarter of the maximum, so idle services stay small."""
-    number, unit = int(heap[:-1]), heap[-1]
-    return f"{max(number // 4, 1)}{unit}"
