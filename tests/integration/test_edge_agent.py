@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lakehouse_edge.queue import DurableQueue
@@ -224,11 +225,7 @@ def test_a_reflashed_device_numbers_on_from_the_gateway_and_loses_nothing(
         status = queue_status(reflashed)
         assert (status["acked"], status["next_seq"], status["anchored"]) == (30, 81, True)
         assert wait_for_device(stack_settings, device, 80) == (80, 80)
-        cursor = trino_connection(stack_settings).cursor()
-        cursor.execute(
-            f"select min(seq), max(seq) from lake.bronze.readings where device_id = '{device}'"
-        )
-        assert cursor.fetchall() == [[1, 80]]
+        assert _bronze_span(stack_settings, device, "seq") == [1, 80]
         counts = assert_accounted(stack_settings, credentials, device)
         assert (counts.receipted, counts.bronze) == (80, 80)
 
@@ -264,13 +261,19 @@ def test_a_file_source_restarted_after_power_loss_reads_on_without_rereading(
         running.terminate()
         assert running.wait(60) == 0
         assert wait_for_device(stack_settings, device, 50) == (50, 50)
-        cursor = trino_connection(stack_settings).cursor()
-        cursor.execute(
-            f"select min(value), max(value) from lake.bronze.readings where device_id = '{device}'"
-        )
-        assert cursor.fetchall() == [[0.0, 49.0]]
+        assert _bronze_span(stack_settings, device, "value") == [0.0, 49.0]
         counts = assert_accounted(stack_settings, credentials, device)
         assert (counts.receipted, counts.bronze) == (50, 50)
+
+
+def _bronze_span(stack_settings, device: str, column: str) -> list[Any]:
+    """The smallest and largest `column` of the device's rows in bronze."""
+    cursor = trino_connection(stack_settings).cursor()
+    cursor.execute(
+        f"select min({column}), max({column}) from lake.bronze.readings "
+        f"where device_id = '{device}'"
+    )
+    return list(cursor.fetchall()[0])
 
 
 @contextmanager
