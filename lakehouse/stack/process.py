@@ -276,17 +276,21 @@ def tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
+def _tree(pid: int, *, children: bool = True) -> list[psutil.Process]:
+    """A process and (unless told not to) its children; empty once it is gone."""
+    try:
+        proc = psutil.Process(pid)
+        return [proc, *(proc.children(recursive=True) if children else ())]
+    except psutil.Error:
+        return []
+
+
 def tree_pss(pid: int) -> int:
     """Proportional resident memory in bytes of a process and its children: each shared
     page is divided among the processes that map it, so PostgreSQL's shared buffers,
     resident in every backend, count once in the sum."""
-    try:
-        proc = psutil.Process(pid)
-        processes = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0
     total = 0
-    for member in processes:
+    for member in _tree(pid):
         with contextlib.suppress(psutil.Error):
             total += member.memory_full_info().pss
     return total
@@ -294,12 +298,8 @@ def tree_pss(pid: int) -> int:
 
 def tree_rss(pid: int, *, children: bool = True) -> int:
     """Resident memory in bytes of a process and (unless told not to) its children."""
-    try:
-        proc = psutil.Process(pid)
-        total = proc.memory_info().rss
-        for child in proc.children(recursive=True) if children else ():
-            with contextlib.suppress(psutil.Error):
-                total += child.memory_info().rss
-        return total
-    except psutil.Error:
-        return 0
+    total = 0
+    for member in _tree(pid, children=children):
+        with contextlib.suppress(psutil.Error):
+            total += member.memory_info().rss
+    return total
