@@ -54,10 +54,10 @@ def readings(
     """`seconds` seconds of every device and metric from `start` + first_second, one
     reading of each every `step` seconds."""
     n_metrics = len(METRICS)
-    samples = len(range(0, seconds, step))
+    offsets = np.arange(0, seconds, step)
+    samples = len(offsets)
     rows = len(devices) * samples * n_metrics
     device = np.repeat(np.arange(len(devices)), samples * n_metrics)
-    offsets = np.arange(0, seconds, step)
     second = first_second + np.tile(np.repeat(offsets, n_metrics), len(devices))
     metric = np.tile(np.arange(n_metrics), len(devices) * samples)
     rng = np.random.default_rng(first_second)
