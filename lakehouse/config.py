@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lakehouse.errors import ConfigError
@@ -193,6 +193,51 @@ class AuditSettings(BaseSettings):
     trino_queries: bool = True
 
 
+class TablePolicy(BaseModel):
+    """How maintenance compacts one table (or every table of a layer)."""
+
+    # Data files smaller than this are rewritten into larger ones.
+    small_file_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Compact only once a table has at least this many small files.
+    min_small_files: int = Field(default=8, ge=2)
+    # Rewrite the manifests once a table has more than this many.
+    max_manifests: int = Field(default=16, ge=1)
+
+
+def _default_policies() -> dict[str, TablePolicy]:
+    # Bronze gets a commit every few seconds: compact it early and often.
+    return {
+        "bronze": TablePolicy(min_small_files=4),
+        "silver": TablePolicy(),
+        "gold": TablePolicy(),
+        "platinum": TablePolicy(),
+    }
+
+
+class MaintainSettings(BaseSettings):
+    """`lakehouse maintain`: compaction, garbage collection and retention."""
+
+    model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_MAINTAIN_")
+
+    # Per layer (`bronze`) or per table (`bronze.readings`, which wins), as JSON.
+    policies: dict[str, TablePolicy] = Field(default_factory=_default_policies)
+    trino_user: str = "lakehouse-maintain"
+    # Garbage collection runs at most this often (the supervisor's passes are more
+    # frequent: compaction keeps bronze's file count down).
+    gc_every_seconds: float = Field(default=3600.0, ge=0)
+    # Main's commits of the last hours stay readable (time travel); older ones expire.
+    history_retention_hours: float = Field(default=24.0, ge=0)
+    # Files younger than this are never deleted: a writer may not have committed yet.
+    gc_grace_seconds: float = Field(default=3600.0, ge=0)
+    # A failed transform run's branch is kept this long for inspection.
+    failed_branch_days: float = Field(default=7.0, ge=0)
+    # Upload receipts are kept this long: an agent retrying a batch within it gets its
+    # receipt back (later, silver's dedup on (device, seq) still keeps it exactly once).
+    receipts_days: float = Field(default=7.0, ge=0)
+    # Warn when unconsumed Kafka data would expire within this many hours.
+    kafka_warning_hours: float = Field(default=24.0, ge=0)
+
+
 class SupervisorSettings(BaseSettings):
     """The supervisor: which services of ours it runs and how it restarts what fails."""
 
@@ -202,6 +247,8 @@ class SupervisorSettings(BaseSettings):
     consumers: int = Field(default=1, ge=0, le=64)
     # Seconds between transform runs (0: no transform loop).
     transform_every: float = Field(default=60.0, ge=0)
+    # Seconds between maintenance passes (0: no maintenance loop).
+    maintain_every: float = Field(default=300.0, ge=0)
     # Consecutive failed starts (exits or failed health checks) before giving up.
     max_restarts: int = Field(default=5, ge=0)
     backoff_initial_seconds: float = Field(default=1.0, gt=0)
@@ -244,6 +291,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     superset: SupersetSettings = Field(default_factory=SupersetSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    maintain: MaintainSettings = Field(default_factory=MaintainSettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
 
     @model_validator(mode="after")
@@ -339,8 +387,8 @@ def isolated_environment(home: Path, port_shift: int) -> dict[str, str]:
     """`LAKEHOUSE_*` variables for a stack of its own: its own home, every port shifted.
 
     Tests and benchmarks run such a stack, so a lakehouse started with `make up` on the
-    same machine is never touched. The transform loop is off: they run transforms
-    themselves.
+    same machine is never touched. The transform and maintenance loops are off: they
+    run transforms and maintenance themselves.
     """
     defaults = Settings.model_construct(
         postgres=PostgresSettings.model_construct(),
@@ -371,6 +419,7 @@ def isolated_environment(home: Path, port_shift: int) -> dict[str, str]:
         "LAKEHOUSE_HOME": str(home),
         **{key: str(port + port_shift) for key, port in shifted.items()},
         "LAKEHOUSE_SUPERVISOR_TRANSFORM_EVERY": "0",
+        "LAKEHOUSE_SUPERVISOR_MAINTAIN_EVERY": "0",
     }
 
 
@@ -383,5 +432,9 @@ def _put(env: dict[str, str], key: str, value: object) -> None:
         env[key] = "true" if value else "false"
     elif isinstance(value, tuple | list):
         env[key] = json.dumps(list(value))
+    elif isinstance(value, dict):
+        env[key] = json.dumps(
+            {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in value.items()}
+        )
     else:
         env[key] = str(value)

@@ -32,13 +32,14 @@ TRINO_PRINCIPALS = {
     "lakehouse": "engineer",
     "lakehouse-transform": "transform",
     "lakehouse-ingest": "ingest",
+    "lakehouse-maintain": "maintain",
     "superset": "superset",
 }
 # Kafka (SASL/SCRAM) principals, one per job; what each may do is in lakehouse.stack.kafka_acl.
 KAFKA_PRINCIPALS = ("admin", "gateway", "ingest", "simulate")
 # MinIO access keys, one per service (policies in lakehouse.stack.minio_access); the
 # access key is the name, the secret is generated.
-MINIO_KEYS = ("nessie", "trino", "ingest", "reader")
+MINIO_KEYS = ("nessie", "trino", "ingest", "reader", "maintain")
 
 
 def _token() -> str:

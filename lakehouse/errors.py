@@ -11,6 +11,8 @@ LakehouseError
  │    ├── FencedCommitError      a batch's start offsets no longer match the table
  │    └── InputFileError         a file to ingest cannot be read at all
  ├── ReconcileError              the pipeline's stages could not be read to reconcile
+ ├── MaintenanceError            compaction, garbage collection or retention failed
+ │    └── MaintenanceLockedError another pass (or a backup) holds the maintenance lock
  └── StackError                  the native stack could not be brought up or down
       ├── PrerequisiteError      a tool the stack needs is missing (Go, Java ≥ 24, …)
       ├── FetchError             a server could not be obtained
@@ -125,3 +127,11 @@ class UnsafeServingRoleError(ServingError):
 
 class ReconcileError(LakehouseError):
     """The stages of the pipeline could not be read to account for the readings."""
+
+
+class MaintenanceError(LakehouseError):
+    """Compaction, garbage collection or retention could not be done."""
+
+
+class MaintenanceLockedError(MaintenanceError):
+    """Another maintenance pass (or a backup) holds the maintenance lock."""

@@ -18,6 +18,7 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "branch": re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]|\.(?!\.)){0,127}$"),
     "catalog": re.compile(r"^[a-z][a-z0-9_]{0,62}$"),
     "namespace": re.compile(r"^[a-z][a-z0-9_]{0,62}$"),
+    "table": re.compile(r"^[a-z][a-z0-9_]{0,127}$"),
     # Devices, tenants and sites: what a person types, and what fits a URL segment.
     "device id": re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"),
     "tenant": re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"),

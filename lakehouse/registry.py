@@ -64,6 +64,10 @@ create table if not exists registry.upload_batches (
 -- reserved_by names the gateway process holding the reservation.
 alter table registry.upload_batches alter column receipt drop not null;
 alter table registry.upload_batches add column if not exists reserved_by text;
+-- Maintenance deletes receipts past their retention by age: a BRIN index costs the
+-- gateway's inserts next to nothing (rows arrive in created_at order).
+create index if not exists upload_batches_created_at
+    on registry.upload_batches using brin (created_at);
 -- The highest seq the gateway accepted from each device: an agent installed afresh on a
 -- device (a re-flashed SD card) numbers its readings on from it instead of from 1.
 create table if not exists registry.device_sequences (

@@ -7,6 +7,7 @@ Roles (a principal has one; Trino sees it as a group):
 | engineer | everything in `lake`, `pg` (read-only by its PostgreSQL role), run catalogs |
 | transform | write silver and up, read bronze and `pg`, create/drop only `transform_*` catalogs |
 | ingest | read and write `lake.bronze` only |
+| maintain | compact every table of `lake` (table procedures), create or drop nothing |
 | analyst | read silver, gold, platinum (coordinates to 0.1°), run records; a tenant's: its rows |
 | superset | read like an analyst; may impersonate tenant analysts |
 
@@ -29,7 +30,7 @@ from lakehouse.errors import ConfigError
 from lakehouse.names import checked
 from lakehouse.private_files import write_private
 
-ROLES = ("engineer", "transform", "ingest", "analyst", "superset")
+ROLES = ("engineer", "transform", "ingest", "maintain", "analyst", "superset")
 READ_SCHEMAS = "silver|gold|platinum"
 ALL_PRIVILEGES = ["SELECT", "INSERT", "DELETE", "UPDATE", "OWNERSHIP", "GRANT_SELECT"]
 # Analysts see where a site is to about 10 km, never its exact position.
@@ -121,7 +122,7 @@ def access_rules(everyone: list[Principal]) -> dict[str, Any]:
             {"group": "transform", "catalog": "transform_.*", "allow": "owner"},
             {"group": "transform", "catalog": "lake", "allow": "all"},
             {"group": "transform", "catalog": "pg|system", "allow": "read-only"},
-            {"group": "ingest", "catalog": "lake", "allow": "all"},
+            {"group": "ingest|maintain", "catalog": "lake", "allow": "all"},
             {"group": "analyst|superset", "catalog": "lake|pg|system", "allow": "read-only"},
             {"catalog": "system", "allow": "read-only"},
         ],
@@ -151,6 +152,9 @@ def access_rules(everyone: list[Principal]) -> dict[str, Any]:
                 "schema": "(.*_)?bronze",
                 "privileges": ["SELECT", "INSERT"],
             },
+            # Table procedures (optimize) need catalog access only; compaction reads
+            # and rewrites rows, and never owns a schema.
+            {"group": "maintain", "catalog": "lake", "privileges": ["SELECT", "INSERT", "DELETE"]},
             *(
                 {
                     "user": p.name,

@@ -16,6 +16,7 @@ from lakehouse.cli.common import err
 from lakehouse.cli.devices import devices_app
 from lakehouse.cli.gateway import gateway
 from lakehouse.cli.ingest import ingest_app
+from lakehouse.cli.maintain import maintain_app
 from lakehouse.cli.reconcile import reconcile
 from lakehouse.cli.serve import serve_app
 from lakehouse.cli.simulate import simulate
@@ -33,6 +34,7 @@ app.add_typer(transform_app, name="transform")
 app.add_typer(users_app, name="users")
 app.add_typer(serve_app, name="serve")
 app.add_typer(audit_app, name="audit")
+app.add_typer(maintain_app, name="maintain")
 app.command("gateway")(gateway)
 app.command("simulate")(simulate)
 app.command("reconcile")(reconcile)

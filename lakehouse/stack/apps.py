@@ -1,7 +1,8 @@
 """The platform's own long-running services, run by the supervisor like the servers.
 
 Each is a `lakehouse …` command in its own process: the upload gateway, the bronze
-consumers (one process each, one consumer group) and the transform loop. They get the
+consumers (one process each, one consumer group), the transform loop and the
+maintenance loop. They get the
 stack's settings as `LAKEHOUSE_*` variables and nothing else of the environment.
 """
 
@@ -147,6 +148,28 @@ class TransformLoop(AppService):
         return True
 
 
+class MaintainLoop(AppService):
+    """Compaction every pass, garbage collection and retention when due."""
+
+    name = "maintain"
+
+    @property
+    def ports(self) -> list[int]:
+        return []
+
+    @property
+    def url(self) -> str:
+        return ""
+
+    def command(self) -> list[str]:
+        every = self.settings.supervisor.maintain_every
+        return [*LAKEHOUSE_CLI, "maintain", "--every", f"{every:g}"]
+
+    def ready(self) -> bool:
+        # No endpoint: a live process is a healthy loop (it logs each pass).
+        return True
+
+
 def app_services(ctx: StackContext) -> list[Service]:
     """The services of ours that the settings enable, in start order."""
     supervisor = ctx.settings.supervisor
@@ -158,6 +181,8 @@ def app_services(ctx: StackContext) -> list[Service]:
     services.extend(Consumer(ctx, i) for i in range(1, supervisor.consumers + 1))
     if supervisor.transform_every > 0:
         services.append(TransformLoop(ctx))
+    if supervisor.maintain_every > 0:
+        services.append(MaintainLoop(ctx))
     return services
 
 

@@ -1,0 +1,1 @@
+"""Day-two maintenance: compaction, Nessie-safe garbage collection and retention."""
