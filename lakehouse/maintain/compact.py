@@ -1,9 +1,11 @@
-"""Compaction through Trino: small data files rewritten into larger ones in the table's
-sort order (`optimize`), manifests rewritten when there are many (`optimize_manifests`).
+"""Compaction through Trino of the tables transform runs build (silver and up): small
+data files rewritten into larger ones in the table's sort order (`optimize`), manifests
+rewritten when there are many (`optimize_manifests`).
 
-Both commit a rewrite, which Iceberg re-applies on top of concurrent appends, so
-ingestion keeps committing meanwhile. Table properties (where the Kafka offsets live)
-are carried over untouched.
+Trino validates a rewrite against the snapshots committed since it started, which
+Nessie's one-snapshot metadata does not keep: a table must not change meanwhile. The
+runner holds the transform lock around these (bronze is compacted by
+lakehouse.maintain.rewrite instead, as consumers keep committing).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from lakehouse.maintain import records, retention
 from lakehouse.maintain.compact import TableResult, compact_table, lake_tables, policy_for
 from lakehouse.maintain.gc import ReachableFiles, SweepResult, object_key, sweep
 from lakehouse.maintain.live import NessieWalker, live_metadata
+from lakehouse.maintain.rewrite import compact_streaming_table
 from lakehouse.nessie import NessieClient
 from lakehouse.registry import ensure_schema as ensure_registry
 from lakehouse.transform import runs
@@ -99,7 +100,7 @@ class Maintainer:
             records.acquire_lock(conn)
             report.run_id = self._unique_id(conn, report.run_id)
             if compact:
-                self._compact(report)
+                self._compact(conn, report)
             if gc is None:
                 every = self.settings.maintain.gc_every_seconds
                 gc = every > 0 and (
@@ -123,7 +124,7 @@ class Maintainer:
         ).fetchone()[0]
         return run_id if not taken else f"{run_id}{taken + 1}"
 
-    def _compact(self, report: MaintenanceReport) -> None:
+    def _compact(self, conn: Any, report: MaintenanceReport) -> None:
         cursor = trino_connection(
             self.settings, user=self.settings.maintain.trino_user, credentials=self.credentials
         ).cursor()
@@ -132,12 +133,36 @@ class Maintainer:
         except Exception as exc:
             report.fail("compaction", exc)
             return
-        for schema, table in tables:
+        streaming = [(s, t) for s, t in tables if _is_bronze(s)]
+        built = [(s, t) for s, t in tables if not _is_bronze(s)]
+        if streaming:
+            catalog = iceberg_catalog(self.settings, self.credentials, s3_key="maintain")
+        for schema, table in streaming:
             try:
                 policy = policy_for(self.settings, schema, table)
-                report.tables.append(compact_table(cursor, schema, table, policy))
+                report.tables.append(
+                    compact_streaming_table(
+                        catalog.load_table(f"{schema}.{table}"), f"{schema}.{table}", policy
+                    )
+                )
             except Exception as exc:
                 report.fail(f"compaction of {schema}.{table}", exc)
+        if not built:
+            return
+        # Silver and up change only through a transform run's merge, which would conflict
+        # with a compaction committed on main meanwhile: compact them between runs.
+        if not runs.try_lock(conn):
+            log.info("a transform run holds its lock: silver and up are compacted next pass")
+            return
+        try:
+            for schema, table in built:
+                try:
+                    policy = policy_for(self.settings, schema, table)
+                    report.tables.append(compact_table(cursor, schema, table, policy))
+                except Exception as exc:
+                    report.fail(f"compaction of {schema}.{table}", exc)
+        finally:
+            runs.unlock(conn)
 
     def gc_cutoff(self, conn: Any, grace: timedelta) -> datetime:
         """Files written after this may belong to a commit still to come."""
@@ -248,6 +273,11 @@ class Maintainer:
             warning=timedelta(hours=self.settings.maintain.kafka_warning_hours),
             now=now,
         )
+
+
+def _is_bronze(schema: str) -> bool:
+    """Consumers commit to bronze every few seconds (see lakehouse.maintain.rewrite)."""
+    return schema == "bronze" or schema.endswith("_bronze")
 
 
 def describe(report: MaintenanceReport) -> str:

@@ -8,7 +8,8 @@ The root keys are used only by the stack's bootstrap (bucket, encryption, these 
   (`bronze`, and the prefixed namespaces of isolated environments).
 - `reader`: read the warehouse, write nothing (external engines, analysts' tools, and
   the transform's reads of bronze metadata).
-- `maintain`: read and delete in the warehouse, write nothing (garbage collection).
+- `maintain`: read, write and delete in the warehouse (compaction of bronze, garbage
+  collection).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
 
 _READ = ["s3:GetObject"]
-_READ_DELETE = ["s3:GetObject", "s3:DeleteObject"]
 _WRITE = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
           "s3:ListMultipartUploadParts"]  # fmt: skip
 
@@ -52,7 +52,7 @@ def policies(settings: Settings) -> dict[str, dict[str, Any]]:
         "trino": _policy(bucket, _WRITE, everything),
         "ingest": _policy(bucket, _WRITE, [f"{warehouse}/*bronze/*"]),
         "reader": _policy(bucket, _READ, everything),
-        "maintain": _policy(bucket, _READ_DELETE, everything),
+        "maintain": _policy(bucket, _WRITE, everything),
     }
 
 

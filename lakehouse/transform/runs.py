@@ -125,9 +125,15 @@ def acquire_lock(conn: psycopg.Connection[Any]) -> None:
             "select run_id, started_at from transform.runs where outcome = 'running' "
             "order by started_at desc limit 1"
         ).fetchone()
-        detail = f" (run {holder[0]}, started {holder[1]:%Y-%m-%d %H:%M:%S %Z})" if holder else ""
+        what = (
+            f"another transform run is in progress (run {holder[0]}, started "
+            f"{holder[1]:%Y-%m-%d %H:%M:%S %Z})"
+            if holder
+            else "the transform lock is held (a run starting, or maintenance compacting "
+            "silver and up)"
+        )
         raise TransformLockedError(
-            f"another transform run is in progress{detail}",
+            what,
             fix="wait for it to finish; `lakehouse transform runs` shows its progress",
         )
     # The lock is ours, so a record still 'running' belongs to a process that died.
@@ -135,6 +141,16 @@ def acquire_lock(conn: psycopg.Connection[Any]) -> None:
         "update transform.runs set outcome = 'abandoned', finished_at = now(), "
         "error = 'the process running it ended before it finished' where outcome = 'running'"
     )
+
+
+def try_lock(conn: psycopg.Connection[Any]) -> bool:
+    """Take the transform lock if free (maintenance compacting the layers runs write)."""
+    row = conn.execute("select pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+    return bool(row and row[0])
+
+
+def unlock(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
 
 
 def registry_version(conn: psycopg.Connection[Any]) -> int:

@@ -133,6 +133,49 @@ def test_compaction_cuts_bronze_files_tenfold_and_keeps_results_and_offsets(
     assert (count, distinct) == (written + 1, written + 1)
 
 
+def test_bronze_compaction_commits_while_a_consumer_keeps_committing(
+    lake, stack_settings, credentials
+):
+    prefix, table = lake
+    written = small_commits(table, 40)
+    catalog = iceberg_catalog(stack_settings, credentials, s3_key="ingest")
+    writer = catalog.load_table(f"{prefix}bronze.readings")
+    stop = threading.Event()
+    appended: list[int] = []
+
+    def keep_committing() -> None:
+        # Every half second: ten times as often as a consumer at its default.
+        seq = 100_000
+        while not stop.wait(0.5):
+            row = {"seq": seq, "metric": "temperature", "value": 1.0, "ts": DAY0.isoformat()}
+            appended.append(append_from_kafka(writer, [(("dev-2", "ten-1", "site-1"), row)],
+                                              partition=1))  # fmt: skip
+            seq += 1
+
+    thread = threading.Thread(target=keep_committing)
+    thread.start()
+    try:
+        time.sleep(1)
+        report = Maintainer(stack_settings, credentials, schema_prefix=prefix).run(
+            gc=False, retention=False
+        )
+    finally:
+        stop.set()
+        thread.join(60)
+
+    assert report.outcome == "done", report.error
+    (result,) = [t for t in report.tables if t.table == f"{prefix}bronze.readings"]
+    assert result.action == "compacted"
+    assert result.after.files < result.before.files
+    table.refresh()
+    assert read_offsets(table, "readings") == {0: 400, 1: len(appended)}
+    count, distinct = query(
+        stack_settings,
+        f"select count(*), count(distinct (device_id, seq)) from lake.{prefix}bronze.readings",
+    )[0]
+    assert count == distinct == written + len(appended)
+
+
 def test_a_second_pass_is_refused_while_one_holds_the_lock(stack_settings, credentials):
     conn = postgres_connection(stack_settings, credentials)
     try:
