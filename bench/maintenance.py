@@ -111,9 +111,22 @@ def data_files(settings: Settings, table: str) -> int:
     return int(cursor.fetchall()[0][0])
 
 
-def soak(settings: Settings, credentials, minutes: float, rate: int) -> list[tuple[int, int]]:
+def file_bound(settings: Settings) -> int:
+    """Most data files bronze may hold after a pass: files of the target size, plus in
+    each partition the small files too few to compact (fewer than min_small_files)."""
+    policy = settings.maintain.policies["bronze"]
+    cursor = trino_connection(settings).cursor()
+    cursor.execute(
+        f"select count(distinct partition), count_if(file_size_in_bytes >= "
+        f'{policy.small_file_bytes}) from lake."{PREFIX}bronze"."readings$files"'
+    )
+    partitions, large = cursor.fetchall()[0]
+    return int(partitions) * (policy.min_small_files - 1) + int(large)
+
+
+def soak(settings: Settings, credentials, minutes: float, rate: int) -> list[tuple[int, int, int]]:
     """Ingest `rate` readings/s through a consumer process into PREFIX bronze, with a
-    maintenance pass every minute; (files before, files after) of each pass."""
+    maintenance pass every minute; (files before, files after, bound) of each pass."""
     topic = make_topic(settings, "bench-maint")
     env = {**os.environ, **settings.to_env(), "LAKEHOUSE_INGEST_NAMESPACE": f"{PREFIX}bronze"}
     consumer = subprocess.Popen(
@@ -143,7 +156,7 @@ def soak(settings: Settings, credentials, minutes: float, rate: int) -> list[tup
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
     maintainer = Maintainer(settings, credentials, schema_prefix=PREFIX)
-    passes: list[tuple[int, int]] = []
+    passes: list[tuple[int, int, int]] = []
     deadline = time.time() + minutes * 60
     try:
         while time.time() < deadline:
@@ -151,10 +164,10 @@ def soak(settings: Settings, credentials, minutes: float, rate: int) -> list[tup
             time.sleep(max(next_pass - time.time(), 0))
             report = maintainer.run(gc=True, retention=False)
             (bronze,) = [t for t in report.tables if t.table == f"{PREFIX}bronze.readings"]
-            passes.append((bronze.before.files, bronze.after.files))
+            passes.append((bronze.before.files, bronze.after.files, file_bound(settings)))
             console.print(
                 f"  pass {len(passes)}: bronze {bronze.before.files} → {bronze.after.files} "
-                f"data files, pass {report.seconds:.1f} s, gc deleted "
+                f"data files (bound {passes[-1][2]}), pass {report.seconds:.1f} s, gc deleted "
                 f"{report.gc.deleted_files if report.gc else 0}"
             )
     finally:
@@ -223,12 +236,11 @@ def main() -> None:
     if args.soak_minutes > 0:
         console.rule(f"continuous ingestion, {args.rate} readings/s, maintenance every minute")
         passes = soak(settings, credentials, args.soak_minutes, args.rate)
-        afters = [after for _, after in passes]
-        half = max(len(afters) // 2, 1)
-        bounded = max(afters[half:]) <= max(afters[:half]) if len(afters) > 1 else True
+        bounded = all(after <= bound for _, after, bound in passes)
         console.print(
-            f"bronze data files after each pass: {afters}; most before a pass "
-            f"{max(b for b, _ in passes)}; bounded (late passes ≤ early passes): "
+            f"bronze data files after each pass: {[after for _, after, _ in passes]}; most "
+            f"before a pass {max(before for before, _, _ in passes)}; every pass within its "
+            "bound (partitions x (min_small_files - 1) + full-size files): "
             f"{'met' if bounded else 'NOT met'}"
         )
     drop_environment(iceberg_catalog(settings, credentials, s3_key="trino"), PREFIX)

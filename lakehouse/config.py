@@ -158,6 +158,8 @@ class TransformSettings(BaseSettings):
     threads: int = Field(default=4, ge=1, le=16)
     max_future_minutes: int = Field(default=10, ge=0)
     trino_user: str = "lakehouse-transform"
+    # Prometheus metrics of the transform loop (runs, durations, freshness per layer).
+    metrics_port: int = 9181
 
 
 class SupersetSettings(BaseSettings):
@@ -222,6 +224,8 @@ class MaintainSettings(BaseSettings):
     # Per layer (`bronze`) or per table (`bronze.readings`, which wins), as JSON.
     policies: dict[str, TablePolicy] = Field(default_factory=_default_policies)
     trino_user: str = "lakehouse-maintain"
+    # Prometheus metrics of the maintenance loop.
+    metrics_port: int = 9182
     # Garbage collection runs at most this often (the supervisor's passes are more
     # frequent: compaction keeps bronze's file count down).
     gc_every_seconds: float = Field(default=3600.0, ge=0)
@@ -258,6 +262,8 @@ class SupervisorSettings(BaseSettings):
     health_interval_seconds: float = Field(default=5.0, gt=0)
     # Consecutive failed health checks of a running process before it is restarted.
     health_failures: int = Field(default=6, ge=1)
+    # Prometheus metrics of the supervisor: each service's state and restarts, disk.
+    metrics_port: int = 9180
     log_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     log_backups: int = Field(default=3, ge=1)
 
@@ -352,6 +358,9 @@ class Settings(BaseSettings):
             "gateway": self.gateway.port,
             "superset": self.superset.port,
             "audit": self.audit.port,
+            "supervisor metrics": self.supervisor.metrics_port,
+            "transform metrics": self.transform.metrics_port,
+            "maintain metrics": self.maintain.metrics_port,
         }
 
 
@@ -400,6 +409,9 @@ def isolated_environment(home: Path, port_shift: int) -> dict[str, str]:
         gateway=GatewaySettings.model_construct(),
         superset=SupersetSettings.model_construct(),
         audit=AuditSettings.model_construct(),
+        transform=TransformSettings.model_construct(),
+        maintain=MaintainSettings.model_construct(),
+        supervisor=SupervisorSettings.model_construct(),
     )
     shifted = {
         "LAKEHOUSE_POSTGRES_PORT": defaults.postgres.port,
@@ -414,6 +426,9 @@ def isolated_environment(home: Path, port_shift: int) -> dict[str, str]:
         "LAKEHOUSE_INGEST_METRICS_PORT": defaults.ingest.metrics_port,
         "LAKEHOUSE_SUPERSET_PORT": defaults.superset.port,
         "LAKEHOUSE_AUDIT_PORT": defaults.audit.port,
+        "LAKEHOUSE_SUPERVISOR_METRICS_PORT": defaults.supervisor.metrics_port,
+        "LAKEHOUSE_TRANSFORM_METRICS_PORT": defaults.transform.metrics_port,
+        "LAKEHOUSE_MAINTAIN_METRICS_PORT": defaults.maintain.metrics_port,
     }
     return {
         "LAKEHOUSE_HOME": str(home),

@@ -15,7 +15,9 @@ from lakehouse.clients import postgres_connection
 from lakehouse.credentials import load
 from lakehouse.errors import LakehouseError, MaintenanceLockedError
 from lakehouse.maintain import records
+from lakehouse.maintain.metrics import MaintenanceMetrics
 from lakehouse.maintain.runner import Maintainer, describe
+from lakehouse.metrics import serve
 from lakehouse.retry import Backoff
 
 maintain_app = typer.Typer(
@@ -44,6 +46,10 @@ def maintain(
         bool,
         typer.Option("--dry-run", help="Compact nothing, delete nothing: report what would go."),
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="With --every: serve Prometheus metrics on this port (0: none)."),
+    ] = None,
 ) -> None:
     """One pass (or one every SECONDS): compaction, garbage collection, retention."""
     if ctx.invoked_subcommand is not None:
@@ -59,10 +65,20 @@ def maintain(
         )
         err.print(describe(report), highlight=False)
         raise typer.Exit(0 if report.outcome == "done" else 1)
-    _loop(maintainer, every, gc=gc, compact=compact)
+    metrics = MaintenanceMetrics()
+    if metrics_port:
+        serve(metrics.registry, settings.host, metrics_port)
+    _loop(maintainer, every, metrics, gc=gc, compact=compact)
 
 
-def _loop(maintainer: Maintainer, every: float, *, gc: bool | None, compact: bool) -> None:
+def _loop(
+    maintainer: Maintainer,
+    every: float,
+    metrics: MaintenanceMetrics,
+    *,
+    gc: bool | None,
+    compact: bool,
+) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -72,6 +88,7 @@ def _loop(maintainer: Maintainer, every: float, *, gc: bool | None, compact: boo
         try:
             report = maintainer.run(compact=compact, gc=gc)
             err.print(describe(report), highlight=False)
+            metrics.record(report)
             failures = 0
         except MaintenanceLockedError as exc:
             err.print(f"[yellow]skipped:[/] {exc.message}", highlight=False)

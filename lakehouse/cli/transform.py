@@ -15,10 +15,12 @@ from lakehouse.clients import postgres_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import load
 from lakehouse.errors import LakehouseError, TransformLockedError
+from lakehouse.metrics import serve
 from lakehouse.names import checked
 from lakehouse.retry import Backoff
 from lakehouse.serving.publish import describe
 from lakehouse.transform import runs
+from lakehouse.transform.metrics import TransformMetrics
 from lakehouse.transform.runner import RunReport, TransformRunner
 
 transform_app = typer.Typer(
@@ -41,6 +43,10 @@ def transform(
         bool, typer.Option("--force", help="Run dbt even when bronze has no new rows.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-model progress.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="With --every: serve Prometheus metrics on this port (0: none)."),
+    ] = None,
 ) -> None:
     """Run once (or every SECONDS): branch, dbt build, merge into main when it passes."""
     if ctx.invoked_subcommand is not None:
@@ -51,10 +57,20 @@ def transform(
         report = runner.run(full_refresh=full_refresh, force=force)
         _print_report(report)
         raise typer.Exit(0 if report.outcome in {"published", "up_to_date"} else 1)
-    _loop(runner, every, full_refresh=full_refresh, force=force)
+    metrics = TransformMetrics()
+    if metrics_port:
+        serve(metrics.registry, settings.host, metrics_port)
+    _loop(runner, every, metrics, full_refresh=full_refresh, force=force)
 
 
-def _loop(runner: TransformRunner, every: float, *, full_refresh: bool, force: bool) -> None:
+def _loop(
+    runner: TransformRunner,
+    every: float,
+    metrics: TransformMetrics,
+    *,
+    full_refresh: bool,
+    force: bool,
+) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -64,13 +80,18 @@ def _loop(runner: TransformRunner, every: float, *, full_refresh: bool, force: b
         started = time.monotonic()
         try:
             # Only the first run of a loop rebuilds everything when asked to.
-            _print_report(runner.run(full_refresh=full_refresh and first, force=force))
+            report = runner.run(full_refresh=full_refresh and first, force=force)
+            _print_report(report)
+            metrics.record_run(report.outcome, report.seconds)
+            _refresh_layers(runner, metrics)
         except TransformLockedError as exc:
             err.print(f"[yellow]skipped:[/] {exc.message}", highlight=False)
             failures = 0
         except LakehouseError as exc:
+            metrics.record_run("error", time.monotonic() - started)
             err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
         except Exception as exc:  # a server away (Trino, Nessie, PostgreSQL): try again
+            metrics.record_run("error", time.monotonic() - started)
             failures += 1
             err.print(
                 f"[bold red]run failed:[/] {type(exc).__name__}: {str(exc)[:300]}"
@@ -82,6 +103,13 @@ def _loop(runner: TransformRunner, every: float, *, full_refresh: bool, force: b
         wait = every if not failures else Backoff(5.0, every, jitter=0.0).delay(failures)
         stop.wait(max(wait - (time.monotonic() - started), 0))
     err.print("stopped")
+
+
+def _refresh_layers(runner: TransformRunner, metrics: TransformMetrics) -> None:
+    try:
+        metrics.refresh_layers(runner.trino_cursor(), runner.prefix)
+    except Exception as exc:  # metrics are best effort; the next run tries again
+        err.print(f"[yellow]layer freshness not read:[/] {str(exc)[:200]}", highlight=False)
 
 
 def _print_report(report: RunReport) -> None:

@@ -133,19 +133,21 @@ class TransformLoop(AppService):
 
     @property
     def ports(self) -> list[int]:
-        return []
+        return [self.settings.transform.metrics_port]
 
     @property
     def url(self) -> str:
-        return ""
+        return f"http://{self.settings.host}:{self.settings.transform.metrics_port}/metrics"
 
     def command(self) -> list[str]:
         every = self.settings.supervisor.transform_every
-        return [*LAKEHOUSE_CLI, "transform", "--every", f"{every:g}", "--quiet"]
+        return [
+            *LAKEHOUSE_CLI, "transform", "--every", f"{every:g}", "--quiet",
+            "--metrics-port", str(self.settings.transform.metrics_port),
+        ]  # fmt: skip
 
     def ready(self) -> bool:
-        # No endpoint: a live process is a healthy loop (it logs each run's outcome).
-        return True
+        return port_accepts(self.settings.host, self.settings.transform.metrics_port, timeout=3)
 
 
 class MaintainLoop(AppService):
@@ -155,19 +157,21 @@ class MaintainLoop(AppService):
 
     @property
     def ports(self) -> list[int]:
-        return []
+        return [self.settings.maintain.metrics_port]
 
     @property
     def url(self) -> str:
-        return ""
+        return f"http://{self.settings.host}:{self.settings.maintain.metrics_port}/metrics"
 
     def command(self) -> list[str]:
         every = self.settings.supervisor.maintain_every
-        return [*LAKEHOUSE_CLI, "maintain", "--every", f"{every:g}"]
+        return [
+            *LAKEHOUSE_CLI, "maintain", "--every", f"{every:g}",
+            "--metrics-port", str(self.settings.maintain.metrics_port),
+        ]  # fmt: skip
 
     def ready(self) -> bool:
-        # No endpoint: a live process is a healthy loop (it logs each pass).
-        return True
+        return port_accepts(self.settings.host, self.settings.maintain.metrics_port, timeout=3)
 
 
 def app_services(ctx: StackContext) -> list[Service]:
@@ -196,4 +200,8 @@ def app_ports(settings: Settings) -> dict[str, int]:
         ports["gateway"] = settings.gateway.port
     for i in range(1, supervisor.consumers + 1):
         ports[f"consumer-{i}"] = settings.ingest.metrics_port + i - 1
+    if supervisor.transform_every > 0:
+        ports["transform"] = settings.transform.metrics_port
+    if supervisor.maintain_every > 0:
+        ports["maintain"] = settings.maintain.metrics_port
     return ports

@@ -67,12 +67,7 @@ class Stack:
         return self._services
 
     def names(self) -> list[str]:
-        return [*SERVER_NAMES, *app_ports(self.settings), *self._loop_names()]
-
-    def _loop_names(self) -> list[str]:
-        supervisor = self.settings.supervisor
-        loops = {"transform": supervisor.transform_every, "maintain": supervisor.maintain_every}
-        return [name for name, every in loops.items() if every > 0]
+        return [*SERVER_NAMES, *app_ports(self.settings)]
 
     def service(self, name: str) -> Service:
         for service in self.services():

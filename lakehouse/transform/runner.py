@@ -240,6 +240,12 @@ class TransformRunner:
             zip(rows.column("stream").to_pylist(), rows.column("position").to_pylist(), strict=True)
         )
 
+    def trino_cursor(self) -> Any:
+        """A cursor on the lake as the transform's principal."""
+        return trino_connection(
+            self.settings, user=self.settings.transform.trino_user, credentials=self.credentials
+        ).cursor()
+
     def _trino(self) -> Any:
         return trino_connection(
             self.settings, catalog="system", user=self.settings.transform.trino_user,
