@@ -55,7 +55,10 @@ def maintain(
     if ctx.invoked_subcommand is not None:
         return
     settings = settings_of(ctx)
-    maintainer = Maintainer(settings, load(settings))
+    # An isolated environment (a schema prefix) maintains its own namespaces.
+    maintainer = Maintainer(
+        settings, load(settings), schema_prefix=settings.transform.schema_prefix
+    )
     if every is None:
         report = maintainer.run(
             compact=compact and not dry_run,

@@ -84,6 +84,38 @@ def stack_status(
         raise typer.Exit(1)
 
 
+@stack_app.command("top")
+def stack_top(
+    ctx: typer.Context,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.", min=0.5)] = 2.0,
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one view (two samples apart) and exit.")
+    ] = False,
+) -> None:
+    """A live view: each service's CPU, memory and restarts, and the pipeline's figures
+    (ingest rate, lag, freshness per layer, runs, quarantine, files, disk)."""
+    from rich.live import Live
+
+    from lakehouse.stack.top import Top
+
+    settings = _settings(ctx)
+    top = Top(settings, Stack(settings, err))
+    top.previous = top.frame()
+    if once:
+        time.sleep(interval)
+        out.print(top.render(top.frame()))
+        return
+    with Live(top.render(top.previous), console=out, screen=True, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                frame = top.frame()
+                live.update(top.render(frame), refresh=True)
+                top.previous = frame
+        except KeyboardInterrupt:
+            pass
+
+
 @stack_app.command("logs")
 def stack_logs(
     ctx: typer.Context,
