@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 # With an idle exit, how long a consumer may wait for its first partitions before the
 # wait counts as idle.
 ASSIGNMENT_WAIT_SECONDS = 60.0
+LAG_REFRESH_SECONDS = 5.0
 _FORBIDDEN = {"enable.auto.commit": "true", "enable.auto.offset.store": "true"}
 
 
@@ -215,10 +216,14 @@ class BronzeConsumer:
             [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )  # fmt: skip
-        subscribed = last_message = time.monotonic()
+        subscribed = last_message = lag_updated = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 messages = self._consume(consumer)
+                if time.monotonic() - lag_updated >= LAG_REFRESH_SECONDS:
+                    # Also while idle, so the gauge shows partitions nothing arrives on.
+                    self._update_lag()
+                    lag_updated = time.monotonic()
                 for message in messages:
                     self._add(message)
                 self.metrics.consumed.inc(len(messages))

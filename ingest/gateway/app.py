@@ -70,6 +70,10 @@ class Metrics:
         self.requests = Counter(
             "lakehouse_gateway_requests", "Requests by status", ["status"], registry=self.registry
         )
+        # Every status the gateway answers shows from the start (as 0), so rates and
+        # alerts over them work before the first error.
+        for status in ("200", "202", "400", "401", "403", "409", "413", "415", "429", "503"):
+            self.requests.labels(status)
         self.readings = Counter(
             "lakehouse_gateway_readings_accepted", "Readings acknowledged by Kafka",
             registry=self.registry,

@@ -82,8 +82,9 @@ def _loop(
             # Only the first run of a loop rebuilds everything when asked to.
             report = runner.run(full_refresh=full_refresh and first, force=force)
             _print_report(report)
-            metrics.record_run(report.outcome, report.seconds)
+            # Layers first: a scrape that sees the run counted sees its figures too.
             _refresh_layers(runner, metrics)
+            metrics.record_run(report.outcome, report.seconds)
         except TransformLockedError as exc:
             err.print(f"[yellow]skipped:[/] {exc.message}", highlight=False)
             failures = 0
