@@ -8,9 +8,13 @@ only names that a scrape of the running services shows (a test checks it).
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import CollectorRegistry, start_http_server
 
 
-def serve(registry: CollectorRegistry, host: str, port: int) -> None:
-    """Serve `registry` at http://host:port/metrics from a daemon thread."""
-    start_http_server(port, addr=host, registry=registry)
+def serve(registry: CollectorRegistry, host: str, port: int) -> WSGIServer:
+    """Serve `registry` at http://host:port/metrics from a daemon thread; the server, to
+    shut down when its process stops serving without exiting."""
+    server, _ = start_http_server(port, addr=host, registry=registry)
+    return server

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 from rich.console import Console
 
@@ -326,24 +327,33 @@ class Supervisor:
                 return watcher.service.name
         return None
 
-    def serve_metrics(self) -> None:
+    def serve_metrics(self) -> WSGIServer | None:
         """Each service's state and restarts at http://host:metrics_port/metrics."""
         from lakehouse.metrics import serve
         from lakehouse.stack.supervisor_metrics import supervisor_registry
 
         registry = supervisor_registry(lambda: list(self.state.services), self.settings.home)
         try:
-            serve(registry, self.settings.host, self.settings.supervisor.metrics_port)
+            return serve(registry, self.settings.host, self.settings.supervisor.metrics_port)
         except OSError as exc:  # the stack runs without them rather than not at all
             log.warning(
                 "supervisor metrics not served on port %d: %s",
                 self.settings.supervisor.metrics_port, exc,
             )  # fmt: skip
+            return None
 
     def run(self) -> int:
         """Start everything, watch until told to stop, stop everything; the exit code."""
         self.publish()
-        self.serve_metrics()
+        metrics = self.serve_metrics()
+        try:
+            return self._run()
+        finally:
+            if metrics is not None:
+                metrics.shutdown()
+                metrics.server_close()
+
+    def _run(self) -> int:
         try:
             for watcher in self.watchers:
                 if watcher.service.kind == "server" and not watcher._held():

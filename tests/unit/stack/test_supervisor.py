@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -68,6 +69,13 @@ def fake_service(name: str, kind: str, command: list[str], healthy: Path | None 
     return Fake
 
 
+def _free_port() -> int:
+    # Not the stack's own port: a stack may be running on this machine.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture
 def make_supervisor(tmp_path):
     running: list[tuple[Supervisor, threading.Thread]] = []
@@ -79,7 +87,7 @@ def make_supervisor(tmp_path):
             stop_timeout=5,
             supervisor=SupervisorSettings(**{
                 "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.2,
-                "health_interval_seconds": 0.2, **policy,
+                "health_interval_seconds": 0.2, "metrics_port": _free_port(), **policy,
             }),
         )  # fmt: skip
         ctx = StackContext(settings, None, None)  # type: ignore[arg-type]
