@@ -135,3 +135,7 @@ class MaintenanceError(LakehouseError):
 
 class MaintenanceLockedError(MaintenanceError):
     """Another maintenance pass (or a backup) holds the maintenance lock."""
+
+
+class BackupError(LakehouseError):
+    """A backup or a restore could not be made; nothing it had done is relied on."""

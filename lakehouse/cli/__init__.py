@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from rich.logging import RichHandler
 
 from lakehouse.cli.audit import audit_app
+from lakehouse.cli.backup import backup, restore
 from lakehouse.cli.common import err
 from lakehouse.cli.devices import devices_app
 from lakehouse.cli.gateway import gateway
@@ -38,6 +39,8 @@ app.add_typer(maintain_app, name="maintain")
 app.command("gateway")(gateway)
 app.command("simulate")(simulate)
 app.command("reconcile")(reconcile)
+app.command("backup")(backup)
+app.command("restore")(restore)
 
 
 @app.callback()

@@ -1,0 +1,91 @@
+"""The bucket's objects, copied to and from a backup's shared object directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lakehouse.errors import BackupError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+WORKERS = 8
+Progress = Callable[[int, int], None]
+
+
+def list_objects(client: S3Client, bucket: str) -> dict[str, int]:
+    """Every object of the bucket, key → size."""
+    found: dict[str, int] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            found[item["Key"]] = item["Size"]
+    return found
+
+
+def local_path(store: Path, key: str) -> Path:
+    path = (store / key).resolve()
+    if not path.is_relative_to(store.resolve()):
+        raise BackupError(f"object key {key!r} leads outside the backup")
+    return path
+
+
+def download(
+    client: S3Client,
+    bucket: str,
+    objects: dict[str, int],
+    store: Path,
+    progress: Progress = lambda done, total: None,
+) -> int:
+    """Copy what `store` lacks; returns the bytes copied. A key already there with the
+    same size is the same object: keys are never rewritten with other content."""
+    missing = {
+        key: size for key, size in objects.items()
+        if not _present(local_path(store, key), size)
+    }  # fmt: skip
+
+    def fetch(key: str) -> None:
+        target = local_path(store, key)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        partial = target.with_name(f".{target.name}.partial")
+        client.download_file(bucket, key, str(partial))
+        os.chmod(partial, 0o600)
+        if partial.stat().st_size != objects[key]:
+            raise BackupError(f"{key}: {partial.stat().st_size} bytes read, {objects[key]} listed")
+        partial.replace(target)
+
+    _each(fetch, list(missing), progress)
+    return sum(missing.values())
+
+
+def upload(
+    client: S3Client,
+    bucket: str,
+    objects: dict[str, int],
+    store: Path,
+    progress: Progress = lambda done, total: None,
+) -> None:
+    def put(key: str) -> None:
+        source = local_path(store, key)
+        if not _present(source, objects[key]):
+            raise BackupError(f"object {key} is missing from {store} or has another size")
+        client.upload_file(str(source), bucket, key)
+
+    _each(put, list(objects), progress)
+
+
+def _present(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except FileNotFoundError:
+        return False
+
+
+def _each(work: Callable[[str], None], keys: list[str], progress: Progress) -> None:
+    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="objects") as pool:
+        for done, _ in enumerate(pool.map(work, keys), start=1):
+            if done % 500 == 0 or done == len(keys):
+                progress(done, len(keys))
