@@ -26,8 +26,14 @@ MANIFEST = "manifest.json"
 FORMAT = 1
 # Files of a home that a restored stack needs as they were: the same secrets (Superset's
 # key decrypts what its database holds, MinIO's key what the bucket holds), the same
-# analysts, and the same CA, which devices and clients already trust.
-HOME_FILES = ("credentials.json", "trino/users.json", "tls/ca.pem", "tls/ca.key")
+# analysts, and the same CA, which devices and clients already trust. With the mode each
+# has in a home (every file is 0600 in the backup).
+HOME_FILES = {
+    "credentials.json": 0o600,
+    "trino/users.json": 0o600,
+    "tls/ca.pem": 0o644,
+    "tls/ca.key": 0o600,
+}
 
 
 class KafkaPartition(BaseModel):

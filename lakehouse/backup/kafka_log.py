@@ -24,6 +24,8 @@ from lakehouse.errors import BackupError
 POLL_SECONDS = 1.0
 STALL_SECONDS = 120.0
 TIMEOUT = 30.0
+# Short-lived clients: only what fails the operation is reported, and that as an error.
+QUIET = {"log_level": 2}
 PADDING_HEADER = "lakehouse-restore-padding"
 Progress = Callable[[str], None]
 
@@ -32,33 +34,50 @@ def partition_file(directory: Path, topic: str, partition: int) -> Path:
     return directory / f"{topic}-{partition}.jsonl"
 
 
+def log_ends(config: Mapping[str, Any], topic: str) -> dict[int, int]:
+    """Per partition, the offset the next message will get: where an export stops."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**config, **QUIET, "group.id": "lakehouse-backup",
+                         "enable.auto.commit": False})  # fmt: skip
+    try:
+        metadata = consumer.list_topics(topic, timeout=TIMEOUT).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            problem = "it does not exist" if metadata is None else metadata.error
+            raise BackupError(f"Kafka topic {topic!r} cannot be read: {problem}")
+        return {
+            partition: consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=TIMEOUT, cached=False
+            )[1]
+            for partition in sorted(metadata.partitions)
+        }
+    finally:
+        consumer.close()
+
+
 def export(
     config: Mapping[str, Any],
     topic: str,
     committed: Mapping[int, int],
+    ends: Mapping[int, int],
     directory: Path,
     progress: Progress = lambda _: None,
 ) -> list[KafkaPartition]:
-    """Write every message of `topic` from `committed` (per partition; the beginning
-    where none) to the end as it is now; one file per partition."""
+    """Write the messages of `topic` from `committed` (per partition; the beginning where
+    none) up to `ends`; one file per partition."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({**config, "group.id": "lakehouse-backup", "enable.auto.commit": False,
-                         "enable.partition.eof": False})  # fmt: skip
+    consumer = Consumer({**config, **QUIET, "group.id": "lakehouse-backup",
+                         "enable.auto.commit": False})  # fmt: skip
     try:
-        metadata = consumer.list_topics(topic, timeout=TIMEOUT).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            raise BackupError(
-                f"Kafka topic {topic!r} cannot be read: {metadata and metadata.error}"
-            )
         ranges: list[KafkaPartition] = []
-        for partition in sorted(metadata.partitions):
-            low, high = consumer.get_watermark_offsets(
+        for partition, end in sorted(ends.items()):
+            low, _ = consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=TIMEOUT, cached=False
             )
             position = committed.get(partition, 0)
-            first = min(max(position, low), high)
-            ranges.append(KafkaPartition(partition=partition, first=first, end=high,
+            first = min(max(position, low), end)
+            ranges.append(KafkaPartition(partition=partition, first=first, end=end,
                                          committed=position))  # fmt: skip
         wanted = [r for r in ranges if r.end > r.first]
         files = {r.partition: partition_file(directory, topic, r.partition).open("w")
@@ -145,7 +164,8 @@ def replay(
     needed = max((p.partition for p in partitions), default=-1) + 1
     if len(metadata.partitions) < needed:
         admin.create_partitions([NewPartitions(topic, needed)])[topic].result(TIMEOUT)
-    consumer = Consumer({**config, "group.id": "lakehouse-restore", "enable.auto.commit": False})
+    consumer = Consumer({**config, **QUIET, "group.id": "lakehouse-restore",
+                         "enable.auto.commit": False})  # fmt: skip
     try:
         for p in partitions:
             _, high = consumer.get_watermark_offsets(
@@ -183,7 +203,8 @@ def replay(
                 f"{topic}[{p.partition}]: {p.end - p.first} messages exported, but the "
                 f"restored partition ends at {producer.next_offset.get(p.partition)}"
             )
-        progress(f"Kafka: {topic}[{p.partition}] restored at offsets {p.first} to {p.end - 1}")
+        if p.end > p.first:
+            progress(f"Kafka: {topic}[{p.partition}] restored at offsets {p.first} to {p.end - 1}")
     return replayed
 
 

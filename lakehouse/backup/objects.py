@@ -49,7 +49,7 @@ def download(
 
     def fetch(key: str) -> None:
         target = local_path(store, key)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private_parents(target, store.resolve())
         partial = target.with_name(f".{target.name}.partial")
         client.download_file(bucket, key, str(partial))
         os.chmod(partial, 0o600)
@@ -75,6 +75,13 @@ def upload(
         client.upload_file(str(source), bucket, key)
 
     _each(put, list(objects), progress)
+
+
+def _private_parents(path: Path, store: Path) -> None:
+    # mkdir(parents=True) would leave the directories between with the umask's mode.
+    missing = [d for d in path.relative_to(store).parents if not (store / d).exists()]
+    for directory in reversed(missing):
+        (store / directory).mkdir(mode=0o700, exist_ok=True)
 
 
 def _present(path: Path, size: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -14,6 +15,7 @@ from rich.console import Console
 from lakehouse.backup import kafka_log, objects
 from lakehouse.backup.archive import (
     HOME_FILES,
+    KafkaPartition,
     Manifest,
     new_backup,
     objects_dir,
@@ -62,17 +64,20 @@ class Backup:
             dumps = private_dir(backup / "postgres")
             pg.dump_roles(dumps / GLOBALS)
             main_hash = self._dump_catalog(pg, dumps)
+            # Where the export stops, fixed before the registry's dump: every message up
+            # to here was reserved before it, so the receipts hold every batch exported.
+            kafka = kafka_config(self.settings, ADMIN_PRINCIPAL, credentials=self.credentials)
+            ends = kafka_log.log_ends(kafka, self.settings.kafka.topic)
             for database in DATABASES[1:]:
                 pg.dump(database, dumps / f"{database}.dump")
                 self.progress(f"PostgreSQL: {database} dumped")
             stored = self._copy_objects(backup)
             home = self._copy_home(backup)
-            kafka = private_dir(backup / "kafka")
+            exported = private_dir(backup / "kafka")
             partitions = kafka_log.export(
-                kafka_config(self.settings, ADMIN_PRINCIPAL, credentials=self.credentials),
-                self.settings.kafka.topic, committed, kafka, self.progress,
-            )  # fmt: skip
-            for path in kafka.iterdir():
+                kafka, self.settings.kafka.topic, committed, ends, exported, self.progress
+            )
+            for path in exported.iterdir():
                 os.chmod(path, 0o600)
         manifest = Manifest(
             name=backup.name, started_at=started, finished_at=datetime.now(UTC),
@@ -185,6 +190,12 @@ class Restore:
         for database in manifest.databases:
             pg.restore(database, backup / "postgres" / f"{database}.dump")
             self.progress(f"PostgreSQL: {database} restored")
+        forgotten = forget_receipts_past(
+            self.settings, credentials, manifest.topic, manifest.partitions
+        )
+        if forgotten:
+            self.progress(f"registry: {forgotten} receipts of batches accepted after the backup "
+                          "forgotten (their devices' retries are accepted again)")  # fmt: skip
         client = s3_client(self.settings, credentials, S3_KEY)
         objects.upload(
             client, manifest.bucket, manifest.objects, objects_dir(backup),
@@ -204,4 +215,27 @@ class Restore:
             target = self.settings.home / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(backup / "home" / name, target)
-            os.chmod(target, 0o600)
+            os.chmod(target, HOME_FILES.get(name, 0o600))
+
+
+def forget_receipts_past(
+    settings: Settings, credentials: Credentials, topic: str, partitions: list[KafkaPartition]
+) -> int:
+    """Delete the receipts of envelopes beyond the backup's Kafka messages.
+
+    Batches accepted while the registry was dumped, after the export's end was fixed:
+    the restored stack has neither their readings nor their envelopes, so a retry must
+    be accepted as new rather than answered with a receipt for readings it lacks."""
+    ends = {p.partition: p.end for p in partitions}
+    with postgres_connection(settings, credentials) as conn:
+        deleted = conn.execute(
+            """
+            delete from registry.upload_batches
+            where receipt is not null and receipt->>'topic' = %s
+              and (receipt->>'offset')::bigint >= coalesce(
+                  (%s::jsonb ->> (receipt->>'partition'))::bigint, 0)
+            """,
+            (topic, json.dumps({str(p): end for p, end in ends.items()})),
+        ).rowcount
+        conn.commit()
+    return deleted

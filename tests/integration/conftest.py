@@ -4,10 +4,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 from trino.exceptions import HttpError, TrinoConnectionError
@@ -175,3 +178,61 @@ def assert_accounted(settings, credentials, device: str, timeout: float = 120) -
         time.sleep(2)
     assert report.accounted, [d.describe() for d in report.discrepancies]
     return counts
+
+
+PER_BATCH = 40
+
+
+class Device:
+    """Sends numbered batches until told to finish, retrying each until it is accepted,
+    as the edge agent does (the same Idempotency-Key until a 200 or 202).
+
+    Batch n holds readings n*PER_BATCH+1 … (n+1)*PER_BATCH, an hour ago at 10 per second."""
+
+    def __init__(self, url: str, token: str, *, batch_prefix: str = "drill",
+                 first_batch: int = 0, start: datetime | None = None) -> None:  # fmt: skip
+        self.url = url
+        # Fixed for the device's life: a batch sent again is the same batch.
+        self.start = start or datetime.now(UTC) - timedelta(hours=1)
+        self.token = token
+        self.batch_prefix = batch_prefix
+        self.sent = first_batch
+        self.retries = 0
+        self.finish = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            with httpx.Client(timeout=15) as client:
+                while not self.finish.is_set():
+                    self.send(client, self.sent)
+                    self.sent += 1
+                    time.sleep(0.2)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def send(self, client: httpx.Client, batch: int) -> int:
+        """Send batch `batch` until it is accepted; the status that accepted it."""
+        readings = [
+            {"seq": batch * PER_BATCH + i + 1,
+             "ts": (self.start + timedelta(milliseconds=100 * (batch * PER_BATCH + i))).isoformat(),
+             "metric": "temperature", "value": 20.0 + i / 10}
+            for i in range(PER_BATCH)
+        ]  # fmt: skip
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                response = client.post(
+                    self.url, json=readings,
+                    headers={"Authorization": f"Bearer {self.token}",
+                             "Idempotency-Key": f"{self.batch_prefix}-{batch}"},
+                )  # fmt: skip
+                if response.status_code in (200, 202):
+                    return response.status_code
+                assert response.status_code in (503, 429), response.text
+            except httpx.TransportError:
+                pass
+            self.retries += 1
+            time.sleep(0.5)
+        raise AssertionError(f"batch {batch} not accepted within 300 s")

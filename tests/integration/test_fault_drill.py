@@ -12,22 +12,25 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from lakehouse import registry
 from lakehouse.clients import postgres_connection, trino_connection
-from tests.integration.conftest import assert_accounted, device_counts, wait_for_device
+from tests.integration.conftest import (
+    PER_BATCH,
+    Device,
+    assert_accounted,
+    device_counts,
+    wait_for_device,
+)
 
 pytestmark = pytest.mark.integration
 
 VICTIMS = ("minio", "nessie", "kafka", "postgres", "trino", "consumer-1", "gateway")
-PER_BATCH = 40
 
 
 def status_rows() -> dict[str, dict]:
@@ -36,54 +39,6 @@ def status_rows() -> dict[str, dict]:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     return {row["name"]: row for row in json.loads(result.stdout)}
-
-
-class Device:
-    """Sends numbered batches until told to finish, retrying each until it is accepted."""
-
-    def __init__(self, url: str, token: str) -> None:
-        self.url = url
-        self.token = token
-        self.sent = 0
-        self.retries = 0
-        self.finish = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            start = datetime.now(UTC) - timedelta(hours=1)
-            with httpx.Client(timeout=15) as client:
-                while not self.finish.is_set():
-                    self._send(client, start, self.sent)
-                    self.sent += 1
-                    time.sleep(0.2)
-        except BaseException as exc:  # reported by the test
-            self.error = exc
-
-    def _send(self, client: httpx.Client, start: datetime, batch: int) -> None:
-        readings = [
-            {"seq": batch * PER_BATCH + i + 1,
-             "ts": (start + timedelta(milliseconds=100 * (batch * PER_BATCH + i))).isoformat(),
-             "metric": "temperature", "value": 20.0 + i / 10}
-            for i in range(PER_BATCH)
-        ]  # fmt: skip
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                response = client.post(
-                    self.url, json=readings,
-                    headers={"Authorization": f"Bearer {self.token}",
-                             "Idempotency-Key": f"drill-{batch}"},
-                )  # fmt: skip
-                if response.status_code in (200, 202):
-                    return
-                assert response.status_code in (503, 429), response.text
-            except httpx.TransportError:
-                pass
-            self.retries += 1
-            time.sleep(0.5)
-        raise AssertionError(f"batch {batch} not accepted within 300 s")
 
 
 def wait_restarted(name: str, old_pid: int, timeout: float = 180) -> dict:
