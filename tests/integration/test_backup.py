@@ -43,10 +43,12 @@ def lakehouse(*args: str, env: dict[str, str] | None = None, timeout: float = 90
 
 
 @pytest.fixture
-def restored_home(tmp_path):
-    """The environment of a second stack in a new home; purged after the test."""
-    home = tmp_path / "restored"
+def restored_home(stack_settings):
+    """The environment of a second stack in a new home; purged after the test. Beside
+    the test stack's: the stack's unprivileged user must be able to reach it."""
+    home = stack_settings.home.with_name(f"{stack_settings.home.name}-restored")
     env = {**os.environ, **isolated_environment(home, RESTORED_PORT_SHIFT)}
+    lakehouse("stack", "down", "--purge", env=env, timeout=300)  # what an aborted run left
     yield home, env
     lakehouse("stack", "down", "--purge", env=env, timeout=300)
 
@@ -103,11 +105,19 @@ def test_a_backup_under_load_restores_into_a_new_home_that_resumes_exactly_once(
     device = Device(gateway, token, batch_prefix="backup")
     device.thread.start()
     backups = tmp_path / "backups"
+    consumers: list[str] = []
     try:
         while device.sent < 10 and device.error is None:
             time.sleep(0.2)
         assert wait_for_device(stack_settings, device_id, 10 * PER_BATCH)[0] >= 10 * PER_BATCH
-        # A transform publishes while the backup is taken, and the device keeps sending.
+        # The consumers pause, so the backup finds readings that only Kafka holds; a
+        # transform publishes while it is taken, and the device keeps sending.
+        consumers = [name for name in stack.names() if name.startswith("consumer-")]
+        for name in consumers:
+            stack.hold(name)
+        held_at = device.sent
+        while device.sent < held_at + 5 and device.error is None:
+            time.sleep(0.2)
         transform = subprocess.Popen(
             [sys.executable, "-m", "lakehouse", "transform", "--quiet"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -118,6 +128,8 @@ def test_a_backup_under_load_restores_into_a_new_home_that_resumes_exactly_once(
         _, transform_err = transform.communicate(timeout=900)
         assert transform.returncode == 0, transform_err[-3000:]
     finally:
+        for name in consumers:
+            stack.release(name)
         device.finish.set()
         device.thread.join(330)
     assert device.error is None, device.error
@@ -133,6 +145,8 @@ def test_a_backup_under_load_restores_into_a_new_home_that_resumes_exactly_once(
     assert "credentials.json" in manifest.home_files
     in_kafka = {p.partition: (p.first, p.end) for p in manifest.partitions}
     assert len(in_kafka) == stack_settings.kafka.partitions
+    assert manifest.messages >= 5  # envelopes, one a batch
+    assert any(p.first > 0 for p in manifest.partitions)
     kept = receipts(stack_settings, device_id)  # the source's, now a superset of the backup's
 
     # Restore into a new home, with its own ports.
@@ -154,7 +168,9 @@ def test_a_backup_under_load_restores_into_a_new_home_that_resumes_exactly_once(
         with NessieClient(stack_settings) as nessie:
             nessie.delete_branch(branch)
     restored_tables = tables_at(restored, "main")
-    assert {"silver.readings", "gold.fct_device_hourly", "platinum.device_features"} <= set(source_tables)
+    assert {"silver.readings", "gold.fct_device_hourly", "platinum.device_features"} <= set(
+        source_tables
+    )
     assert restored_tables.keys() == source_tables.keys()
     for name, rows in source_tables.items():
         assert restored_tables[name] == rows, name
