@@ -305,6 +305,22 @@ def test_outage_gives_503_with_retry_after_and_recovery(
     assert found == [(retry.json()["partition"], retry.json()["offset"])]
 
 
+def test_uploads_after_postgres_restarted_while_the_gateway_was_idle_are_accepted(
+    gateway, tokens, stack
+):
+    url, _ = gateway
+    run = os.urandom(3).hex()
+    first = post(url, tokens["b"], [GOOD], headers={"Idempotency-Key": f"idle-{run}-0"})
+    assert first.status_code == 202  # the gateway now holds connections to PostgreSQL
+    stack.hold("postgres")
+    stack.release("postgres")
+    # Nothing was sent meanwhile: the next uploads are the first to find the connections
+    # dead, and none of them may pay for it.
+    for n in (1, 2, 3):
+        again = post(url, tokens["b"], [GOOD], headers={"Idempotency-Key": f"idle-{run}-{n}"})
+        assert again.status_code == 202, again.text
+
+
 def test_tokens_never_appear_in_any_log(gateway, tokens, stack_settings):
     _, gateway_log = gateway
     logs = [gateway_log, *Path(stack_settings.home, "logs").glob("*.log")]
