@@ -31,7 +31,7 @@ class HeldConnection:
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is not None and time.monotonic() - self._used_at > IDLE_CHECK_SECONDS:
             try:
-                await AsyncConnectionPool.check_connection(self._conn)
+                await self.pool.check_connection(self._conn)
             except psycopg.Error:
                 await self.release()  # the pool discards it: broken
         if self._conn is None:

@@ -50,6 +50,9 @@ class FakePool:
     async def putconn(self, conn: FakeRegistry) -> None:
         pass
 
+    async def check_connection(self, conn: FakeRegistry) -> None:
+        pass  # the registry stays up
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[FakeRegistry]:
         yield self.registry
