@@ -30,6 +30,10 @@ nessie.version.store.persist.cache-capacity-mb=64
 quarkus.datasource.postgresql.jdbc.url=jdbc:postgresql://{host}:{pg_port}/nessie
 quarkus.datasource.postgresql.username=nessie
 quarkus.datasource.postgresql.password=${{NESSIE_DB_PASSWORD}}
+# A PostgreSQL restart leaves pooled connections dead: each is checked as it is taken,
+# and idle ones every 10 s, so commits work again as soon as the database is back.
+quarkus.datasource.postgresql.jdbc.validate-on-borrow=true
+quarkus.datasource.postgresql.jdbc.background-validation-interval=10S
 
 nessie.catalog.default-warehouse={warehouse}
 nessie.catalog.warehouses.{warehouse}.location=s3://{bucket}/{warehouse}
@@ -56,7 +60,7 @@ class Nessie(Service):
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.nessie.port}"
+        return f"http://{self.settings.server_host('nessie')}:{self.settings.nessie.port}"
 
     @property
     def start_timeout(self) -> float:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pyarrow as pa
 import pytest
 
 from lakehouse.clients import iceberg_catalog, trino_connection
-from lakehouse.errors import ReferenceConflictError
+from lakehouse.errors import LakehouseError, ReferenceConflictError
 from lakehouse.nessie import NessieClient
 
 pytestmark = pytest.mark.integration
@@ -55,3 +57,30 @@ def test_creating_an_existing_branch_is_a_conflict(stack, stack_settings, unique
                 nessie.create_branch(branch)
         finally:
             nessie.delete_branch(branch)
+
+
+def test_commits_work_at_once_after_postgres_restarts(stack, stack_settings, unique):
+    """Nessie's pooled connections die with PostgreSQL; none may fail a commit after."""
+    with NessieClient(stack_settings) as nessie:
+        main = nessie.reference("main").hash
+        names = [f"pool_{unique}_{n}" for n in range(24)]
+        for name in names:
+            nessie.create_branch(name)
+
+        def read(name: str) -> str:
+            with NessieClient(stack_settings) as client:
+                return client.reference(name).hash
+
+        # Concurrent requests fill the pool with connections.
+        with ThreadPoolExecutor(12) as pool:
+            assert set(pool.map(read, names * 4)) == {main}
+        stack.hold("postgres")
+        stack.release("postgres")
+        failures = []
+        for name in names:
+            try:
+                nessie.delete_branch(name)
+            except LakehouseError as exc:
+                failures.append(str(exc))
+        assert failures == []
+        assert nessie.reference("main").hash == main
