@@ -44,6 +44,10 @@ test: setup ## Set up everything and pass the tests (brings the stack up if need
 unit: setup ## Run only the unit tests (no servers)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+.PHONY: deploy-facts
+deploy-facts: setup ## Write what the chart and compose take from the settings, and the chart's values table
+	$(BIN)/python -m lakehouse.deployment
+
 .PHONY: lint
 lint: setup ## Ruff (lint and format check) and mypy --strict
 	$(BIN)/ruff check .

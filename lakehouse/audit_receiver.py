@@ -82,7 +82,7 @@ def event_row(event: dict[str, Any]) -> tuple[Any, ...] | None:
 def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
     expected = f"Bearer {credentials.audit_token}".encode()
     pool = ConnectionPool(
-        f"host={settings.host} port={settings.postgres.port} dbname=lakehouse "
+        f"host={settings.server_host('postgres')} port={settings.postgres.port} dbname=lakehouse "
         f"user={AUDIT_WRITER_ROLE} password={credentials.database_passwords[AUDIT_WRITER_ROLE]} "
         "connect_timeout=5",
         min_size=1, max_size=2, open=False, reconnect_timeout=0,

@@ -22,12 +22,12 @@ if TYPE_CHECKING:
 
 def nessie_api_url(settings: Settings) -> str:
     """Base of Nessie's native REST API (v2)."""
-    return f"http://{settings.host}:{settings.nessie.port}/api/v2"
+    return f"http://{settings.server_host('nessie')}:{settings.nessie.port}/api/v2"
 
 
 def iceberg_rest_url(settings: Settings, ref: str = "main") -> str:
     """Iceberg REST endpoint for one Nessie branch (`main` unless told otherwise)."""
-    base = f"http://{settings.host}:{settings.nessie.port}/iceberg"
+    base = f"http://{settings.server_host('nessie')}:{settings.nessie.port}/iceberg"
     return base if ref == "main" else f"{base}/{ref}"
 
 
@@ -91,7 +91,7 @@ def trino_connection(
     # REQUESTS_CA_BUNDLE and friends would replace the stack's CA with the system's.
     session.trust_env = False
     connection: TrinoConnection = trino.dbapi.connect(  # type: ignore[no-untyped-call]
-        host=settings.host,
+        host=settings.server_host("trino"),
         port=settings.trino.port,
         user=user,
         auth=BasicAuthentication(user, password) if settings.security else None,
@@ -122,7 +122,7 @@ def kafka_config(
             f"no Kafka principal {principal!r}",
             fix=f"use one of {', '.join(sorted(secrets.kafka_passwords))}",
         )
-    config: dict[str, Any] = {"bootstrap.servers": f"{settings.host}:{settings.kafka.port}"}
+    config: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap()}
     if settings.security:
         config |= {
             "security.protocol": "SASL_PLAINTEXT",
@@ -145,7 +145,7 @@ def postgres_connection(
     import psycopg
 
     return psycopg.connect(
-        host=settings.host,
+        host=settings.server_host("postgres"),
         port=settings.postgres.port,
         user=role,
         password=credentials.database_passwords[role],

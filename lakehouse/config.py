@@ -36,6 +36,9 @@ class PostgresSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_POSTGRES_")
 
+    # Where clients reach it (a Kubernetes Service, a compose service name, a managed
+    # instance); empty: LAKEHOUSE_HOST, where the native stack runs it.
+    host: str = ""
     port: int = 15432
     superuser: str = "postgres"
     superuser_password: SecretStr | None = None
@@ -47,6 +50,11 @@ class MinioSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_MINIO_")
 
+    # Where clients reach it (a Kubernetes Service, a compose service name, a managed
+    # instance); empty: LAKEHOUSE_HOST, where the native stack runs it.
+    host: str = ""
+    # The S3 endpoint as a URL (https://… for a managed store); empty: http://host:port.
+    endpoint: str = ""
     port: int = 9000
     console_port: int = 9001
     root_user: str = "lakehouse-admin"
@@ -64,6 +72,9 @@ class NessieSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_NESSIE_")
 
+    # Where clients reach it (a Kubernetes Service, a compose service name, a managed
+    # instance); empty: LAKEHOUSE_HOST, where the native stack runs it.
+    host: str = ""
     port: int = 19120
     management_port: int = 19121
     warehouse: str = "warehouse"
@@ -79,6 +90,9 @@ class TrinoSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_TRINO_")
 
+    # Where clients reach it (a Kubernetes Service, a compose service name, a managed
+    # instance); empty: LAKEHOUSE_HOST, where the native stack runs it.
+    host: str = ""
     port: int = 8080
     heap: str = "3G"
     start_timeout: float = 180.0
@@ -89,8 +103,15 @@ class KafkaSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_KAFKA_")
 
+    # Where clients reach it (a Kubernetes Service, a compose service name, a managed
+    # instance); empty: LAKEHOUSE_HOST, where the native stack runs it.
+    host: str = ""
+    # Bootstrap servers (host:port,…) of an external cluster; empty: host:port.
+    bootstrap_servers: str = ""
     port: int = 9092
     controller_port: int = 9093
+    # Copies of each partition: 1 for the native single broker, 3 for an HA cluster.
+    replication_factor: int = Field(default=1, ge=1)
     topic: str = "readings"
     partitions: int = Field(default=6, ge=1)
     heap: str = "512m"
@@ -276,6 +297,9 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=_default_home)
     cache_dir: Path = Field(default_factory=_default_cache)
     host: str = "127.0.0.1"
+    # A directory of one file per secret (a mounted Kubernetes Secret) instead of the
+    # home's credentials.json; see lakehouse.credentials.as_keys.
+    credentials_dir: Path | None = None
     java_home: Path | None = None
     stop_timeout: float = 30.0
     # Unprivileged OS user every server and service runs as when started as root.
@@ -344,6 +368,17 @@ class Settings(BaseSettings):
                 _put(env, f"LAKEHOUSE_{name}".upper(), value)
         return env
 
+    def server_host(self, server: str) -> str:
+        """Where clients reach `server` (postgres, minio, nessie, trino, kafka)."""
+        own: str = getattr(self, server).host
+        return own or self.host
+
+    def s3_endpoint(self) -> str:
+        return self.minio.endpoint or f"http://{self.server_host('minio')}:{self.minio.port}"
+
+    def kafka_bootstrap(self) -> str:
+        return self.kafka.bootstrap_servers or f"{self.server_host('kafka')}:{self.kafka.port}"
+
     def ports(self) -> dict[str, int]:
         """Every port the stack binds, by a readable name."""
         return {
@@ -392,14 +427,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def isolated_environment(home: Path, port_shift: int) -> dict[str, str]:
-    """`LAKEHOUSE_*` variables for a stack of its own: its own home, every port shifted.
-
-    Tests and benchmarks run such a stack, so a lakehouse started with `make up` on the
-    same machine is never touched. The transform and maintenance loops are off: they
-    run transforms and maintenance themselves.
-    """
-    defaults = Settings.model_construct(
+def default_settings() -> Settings:
+    """The settings as shipped: nothing taken from the environment or a home."""
+    return Settings.model_construct(
         postgres=PostgresSettings.model_construct(),
         minio=MinioSettings.model_construct(),
         nessie=NessieSettings.model_construct(),
@@ -410,9 +440,20 @@ def isolated_environment(home: Path, port_shift: int) -> dict[str, str]:
         superset=SupersetSettings.model_construct(),
         audit=AuditSettings.model_construct(),
         transform=TransformSettings.model_construct(),
+        serving=ServingSettings.model_construct(),
         maintain=MaintainSettings.model_construct(),
         supervisor=SupervisorSettings.model_construct(),
     )
+
+
+def isolated_environment(home: Path, port_shift: int) -> dict[str, str]:
+    """`LAKEHOUSE_*` variables for a stack of its own: its own home, every port shifted.
+
+    Tests and benchmarks run such a stack, so a lakehouse started with `make up` on the
+    same machine is never touched. The transform and maintenance loops are off: they
+    run transforms and maintenance themselves.
+    """
+    defaults = default_settings()
     shifted = {
         "LAKEHOUSE_POSTGRES_PORT": defaults.postgres.port,
         "LAKEHOUSE_MINIO_PORT": defaults.minio.port,

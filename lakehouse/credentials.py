@@ -11,7 +11,7 @@ import json
 import os
 import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from lakehouse.config import Settings
@@ -117,12 +117,63 @@ class Credentials:
         )
 
 
+# The credentials kept per name (a password per role, a key per service).
+_PER_NAME_FIELDS = {
+    "database_passwords": LOGIN_ROLES,
+    "trino_passwords": tuple(TRINO_PRINCIPALS),
+    "kafka_passwords": KAFKA_PRINCIPALS,
+    "minio_keys": MINIO_KEYS,
+}
+
+
+def as_keys(credentials: Credentials) -> dict[str, str]:
+    """One entry per secret, as a Kubernetes Secret or a directory of files holds them:
+    `postgres-superuser-password`, `database-passwords.nessie`, …"""
+    keys: dict[str, str] = {}
+    for item in fields(Credentials):
+        value = getattr(credentials, item.name)
+        base = item.name.replace("_", "-")
+        if item.name in _PER_NAME_FIELDS:
+            keys |= {f"{base}.{name}": value[name] for name in _PER_NAME_FIELDS[item.name]}
+        else:
+            keys[base] = value
+    return keys
+
+
+def from_directory(directory: Path) -> Credentials:
+    """The credentials from one file per key (a mounted Secret; see `as_keys`)."""
+    values: dict[str, object] = {}
+    missing: list[str] = []
+
+    def read(key: str) -> str:
+        path = directory / key
+        if not path.is_file():
+            missing.append(key)
+            return ""
+        return path.read_text().strip()
+
+    for item in fields(Credentials):
+        base = item.name.replace("_", "-")
+        if item.name in _PER_NAME_FIELDS:
+            values[item.name] = {n: read(f"{base}.{n}") for n in _PER_NAME_FIELDS[item.name]}
+        else:
+            values[item.name] = read(base)
+    if missing:
+        raise ConfigError(
+            f"{directory} lacks the credentials {', '.join(missing)}",
+            fix="give the Secret every key that `lakehouse credentials keys` lists",
+        )
+    return Credentials(**values)  # type: ignore[arg-type]
+
+
 def credentials_path(settings: Settings) -> Path:
     return settings.home / CREDENTIALS_FILE
 
 
 def load_or_create(settings: Settings) -> Credentials:
     """Return the stack's credentials, generating and storing them on first use."""
+    if settings.credentials_dir is not None:
+        return from_directory(settings.credentials_dir).with_overrides(settings)
     path = credentials_path(settings)
     if path.exists():
         try:
@@ -184,7 +235,10 @@ def _rewrite(path: Path, credentials: Credentials) -> None:
 
 
 def load(settings: Settings) -> Credentials:
-    """Return stored credentials; the stack must have been brought up once."""
+    """Return stored credentials; the stack must have been brought up once (or the
+    deployment mounts them: LAKEHOUSE_CREDENTIALS_DIR)."""
+    if settings.credentials_dir is not None:
+        return from_directory(settings.credentials_dir).with_overrides(settings)
     path = credentials_path(settings)
     if not path.exists():
         raise ConfigError(

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def s3_endpoint(settings: Settings) -> str:
-    return f"http://{settings.host}:{settings.minio.port}"
+    return settings.s3_endpoint()
 
 
 # The MinIO root keys, for the stack's bootstrap only.

@@ -129,7 +129,8 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         conninfo = (
-            f"host={settings.host} port={settings.postgres.port} dbname=lakehouse "
+            f"host={settings.server_host('postgres')} port={settings.postgres.port} "
+            "dbname=lakehouse "
             f"user=lakehouse password={credentials.database_passwords['lakehouse']} "
             f"connect_timeout={DATABASE_RETRY_AFTER}"
         )

@@ -35,7 +35,7 @@ class Postgres:
     def _env(self) -> dict[str, str]:
         return {
             **os.environ,
-            "PGHOST": self.settings.host,
+            "PGHOST": self.settings.server_host("postgres"),
             "PGPORT": str(self.settings.postgres.port),
             "PGUSER": self.settings.postgres.superuser,
             "PGPASSWORD": self.credentials.postgres_superuser_password,
@@ -57,7 +57,7 @@ class Postgres:
 
     def connect(self, dbname: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(
-            host=self.settings.host, port=self.settings.postgres.port,
+            host=self.settings.server_host("postgres"), port=self.settings.postgres.port,
             user=self.settings.postgres.superuser,
             password=self.credentials.postgres_superuser_password,
             dbname=dbname, connect_timeout=10, autocommit=True,

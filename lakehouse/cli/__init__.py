@@ -14,6 +14,7 @@ from rich.logging import RichHandler
 from lakehouse.cli.audit import audit_app
 from lakehouse.cli.backup import backup, restore
 from lakehouse.cli.common import err
+from lakehouse.cli.deploy import deploy_app
 from lakehouse.cli.devices import devices_app
 from lakehouse.cli.gateway import gateway
 from lakehouse.cli.ingest import ingest_app
@@ -36,6 +37,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(serve_app, name="serve")
 app.add_typer(audit_app, name="audit")
 app.add_typer(maintain_app, name="maintain")
+app.add_typer(deploy_app, name="deploy")
 app.command("gateway")(gateway)
 app.command("simulate")(simulate)
 app.command("reconcile")(reconcile)

@@ -137,7 +137,7 @@ def _superuser(settings: Settings, credentials: Credentials) -> Any:
     import psycopg
 
     return psycopg.connect(
-        host=settings.host,
+        host=settings.server_host("postgres"),
         port=settings.postgres.port,
         user=settings.postgres.superuser,
         password=credentials.postgres_superuser_password,

@@ -82,7 +82,7 @@ class Kafka(Service):
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.settings.host}:{self.settings.kafka.port}"
+        return self.settings.kafka_bootstrap()
 
     @property
     def url(self) -> str:
@@ -263,7 +263,13 @@ class Kafka(Service):
         existing = admin.list_topics(timeout=10).topics
         if topic not in existing:
             futures = admin.create_topics(
-                [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+                [
+                    NewTopic(
+                        topic,
+                        num_partitions=partitions,
+                        replication_factor=self.settings.kafka.replication_factor,
+                    )
+                ]
             )
             futures[topic].result(timeout=30)
         elif len(existing[topic].partitions) < partitions:

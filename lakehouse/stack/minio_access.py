@@ -15,6 +15,7 @@ The root keys are used only by the stack's bootstrap (bucket, encryption, these 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
@@ -65,10 +66,11 @@ def ensure_service_keys(settings: Settings, credentials: Credentials) -> None:
     from minio import MinioAdmin
     from minio.credentials.providers import StaticProvider
 
+    endpoint = urlsplit(settings.s3_endpoint())
     admin = MinioAdmin(
-        endpoint=f"{settings.host}:{settings.minio.port}",
+        endpoint=endpoint.netloc,
         credentials=StaticProvider(credentials.minio_root_user, credentials.minio_root_password),
-        secure=False,
+        secure=endpoint.scheme == "https",
         region=settings.minio.region,
     )
     for key, document in policies(settings).items():

@@ -107,7 +107,7 @@ class Postgres(Service):
 
     def connect(self, dbname: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(
-            host=self.settings.host,
+            host=self.settings.server_host("postgres"),
             port=self.ports[0],
             user=self.settings.postgres.superuser,
             password=self.ctx.credentials.postgres_superuser_password,
@@ -154,7 +154,7 @@ class Postgres(Service):
         # The registry exists before the first device registers or uploads; created
         # by its owner, which also grants the read-only role what it may read.
         with psycopg.connect(
-            host=self.settings.host, port=self.ports[0], user="lakehouse",
+            host=self.settings.server_host("postgres"), port=self.ports[0], user="lakehouse",
             password=passwords["lakehouse"], dbname="lakehouse", connect_timeout=3,
             autocommit=True,
         ) as owner:  # fmt: skip

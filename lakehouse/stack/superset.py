@@ -101,15 +101,15 @@ class Superset(Service):
     def runtime(self) -> dict[str, object]:
         """What superset_config.py needs of this stack."""
         settings, credentials = self.settings, self.ctx.credentials
-        host, pg = settings.host, settings.postgres.port
+        pg_host, pg = settings.server_host("postgres"), settings.postgres.port
         return {
             "secret_key": credentials.superset_secret_key,
             "metadata_uri": (
                 f"postgresql+psycopg2://superset:{credentials.database_passwords['superset']}"
-                f"@{host}:{pg}/superset"
+                f"@{pg_host}:{pg}/superset"
             ),
             "serving": {
-                "host": host,
+                "host": pg_host,
                 "port": pg,
                 "database": "lakehouse",
                 "schema": settings.serving.schema_name,
@@ -119,7 +119,7 @@ class Superset(Service):
                 "tenant_prefix": roles.TENANT_PREFIX,
             },
             "trino": {
-                "host": host,
+                "host": settings.server_host("trino"),
                 "port": settings.trino.port,
                 "user": "superset",
                 "password": credentials.trino_passwords["superset"],

@@ -59,7 +59,7 @@ class Trino(Service):
     @property
     def url(self) -> str:
         scheme = "https" if self.settings.security else "http"
-        return f"{scheme}://{self.settings.host}:{self.settings.trino.port}"
+        return f"{scheme}://{self.settings.server_host('trino')}:{self.settings.trino.port}"
 
     @property
     def start_timeout(self) -> float:

@@ -58,7 +58,7 @@ def build(
     if quiet:
         args.append("--quiet")
     env = {
-        "LAKEHOUSE_DBT_HOST": settings.host,
+        "LAKEHOUSE_DBT_HOST": settings.server_host("trino"),
         "LAKEHOUSE_DBT_PORT": str(settings.trino.port),
         "LAKEHOUSE_DBT_CATALOG": catalog,
         "LAKEHOUSE_DBT_USER": settings.transform.trino_user,

@@ -91,3 +91,17 @@ def test_environment_variables_are_restored_after_the_block(monkeypatch):
         assert os.environ["LAKEHOUSE_HOME"] == "/x"
     assert os.environ["LAKEHOUSE_TRINO_PORT"] == "18080"
     assert "LAKEHOUSE_HOME" not in os.environ
+
+
+def test_each_server_can_be_reached_at_a_host_of_its_own(monkeypatch):
+    monkeypatch.setenv("LAKEHOUSE_POSTGRES_HOST", "db.internal")
+    monkeypatch.setenv("LAKEHOUSE_KAFKA_BOOTSTRAP_SERVERS", "k-0:9092,k-1:9092")
+    monkeypatch.setenv("LAKEHOUSE_MINIO_ENDPOINT", "https://s3.eu-west-1.amazonaws.com")
+    settings = Settings()
+    assert settings.server_host("postgres") == "db.internal"
+    assert settings.server_host("nessie") == settings.host == "127.0.0.1"
+    assert settings.kafka_bootstrap() == "k-0:9092,k-1:9092"
+    assert settings.s3_endpoint() == "https://s3.eu-west-1.amazonaws.com"
+    monkeypatch.delenv("LAKEHOUSE_KAFKA_BOOTSTRAP_SERVERS")
+    monkeypatch.setenv("LAKEHOUSE_KAFKA_HOST", "kafka")
+    assert Settings().kafka_bootstrap() == f"kafka:{settings.kafka.port}"

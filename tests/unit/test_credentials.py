@@ -12,7 +12,9 @@ from lakehouse.credentials import (
     DATABASE_ROLES,
     KAFKA_PRINCIPALS,
     TRINO_PRINCIPALS,
+    as_keys,
     credentials_path,
+    from_directory,
     load,
     load_or_create,
 )
@@ -105,3 +107,28 @@ def test_kafka_clients_sign_in_unless_security_is_off(tmp_path):
     assert kafka_config(open_settings, "ingest", credentials=credentials) == {
         "bootstrap.servers": f"127.0.0.1:{open_settings.kafka.port}"
     }
+
+
+def test_a_mounted_secret_directory_gives_the_same_credentials(tmp_path, monkeypatch):
+    stored = load_or_create(Settings(home=tmp_path / "home"))
+    mounted = tmp_path / "secret"
+    mounted.mkdir()
+    for key, value in as_keys(stored).items():
+        (mounted / key).write_text(value + "\n")  # kubectl-made files may end in a newline
+    assert "database-passwords.nessie" in as_keys(stored)
+    assert from_directory(mounted) == stored
+    monkeypatch.setenv("LAKEHOUSE_CREDENTIALS_DIR", str(mounted))
+    assert load(Settings(home=tmp_path / "elsewhere")) == stored
+
+
+def test_a_secret_directory_missing_keys_names_them(tmp_path):
+    stored = load_or_create(Settings(home=tmp_path / "home"))
+    mounted = tmp_path / "secret"
+    mounted.mkdir()
+    for key, value in as_keys(stored).items():
+        if key not in ("audit-token", "kafka-passwords.gateway"):
+            (mounted / key).write_text(value)
+    with pytest.raises(
+        ConfigError, match=r"lacks the credentials kafka-passwords\.gateway, audit-token"
+    ):
+        from_directory(mounted)

@@ -1,0 +1,482 @@
+{{/* The native stack's facts: ports, topic, namespaces, principals, secret keys. */}}
+{{- define "lakehouse.facts" -}}
+{{- .Files.Get "platform.json" -}}
+{{- end }}
+
+{{- define "lakehouse.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "lakehouse.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A component's resource name: <fullname>-<component>, at most 63 characters. */}}
+{{- define "lakehouse.component" -}}
+{{- $full := include "lakehouse.fullname" .root | trunc (int (sub 62 (len .name))) | trimSuffix "-" }}
+{{- printf "%s-%s" $full .name }}
+{{- end }}
+
+{{- define "lakehouse.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "lakehouse.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lakehouse.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .name }}
+{{- end }}
+
+{{- define "lakehouse.labels" -}}
+helm.sh/chart: {{ include "lakehouse.chart" .root }}
+{{ include "lakehouse.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: lakehouse
+{{- end }}
+
+{{/* An image reference: repository:tag, the tag defaulting to the chart's appVersion. */}}
+{{- define "lakehouse.image" -}}
+{{- $tag := default .root.Chart.AppVersion .image.tag }}
+{{- if eq (toString $tag) "latest" }}
+{{- fail (printf "%s: pin a version, not latest" .image.repository) }}
+{{- end }}
+{{- printf "%s:%s" .image.repository (toString $tag) }}
+{{- end }}
+
+{{- define "lakehouse.ownImage" -}}
+{{- include "lakehouse.image" (dict "root" . "image" .Values.image) }}
+{{- end }}
+
+{{- define "lakehouse.secretName" -}}
+{{- default (include "lakehouse.component" (dict "root" . "name" "credentials")) .Values.credentials.existingSecret }}
+{{- end }}
+
+{{- define "lakehouse.tlsSecretName" -}}
+{{- default (include "lakehouse.component" (dict "root" . "name" "trino-tls")) .Values.tls.existingSecret }}
+{{- end }}
+
+{{/* Where clients reach each server: in the release, or the external endpoint. */}}
+{{- define "lakehouse.postgresHost" -}}
+{{- if .Values.postgres.enabled }}{{ include "lakehouse.component" (dict "root" . "name" "postgres") }}{{ else }}{{ required "postgres.external.host is required when postgres.enabled is false" .Values.postgres.external.host }}{{ end }}
+{{- end }}
+
+{{- define "lakehouse.postgresPort" -}}
+{{- $facts := include "lakehouse.facts" . | fromJson }}
+{{- if .Values.postgres.enabled }}{{ $facts.components.postgres.port }}{{ else }}{{ .Values.postgres.external.port }}{{ end }}
+{{- end }}
+
+{{- define "lakehouse.postgresSuperuser" -}}
+{{- $facts := include "lakehouse.facts" . | fromJson }}
+{{- if .Values.postgres.enabled }}{{ $facts.postgres.superuser }}{{ else }}{{ .Values.postgres.external.superuser }}{{ end }}
+{{- end }}
+
+{{- define "lakehouse.s3Endpoint" -}}
+{{- $facts := include "lakehouse.facts" . | fromJson }}
+{{- if .Values.minio.enabled }}{{ printf "http://%s:%v" (include "lakehouse.component" (dict "root" . "name" "minio")) $facts.components.minio.port }}{{ else }}{{ required "minio.external.endpoint is required when minio.enabled is false" .Values.minio.external.endpoint }}{{ end }}
+{{- end }}
+
+{{- define "lakehouse.s3Region" -}}
+{{- $facts := include "lakehouse.facts" . | fromJson }}
+{{- if .Values.minio.enabled }}{{ $facts.lake.region }}{{ else }}{{ .Values.minio.external.region }}{{ end }}
+{{- end }}
+
+{{- define "lakehouse.kafkaBootstrap" -}}
+{{- $facts := include "lakehouse.facts" . | fromJson }}
+{{- if .Values.kafka.enabled }}
+{{- $name := include "lakehouse.component" (dict "root" . "name" "kafka") }}
+{{- $headless := include "lakehouse.component" (dict "root" . "name" "kafka-headless") }}
+{{- $servers := list }}
+{{- range $i := until (int .Values.kafka.replicas) }}
+{{- $servers = append $servers (printf "%s-%d.%s:%v" $name $i $headless $facts.components.kafka.port) }}
+{{- end }}
+{{- join "," $servers }}
+{{- else }}
+{{- required "kafka.external.bootstrapServers is required when kafka.enabled is false" .Values.kafka.external.bootstrapServers }}
+{{- end }}
+{{- end }}
+
+{{- define "lakehouse.trinoHost" -}}
+{{- include "lakehouse.component" (dict "root" . "name" "trino") }}
+{{- end }}
+
+{{/* Pod-level settings every pod shares. */}}
+{{- define "lakehouse.podSpecCommon" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+automountServiceAccountToken: false
+{{- end }}
+
+{{- define "lakehouse.podSecurityContext" -}}
+securityContext:
+  {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
+  runAsUser: {{ .uid }}
+  runAsGroup: {{ .uid }}
+  fsGroup: {{ .uid }}
+{{- end }}
+
+{{- define "lakehouse.containerSecurityContext" -}}
+securityContext:
+  {{- toYaml .Values.containerSecurityContext | nindent 2 }}
+{{- end }}
+
+{{/* The settings of the platform's own services, and where their secrets are. */}}
+{{- define "lakehouse.ownEnv" -}}
+envFrom:
+  - configMapRef:
+      name: {{ include "lakehouse.component" (dict "root" . "name" "env") }}
+{{- end }}
+
+{{- define "lakehouse.ownVolumeMounts" -}}
+- name: home
+  mountPath: {{ (include "lakehouse.facts" . | fromJson).paths.home }}
+- name: tmp
+  mountPath: /tmp
+- name: credentials
+  mountPath: {{ (include "lakehouse.facts" . | fromJson).paths.credentials }}
+  readOnly: true
+- name: trino-ca
+  mountPath: {{ (include "lakehouse.facts" . | fromJson).paths.home }}/tls/ca.pem
+  subPath: ca.crt
+  readOnly: true
+{{- end }}
+
+{{- define "lakehouse.ownVolumes" -}}
+- name: home
+  emptyDir: {}
+- name: tmp
+  emptyDir: {}
+- name: credentials
+  secret:
+    secretName: {{ include "lakehouse.secretName" . }}
+    defaultMode: 0400
+- name: trino-ca
+  secret:
+    secretName: {{ include "lakehouse.tlsSecretName" . }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+
+{{/* Annotations that roll a pod when its configuration or secrets change. */}}
+{{- define "lakehouse.checksums" -}}
+checksum/env: {{ include (print .Template.BasePath "/configmap-env.yaml") . | sha256sum }}
+checksum/credentials: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- end }}
+
+{{/* A secret value from the release's Secret, for a server's environment. */}}
+{{- define "lakehouse.secretEnv" -}}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lakehouse.secretName" .root }}
+      key: {{ .key }}
+{{- end }}
+
+{{/* Trino settings coordinator and workers share. Nodes talk over HTTP on a port only
+Trino pods may reach, authenticated by the shared secret. */}}
+{{- define "lakehouse.trinoCommon" -}}
+{{- $facts := include "lakehouse.facts" . | fromJson -}}
+discovery.uri=http://{{ include "lakehouse.trinoHost" . }}:{{ $facts.ports.trinoInternal }}
+http-server.http.enabled=true
+http-server.http.port={{ $facts.ports.trinoInternal }}
+internal-communication.shared-secret=${ENV:LAKEHOUSE_TRINO_SHARED_SECRET}
+node.internal-address-source=IP
+spill-enabled=true
+spiller-spill-path=/data/trino/spill
+http-server.log.enabled=false
+{{- end }}
+
+{{/* A Trino pod: `role` is coordinator or worker. */}}
+{{- define "lakehouse.trinoPod" -}}
+{{- $root := .root }}
+{{- $role := .role }}
+{{- $facts := include "lakehouse.facts" $root | fromJson }}
+{{- $settings := ternary $root.Values.trino.coordinator $root.Values.trino.worker (eq $role "coordinator") }}
+{{- $component := ternary "trino" "trino-worker" (eq $role "coordinator") }}
+metadata:
+  labels:
+    {{- include "lakehouse.labels" (dict "root" $root "name" $component) | nindent 4 }}
+  annotations:
+    {{- include "lakehouse.checksums" $root | nindent 4 }}
+    checksum/config: {{ include (print $root.Template.BasePath "/trino-config.yaml") $root | sha256sum }}
+spec:
+  {{- include "lakehouse.podSpecCommon" $root | nindent 2 }}
+  {{- include "lakehouse.podSecurityContext" (dict "root" $root "uid" $root.Values.trino.runAsUser) | nindent 2 }}
+  initContainers:
+    # Trino's files from the ConfigMap and the Secret: hashes of the passwords, never
+    # the passwords, and the certificate with its key.
+    - name: prepare
+      image: {{ include "lakehouse.ownImage" $root }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      {{- include "lakehouse.containerSecurityContext" $root | nindent 6 }}
+      {{- include "lakehouse.ownEnv" $root | nindent 6 }}
+      env:
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+      command:
+        - sh
+        - -ec
+        - |
+          cp /config/node.properties /config/log.properties /etc/trino/
+          printf 'node.id=%s\n' "$POD_NAME" >> /etc/trino/node.properties
+          cp /config/{{ $role }}.properties /etc/trino/config.properties
+          printf '%s\n' -server -Xmx{{ $settings.heap }} -Xms{{ $settings.heap }} -XX:+UseG1GC \
+            -XX:G1HeapRegionSize=32M -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError \
+            -XX:-OmitStackTraceInFastThrow -XX:ReservedCodeCacheSize=512M \
+            -Djdk.attach.allowAttachSelf=true -Djdk.nio.maxCachedBufferSize=2000000 \
+            -Dfile.encoding=UTF-8 -XX:+EnableDynamicAgentLoading -Djava.io.tmpdir=/tmp \
+            > /etc/trino/jvm.config
+          mkdir -p /etc/trino/security /etc/trino/catalog
+          {{- if eq $role "coordinator" }}
+          cp /config/password-authenticator.properties /config/group-provider.properties \
+            /config/access-control.properties /etc/trino/
+          {{- if $root.Values.audit.enabled }}
+          cp /config/http-event-listener.properties /etc/trino/
+          {{- end }}
+          cp /config/{{ $facts.lake.catalog }}.properties /config/pg.properties /etc/trino/catalog/
+          lakehouse deploy trino-security --out /etc/trino/security
+          cat /etc/trino/tls/tls.crt /etc/trino/tls/tls.key > /etc/trino/security/tls.pem
+          chmod 600 /etc/trino/security/tls.pem
+          {{- end }}
+      resources:
+        {{- toYaml $root.Values.bootstrap.resources | nindent 8 }}
+      volumeMounts:
+        - name: config
+          mountPath: /config
+          readOnly: true
+        - name: etc
+          mountPath: /etc/trino
+        - name: tls
+          mountPath: /etc/trino/tls
+          readOnly: true
+        {{- include "lakehouse.ownVolumeMounts" $root | nindent 8 }}
+  containers:
+    - name: trino
+      image: {{ include "lakehouse.image" (dict "root" $root "image" $root.Values.trino.image) }}
+      imagePullPolicy: IfNotPresent
+      {{- include "lakehouse.containerSecurityContext" $root | nindent 6 }}
+      env:
+        {{- include "lakehouse.secretEnv" (dict "root" $root "env" "LAKEHOUSE_S3_SECRET_KEY" "key" "minio-keys.trino") | nindent 8 }}
+        {{- include "lakehouse.secretEnv" (dict "root" $root "env" "LAKEHOUSE_PG_PASSWORD" "key" (printf "database-passwords.%s" $facts.postgres.readerRole)) | nindent 8 }}
+        {{- include "lakehouse.secretEnv" (dict "root" $root "env" "LAKEHOUSE_TRINO_SHARED_SECRET" "key" "trino-shared-secret") | nindent 8 }}
+        {{- include "lakehouse.secretEnv" (dict "root" $root "env" "AUDIT_TOKEN" "key" "audit-token") | nindent 8 }}
+      ports:
+        {{- if eq $role "coordinator" }}
+        - name: https
+          containerPort: {{ $facts.components.trino.port }}
+        {{- end }}
+        - name: internal
+          containerPort: {{ $facts.ports.trinoInternal }}
+      readinessProbe:
+        httpGet:
+          path: /v1/info
+          port: internal
+        periodSeconds: 5
+      livenessProbe:
+        httpGet:
+          path: /v1/info
+          port: internal
+        initialDelaySeconds: 60
+        periodSeconds: 10
+        failureThreshold: 6
+      resources:
+        {{- toYaml $settings.resources | nindent 8 }}
+      volumeMounts:
+        - name: etc
+          mountPath: /etc/trino
+        - name: tls
+          mountPath: /etc/trino/tls
+          readOnly: true
+        - name: data
+          mountPath: /data/trino
+        - name: tmp
+          mountPath: /tmp
+  volumes:
+    - name: config
+      configMap:
+        name: {{ include "lakehouse.trinoHost" $root }}
+    - name: etc
+      emptyDir: {}
+    - name: data
+      emptyDir: {}
+    - name: tls
+      secret:
+        secretName: {{ include "lakehouse.tlsSecretName" $root }}
+    {{- include "lakehouse.ownVolumes" $root | nindent 4 }}
+{{- end }}
+
+{{/* A Deployment of one of our services: `name`, `args` (of `lakehouse`), `port` (the
+one it serves, with `probePath` for an HTTP probe, else a TCP probe), `replicas`,
+`resources`, and `recreate` for a loop that must never run twice at once. */}}
+{{- define "lakehouse.ownDeployment" -}}
+{{- $root := .root }}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "lakehouse.component" (dict "root" $root "name" .name) }}
+  labels:
+    {{- include "lakehouse.labels" (dict "root" $root "name" .name) | nindent 4 }}
+spec:
+  {{- if not .autoscaled }}
+  replicas: {{ .replicas }}
+  {{- end }}
+  {{- if .recreate }}
+  strategy:
+    type: Recreate
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "lakehouse.selectorLabels" (dict "root" $root "name" .name) | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "lakehouse.labels" (dict "root" $root "name" .name) | nindent 8 }}
+      annotations:
+        {{- include "lakehouse.checksums" $root | nindent 8 }}
+    spec:
+      {{- include "lakehouse.podSpecCommon" $root | nindent 6 }}
+      {{- include "lakehouse.podSecurityContext" (dict "root" $root "uid" 10001) | nindent 6 }}
+      terminationGracePeriodSeconds: 60
+      containers:
+        - name: {{ .name }}
+          image: {{ include "lakehouse.ownImage" $root }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          {{- include "lakehouse.containerSecurityContext" $root | nindent 10 }}
+          args: {{ toJson .args }}
+          {{- include "lakehouse.ownEnv" $root | nindent 10 }}
+          {{- with .env }}
+          env:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          ports:
+            - name: {{ .portName | default "http" }}
+              containerPort: {{ .port }}
+          readinessProbe:
+            {{- if .probePath }}
+            httpGet:
+              path: {{ .probePath }}
+              port: {{ .portName | default "http" }}
+            {{- else }}
+            tcpSocket:
+              port: {{ .portName | default "http" }}
+            {{- end }}
+            periodSeconds: 5
+          livenessProbe:
+            {{- if .probePath }}
+            httpGet:
+              path: {{ .probePath }}
+              port: {{ .portName | default "http" }}
+            {{- else }}
+            tcpSocket:
+              port: {{ .portName | default "http" }}
+            {{- end }}
+            initialDelaySeconds: 20
+            periodSeconds: 10
+            failureThreshold: 6
+          resources:
+            {{- toYaml .resources | nindent 12 }}
+          volumeMounts:
+            {{- include "lakehouse.ownVolumeMounts" $root | nindent 12 }}
+      volumes:
+        {{- include "lakehouse.ownVolumes" $root | nindent 8 }}
+{{- end }}
+
+{{/* Superset's pod: our image writes its runtime file (addresses, secrets), then the
+Superset image runs `command`. */}}
+{{- define "lakehouse.supersetPod" -}}
+{{- $root := .root }}
+{{- $facts := include "lakehouse.facts" $root | fromJson }}
+{{- $home := $facts.paths.home }}
+metadata:
+  labels:
+    {{- include "lakehouse.labels" (dict "root" $root "name" .component) | nindent 4 }}
+  annotations:
+    {{- include "lakehouse.checksums" $root | nindent 4 }}
+spec:
+  {{- include "lakehouse.podSpecCommon" $root | nindent 2 }}
+  {{- include "lakehouse.podSecurityContext" (dict "root" $root "uid" $root.Values.superset.runAsUser) | nindent 2 }}
+  {{- with .restartPolicy }}
+  restartPolicy: {{ . }}
+  {{- end }}
+  initContainers:
+    - name: runtime
+      image: {{ include "lakehouse.ownImage" $root }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      {{- include "lakehouse.containerSecurityContext" $root | nindent 6 }}
+      {{- include "lakehouse.ownEnv" $root | nindent 6 }}
+      args: ["deploy", "superset-runtime", "--out", "/runtime/runtime.json",
+             "--assets", "/app/lakehouse/superset/assets", "--data-dir", "/app/superset_home"]
+      resources:
+        {{- toYaml $root.Values.bootstrap.resources | nindent 8 }}
+      volumeMounts:
+        - name: runtime
+          mountPath: /runtime
+        {{- include "lakehouse.ownVolumeMounts" $root | nindent 8 }}
+  containers:
+    - name: superset
+      image: {{ include "lakehouse.image" (dict "root" $root "image" $root.Values.superset.image) }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      {{- include "lakehouse.containerSecurityContext" $root | nindent 6 }}
+      command: {{ toJson .command }}
+      env:
+        - name: SUPERSET_CONFIG_PATH
+          value: /app/lakehouse/superset/superset_config.py
+        - name: LAKEHOUSE_SUPERSET_RUNTIME
+          value: /runtime/runtime.json
+        - name: FLASK_APP
+          value: "superset.app:create_app()"
+        - name: PYTHONDONTWRITEBYTECODE
+          value: "1"
+      {{- if .serve }}
+      ports:
+        - name: http
+          containerPort: {{ $facts.components.superset.port }}
+      readinessProbe:
+        httpGet:
+          path: /health
+          port: http
+        periodSeconds: 5
+      livenessProbe:
+        httpGet:
+          path: /health
+          port: http
+        initialDelaySeconds: 60
+        periodSeconds: 10
+        failureThreshold: 6
+      {{- end }}
+      resources:
+        {{- toYaml $root.Values.superset.resources | nindent 8 }}
+      volumeMounts:
+        - name: runtime
+          mountPath: /runtime
+          readOnly: true
+        - name: home
+          mountPath: /app/superset_home
+        - name: tmp
+          mountPath: /tmp
+        - name: trino-ca
+          mountPath: {{ $home }}/tls/ca.pem
+          subPath: ca.crt
+          readOnly: true
+  volumes:
+    - name: runtime
+      emptyDir:
+        medium: Memory
+    {{- include "lakehouse.ownVolumes" $root | nindent 4 }}
+{{- end }}
