@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-13s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/.installed: pyproject.toml edge_agent/pyproject.toml scripts/prerequisites.sh
 	@PYTHON=$(PYTHON) bash scripts/prerequisites.sh
@@ -39,6 +39,14 @@ status: setup ## Show each service's health, pid, port and URL
 .PHONY: test
 test: setup ## Set up everything and pass the tests (brings the stack up if needed)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: test-compose
+test-compose: setup ## With a Docker engine: build the images and test the compose stack through testcontainers
+	$(BIN)/python -m pip install --quiet 'testcontainers>=4.8'
+	docker build -f compose/Dockerfile -t lakehouse:test .
+	docker build -f compose/Dockerfile --target superset -t lakehouse-superset:test .
+	LAKEHOUSE_TEST_IMAGE=lakehouse:test LAKEHOUSE_TEST_SUPERSET_IMAGE=lakehouse-superset:test \
+		$(BIN)/pytest tests/compose_stack $(PYTEST_ARGS)
 
 .PHONY: unit
 unit: setup ## Run only the unit tests (no servers)

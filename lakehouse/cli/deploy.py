@@ -93,6 +93,20 @@ def trino_security(
         err.print(f"wrote {path}")
 
 
+@deploy_app.command("tls")
+def tls(
+    ctx: typer.Context,
+    target: Annotated[Path, typer.Option("--out", help="PEM file for the certificate and key.")],
+    hosts: Annotated[list[str], typer.Option("--host", help="A name the server answers to.")],
+) -> None:
+    """A server certificate from the home's CA (made if missing: ca.pem, ca.key)."""
+    from lakehouse.tls import ca_path, server_certificate
+
+    settings = settings_of(ctx)
+    server_certificate(settings.home, target, hosts[0], hosts)
+    err.print(f"wrote {target}, issued by {ca_path(settings.home)}")
+
+
 @deploy_app.command("superset-runtime")
 def superset_runtime(
     ctx: typer.Context,

@@ -252,7 +252,9 @@ class Kafka(Service):
 
     def ready(self) -> bool:
         # librdkafka logs every refused connection; only ask once the port answers.
-        if not port_accepts(self.settings.host, self.settings.kafka.port):
+        first = self.settings.kafka_bootstrap().split(",")[0]
+        host, _, port = first.rpartition(":")
+        if not port_accepts(host, int(port)):
             return False
         metadata = self.admin().list_topics(timeout=3)
         return bool(metadata.brokers)

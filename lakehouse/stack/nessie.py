@@ -111,7 +111,10 @@ class Nessie(Service):
 
     def ready(self) -> bool:
         s = self.settings
-        health = httpx.get(f"http://{s.host}:{s.nessie.management_port}/q/health/ready", timeout=3)
+        health = httpx.get(
+            f"http://{s.server_host('nessie')}:{s.nessie.management_port}/q/health/ready",
+            timeout=3,
+        )
         return health.status_code == 200
 
     def bootstrap(self) -> None:
