@@ -8,12 +8,10 @@ stops it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from lakehouse.config import isolated_environment
+from lakehouse.config import isolate_process
 
-BENCH_ENVIRONMENT = isolated_environment(
+BENCH_ENVIRONMENT = isolate_process(
     Path(__file__).resolve().parent.parent / ".lakehouse-bench", port_shift=30_000
 )
-os.environ.update(BENCH_ENVIRONMENT)

@@ -309,6 +309,11 @@ class Settings(BaseSettings):
     # ACLs, Trino over HTTP without passwords, access rules or audit events, MinIO
     # without encryption at rest. Refused unless every server stays on loopback.
     security: bool = True
+    # The demo fleet (lakehouse.demo): devices of a few tenants sending through the
+    # gateway, so a new platform shows live data. Off for real use: LAKEHOUSE_DEMO=false.
+    demo: bool = True
+    demo_interval_seconds: float = Field(default=5.0, gt=0)
+    demo_metrics_port: int = 9183
 
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     minio: MinioSettings = Field(default_factory=MinioSettings)
@@ -396,6 +401,7 @@ class Settings(BaseSettings):
             "supervisor metrics": self.supervisor.metrics_port,
             "transform metrics": self.transform.metrics_port,
             "maintain metrics": self.maintain.metrics_port,
+            "demo metrics": self.demo_metrics_port,
         }
 
 
@@ -446,12 +452,31 @@ def default_settings() -> Settings:
     )
 
 
+# Settings about the machine rather than a lakehouse: an isolated process keeps them.
+MACHINE_VARIABLES = frozenset(
+    {"LAKEHOUSE_CACHE_DIR", "LAKEHOUSE_JAVA_HOME", "LAKEHOUSE_OS_USER", "LAKEHOUSE_LOG_LEVEL"}
+)
+
+
+def isolate_process(home: Path, port_shift: int) -> dict[str, str]:
+    """Point this process (and its children) at a stack of its own: every `LAKEHOUSE_*`
+    variable that could address another lakehouse (a user's exported LAKEHOUSE_HOME,
+    LAKEHOUSE_POSTGRES_HOST, a topic…) is dropped, then the isolated ones are set."""
+    for key in [k for k in os.environ if k.startswith("LAKEHOUSE_")]:
+        if key not in MACHINE_VARIABLES:
+            del os.environ[key]
+    environment = isolated_environment(home, port_shift)
+    os.environ.update(environment)
+    return environment
+
+
 def isolated_environment(home: Path, port_shift: int) -> dict[str, str]:
     """`LAKEHOUSE_*` variables for a stack of its own: its own home, every port shifted.
 
     Tests and benchmarks run such a stack, so a lakehouse started with `make up` on the
-    same machine is never touched. The transform and maintenance loops are off: they
-    run transforms and maintenance themselves.
+    same machine is never touched. The transform and maintenance loops and the demo
+    fleet are off: they run transforms and maintenance themselves, and send their own
+    readings.
     """
     defaults = default_settings()
     shifted = {
@@ -470,12 +495,14 @@ def isolated_environment(home: Path, port_shift: int) -> dict[str, str]:
         "LAKEHOUSE_SUPERVISOR_METRICS_PORT": defaults.supervisor.metrics_port,
         "LAKEHOUSE_TRANSFORM_METRICS_PORT": defaults.transform.metrics_port,
         "LAKEHOUSE_MAINTAIN_METRICS_PORT": defaults.maintain.metrics_port,
+        "LAKEHOUSE_DEMO_METRICS_PORT": defaults.demo_metrics_port,
     }
     return {
         "LAKEHOUSE_HOME": str(home),
         **{key: str(port + port_shift) for key, port in shifted.items()},
         "LAKEHOUSE_SUPERVISOR_TRANSFORM_EVERY": "0",
         "LAKEHOUSE_SUPERVISOR_MAINTAIN_EVERY": "0",
+        "LAKEHOUSE_DEMO": "false",
     }
 
 

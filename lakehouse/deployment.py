@@ -83,6 +83,8 @@ def components(settings: Settings) -> dict[str, Component]:
             "service", None, False, ("trino", *lake, "postgres", "kafka"), s.maintain.metrics_port
         ),
         "bootstrap": Component("job", None, False, ("postgres", "minio", "nessie", "kafka")),
+        # Off unless asked for outside the native stack: a demo, not a workload.
+        "demo": Component("service", None, False, ("gateway", "postgres"), s.demo_metrics_port),
     }
 
 

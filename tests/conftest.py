@@ -7,7 +7,6 @@ settings are built, and subprocesses of the tests inherit them.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,15 +14,15 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from lakehouse.config import Settings, isolated_environment
+from lakehouse.config import Settings, isolate_process
 from lakehouse.credentials import Credentials, load
 from lakehouse.stack.manager import Stack
 
-# Ports are the defaults + 20000 (PostgreSQL 35432, Trino 28080, MinIO 29000, …).
-TEST_ENVIRONMENT = isolated_environment(
+# Ports are the defaults + 20000 (PostgreSQL 35432, Trino 28080, MinIO 29000, …); a
+# user's exported LAKEHOUSE_* variables are dropped first.
+TEST_ENVIRONMENT = isolate_process(
     Path(__file__).resolve().parent.parent / ".lakehouse-test", port_shift=20_000
 )
-os.environ.update(TEST_ENVIRONMENT)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from rich.logging import RichHandler
 from lakehouse.cli.audit import audit_app
 from lakehouse.cli.backup import backup, restore
 from lakehouse.cli.common import err
+from lakehouse.cli.demo import demo
 from lakehouse.cli.deploy import deploy_app
 from lakehouse.cli.devices import devices_app
 from lakehouse.cli.gateway import gateway
@@ -43,6 +44,7 @@ app.command("simulate")(simulate)
 app.command("reconcile")(reconcile)
 app.command("backup")(backup)
 app.command("restore")(restore)
+app.command("demo")(demo)
 
 
 @app.callback()

@@ -31,6 +31,9 @@ def stack_up(ctx: typer.Context) -> None:
     statuses = Stack(settings, err).up()
     err.print(f"stack ready in {time.monotonic() - started:.1f} s")
     out.print(_endpoints_table(settings, statuses))
+    demo = _demo_table(settings, statuses)
+    if demo is not None:
+        out.print(demo)
 
 
 @stack_app.command("down")
@@ -161,6 +164,33 @@ def _duration(seconds: float | None) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _demo_table(settings: Settings, statuses: list[ServiceStatus]) -> Table | None:
+    """What to open on a platform with the demo fleet: a login per demo tenant, an
+    analyst's Trino command, the live view."""
+    from lakehouse.cli.demo import ANALYST, LOGINS
+    from lakehouse.demo import demo_dir
+    from lakehouse.tls import ca_path
+
+    path = demo_dir(settings) / LOGINS
+    by_name = {s.name: s for s in statuses}
+    if "demo" not in by_name or not path.exists():
+        return None
+    logins = json.loads(path.read_text())
+    table = Table("open", "how", title="the demo fleet is sending: open these")
+    for name, password in sorted(logins["superset"].items()):
+        tenant = name.removeprefix("viewer-")
+        superset = by_name["superset"].url
+        table.add_row(f"Superset, tenant {tenant}", f"{superset}  {name} / {password}")
+    table.add_row(
+        "Trino, as an analyst",
+        f"trino --server {by_name['trino'].url} --user {ANALYST} --password "
+        f"--truststore-path {ca_path(settings.home)}  (password {logins['trino'][ANALYST]})",
+    )
+    table.add_row("live view of every service", "lakehouse stack top")
+    table.add_row("readings, end to end", "lakehouse reconcile")
+    return table
 
 
 def _endpoints_table(settings: Settings, statuses: list[ServiceStatus]) -> Table:

@@ -68,7 +68,17 @@ def _audit(settings: Settings, credentials: Credentials, name: str, detail: dict
 
 
 def _add_business_user(settings: Settings, name: str, tenant: str) -> None:
-    """A Superset user whose queries run as the tenant's PostgreSQL role."""
+    password, url = create_business_user(settings, name, tenant)
+    err.print(
+        f"user {name} (tenant {tenant}) can log in to Superset at {url} and sees "
+        "that tenant's rows only; the password is shown only now:"
+    )
+    out.print(password, markup=False, highlight=False)
+
+
+def create_business_user(settings: Settings, name: str, tenant: str) -> tuple[str, str]:
+    """A Superset user whose queries run as the tenant's PostgreSQL role; its new
+    password and Superset's address."""
     from lakehouse import registry
     from lakehouse.clients import postgres_connection
     from lakehouse.serving.publish import ServingPublisher
@@ -87,8 +97,4 @@ def _add_business_user(settings: Settings, name: str, tenant: str) -> None:
     password = secrets.token_urlsafe(18)
     add_business_user(superset, name, tenant, password)
     _audit(settings, credentials, name, {"kind": "superset", "tenant": tenant})
-    err.print(
-        f"user {name} (tenant {tenant}) can log in to Superset at {superset.url} and sees "
-        "that tenant's rows only; the password is shown only now:"
-    )
-    out.print(password, markup=False, highlight=False)
+    return password, superset.url

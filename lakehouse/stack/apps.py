@@ -174,6 +174,31 @@ class MaintainLoop(AppService):
         return port_accepts(self.settings.host, self.settings.maintain.metrics_port, timeout=3)
 
 
+class DemoFleet(AppService):
+    """The demo fleet (lakehouse.demo): devices sending through the gateway."""
+
+    name = "demo"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.settings.demo_metrics_port]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.demo_metrics_port}/metrics"
+
+    @property
+    def start_timeout(self) -> float:
+        # The first start registers the fleet and makes its Superset and Trino logins.
+        return 180.0
+
+    def command(self) -> list[str]:
+        return [*LAKEHOUSE_CLI, "demo", "--metrics-port", str(self.settings.demo_metrics_port)]
+
+    def ready(self) -> bool:
+        return port_accepts(self.settings.host, self.settings.demo_metrics_port, timeout=3)
+
+
 def app_services(ctx: StackContext) -> list[Service]:
     """The services of ours that the settings enable, in start order."""
     supervisor = ctx.settings.supervisor
@@ -187,6 +212,8 @@ def app_services(ctx: StackContext) -> list[Service]:
         services.append(TransformLoop(ctx))
     if supervisor.maintain_every > 0:
         services.append(MaintainLoop(ctx))
+    if ctx.settings.demo and supervisor.gateway:
+        services.append(DemoFleet(ctx))
     return services
 
 
@@ -204,4 +231,6 @@ def app_ports(settings: Settings) -> dict[str, int]:
         ports["transform"] = settings.transform.metrics_port
     if supervisor.maintain_every > 0:
         ports["maintain"] = settings.maintain.metrics_port
+    if settings.demo and supervisor.gateway:
+        ports["demo"] = settings.demo_metrics_port
     return ports

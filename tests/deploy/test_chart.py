@@ -257,8 +257,9 @@ def test_network_policies_let_in_only_who_needs_it(rendered, scenario):
         else:
             assert {"namespaceSelector": {"matchLabels": public}} in sources, name
     expected = {
-        "postgres": ["audit", "bootstrap", "consumers", "gateway", "maintain", "nessie",
-                     "superset", "superset-init", "transform", "trino", "trino-worker"],
+        "postgres": ["audit", "bootstrap", "consumers", "demo", "gateway", "maintain",
+                     "nessie", "superset", "superset-init", "transform", "trino",
+                     "trino-worker"],
         "minio": ["bootstrap", "consumers", "maintain", "nessie", "transform", "trino",
                   "trino-worker"],
         "nessie": ["bootstrap", "consumers", "maintain", "transform", "trino", "trino-worker"],
@@ -306,6 +307,8 @@ def test_the_chart_runs_every_service_the_native_supervisor_runs(rendered, scena
     wanted = {component_of(name) for name in native_services()}
     if scenario == "dev":
         wanted.discard("superset")
+    else:  # the demo fleet is off unless asked for (the dev scenario does)
+        wanted.discard("demo")
     if scenario == "external":
         wanted -= {"postgres", "minio", "kafka"}
     assert wanted <= workloads

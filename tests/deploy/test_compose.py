@@ -20,6 +20,12 @@ pytestmark = pytest.mark.deploy
 ONE_SHOTS = {"credentials", "bootstrap", "trino-config", "superset-init"}
 
 
+def test_the_demo_fleet_runs_only_when_asked_for(docker_config):
+    plain = compose(docker_config, "config", "--services").stdout.split()
+    with_demo = compose(docker_config, "--profile", "demo", "config", "--services").stdout.split()
+    assert "demo" not in plain and set(with_demo) - set(plain) == {"demo"}
+
+
 def compose(docker_config: Path, *args: str, env_file: Path | None = None):
     env_files = ["--env-file", str(COMPOSE / "platform.env"),
                  "--env-file", str(env_file or COMPOSE / ".env.example")]  # fmt: skip
@@ -34,7 +40,7 @@ def compose(docker_config: Path, *args: str, env_file: Path | None = None):
 
 @pytest.fixture(scope="module")
 def config(docker_config) -> dict[str, Any]:
-    result = compose(docker_config, "config", "--format", "yaml")
+    result = compose(docker_config, "--profile", "demo", "config", "--format", "yaml")
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 

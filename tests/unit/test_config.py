@@ -20,7 +20,7 @@ def test_defaults_bind_loopback_with_distinct_ports():
     settings = Settings()
     assert settings.host == "127.0.0.1"
     ports = settings.ports()
-    assert len(set(ports.values())) == len(ports) == 14
+    assert len(set(ports.values())) == len(ports) == 15
     assert ports["nessie management"] != 9000  # Quarkus' default would collide with MinIO
     assert settings.kafka.partitions == 6
     assert settings.namespaces == ("bronze", "silver", "gold", "platinum")
