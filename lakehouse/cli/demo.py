@@ -32,10 +32,6 @@ def demo(
     gateway: Annotated[
         str | None, typer.Option(help="The gateway's URL (default: this stack's).")
     ] = None,
-    logins: Annotated[
-        bool,
-        typer.Option(help="Make a Superset login per tenant and a Trino analyst (native stack)."),
-    ] = True,
 ) -> None:
     """Run the demo fleet until interrupted (SIGTERM/Ctrl-C): register it once, then
     every device samples and uploads through the gateway with the agent's own code."""
@@ -47,8 +43,6 @@ def demo(
     tokens = _until_registered(settings, credentials, stop)
     if tokens is None:
         return
-    if logins:
-        ensure_logins(settings)
     url = gateway or gateway_url(settings)
     devices = fleet(settings, tokens, interval=settings.demo_interval_seconds, gateway=url)
     metrics = DemoMetrics(devices)

@@ -31,6 +31,15 @@ def stack_up(ctx: typer.Context) -> None:
     statuses = Stack(settings, err).up()
     err.print(f"stack ready in {time.monotonic() - started:.1f} s")
     out.print(_endpoints_table(settings, statuses))
+    if any(s.name == "demo" and s.healthy for s in statuses):
+        from lakehouse.cli.demo import ensure_logins
+
+        # Made here, as the user who runs the stack (Superset's and Trino's files are
+        # theirs), not by the fleet's unprivileged process.
+        try:
+            ensure_logins(settings)
+        except LakehouseError as exc:
+            err.print(f"[yellow]the demo logins could not be made:[/] {exc}")
     demo = _demo_table(settings, statuses)
     if demo is not None:
         out.print(demo)

@@ -26,6 +26,7 @@ from lakehouse.clients import kafka_config, postgres_connection
 from lakehouse.config import Settings, environment_variables, isolated_environment
 from lakehouse.credentials import load
 from lakehouse.nessie import NessieClient
+from tests.integration.conftest import wait_for_device
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +53,12 @@ def user_lakehouse(stack, stack_settings):
     """The user's lakehouse: its own home and ports; purged after the test."""
     home = stack_settings.home.with_name(f"{stack_settings.home.name}-user")
     variables = isolated_environment(home, USER_PORT_SHIFT)
+    # Addresses a user may export, which no port shift would override.
+    kafka, minio = variables["LAKEHOUSE_KAFKA_PORT"], variables["LAKEHOUSE_MINIO_PORT"]
+    variables |= {
+        "LAKEHOUSE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka}",
+        "LAKEHOUSE_MINIO_ENDPOINT": f"http://127.0.0.1:{minio}",
+    }
     env = {**os.environ, **variables}
     lakehouse(env, "stack", "down", "--purge")  # what an aborted run left
     up = lakehouse(env, "stack", "up")
@@ -94,7 +101,9 @@ def test_a_test_run_leaves_the_users_running_lakehouse_exactly_as_it_was(user_la
     user, variables = user_lakehouse
     with postgres_connection(user, load(user)) as conn:
         conn.autocommit = True
-        token = registry.register(conn, "users-own-pi", tenant="home", site="garden")
+        token = registry.register(
+            conn, "users-own-pi", tenant="home", site="garden", lat=46.9, lon=7.4
+        )
     reading = {
         "seq": 1,
         "ts": datetime.now(UTC).isoformat(),
@@ -106,6 +115,8 @@ def test_a_test_run_leaves_the_users_running_lakehouse_exactly_as_it_was(user_la
         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "users-batch"},
     )  # fmt: skip
     assert sent.status_code == 202, sent.text
+    # Settled: the user's consumer has committed the reading to bronze (a commit on main).
+    assert wait_for_device(user, "users-own-pi", 1)[0] == 1
     before = snapshot(user)
     assert sum(end for _, end in before["topic"]) >= 1  # type: ignore[attr-defined]
 
