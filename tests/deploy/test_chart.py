@@ -157,6 +157,8 @@ def test_every_workload_has_probes_resources_and_config_checksums(rendered, scen
         template = obj["spec"]["template"]
         annotations = template["metadata"]["annotations"]
         assert {"checksum/env", "checksum/credentials"} <= set(annotations), obj["metadata"]
+        if component(obj) in ("kafka", "nessie", "trino", "trino-worker"):  # their own files
+            assert "checksum/config" in annotations, obj["metadata"]
         assert all(re.fullmatch(r"[0-9a-f]{64}", v) for v in annotations.values())
         for container in template["spec"]["containers"]:
             where = (obj["metadata"]["name"], container["name"])
@@ -174,6 +176,13 @@ def test_a_config_change_changes_the_checksum_that_rolls_the_pods(helm_binary):
     assert (
         gateway_before["annotations"]["checksum/env"]
         != (gateway_after["annotations"]["checksum/env"])
+    )
+    kafka_before = named(render(helm_binary, "ha"), "StatefulSet", "kafka")["spec"]["template"]
+    changed = render(helm_binary, "ha", "--set", "kafka.minInsyncReplicas=3")
+    kafka_after = named(changed, "StatefulSet", "kafka")["spec"]["template"]
+    assert (
+        kafka_before["metadata"]["annotations"]["checksum/config"]
+        != (kafka_after["metadata"]["annotations"]["checksum/config"])
     )
 
 
