@@ -9,6 +9,7 @@ pass (or a backup) holds it while it runs, and a crashed holder releases it.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from lakehouse.ddl import apply_when_changed
@@ -51,6 +52,7 @@ create table if not exists maintenance.tables (
     seconds double precision not null,
     primary key (run_id, table_name)
 );
+alter table maintenance.runs add column if not exists gc_history_from timestamptz;
 do $$ begin
     if exists (select from pg_roles where rolname = 'trino_reader') then
         grant usage on schema maintenance to trino_reader;
@@ -75,21 +77,31 @@ def acquire_lock(conn: Any, *, holder: str = "another maintenance pass") -> None
         )
 
 
+def collected_before(conn: Any) -> datetime | None:
+    """The latest start of history a finished collection kept: what came before it is
+    deleted, whatever retention applies now."""
+    row = conn.execute(
+        "select max(gc_history_from) from maintenance.runs where outcome = 'done'"
+    ).fetchone()
+    return row[0] if row else None
+
+
 def record(conn: Any, report: MaintenanceReport) -> None:
     gc = report.gc
     with conn.transaction():
         conn.execute(
             "insert into maintenance.runs (run_id, started_at, finished_at, outcome, seconds, "
             "tables_compacted, gc_listed_files, gc_deleted_files, gc_deleted_bytes, "
-            "gc_live_files, branches_deleted, receipts_deleted, warnings, error) "
-            "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "gc_live_files, branches_deleted, receipts_deleted, warnings, error, "
+            "gc_history_from) "
+            "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 report.run_id, report.started_at, report.finished_at, report.outcome,
                 report.seconds, sum(1 for t in report.tables if t.action != "none"),
                 gc.listed_files if gc else None, gc.deleted_files if gc else None,
                 gc.deleted_bytes if gc else None, gc.live_files if gc else None,
                 report.branches_deleted, report.receipts_deleted, report.warnings,
-                report.error,
+                report.error, report.gc_history_from if gc else None,
             ),
         )  # fmt: skip
         with conn.cursor() as cur:

@@ -36,6 +36,9 @@ from lakehouse.transform import runs
 log = logging.getLogger(__name__)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 @dataclass
 class MaintenanceReport:
     run_id: str
@@ -45,6 +48,8 @@ class MaintenanceReport:
     tables: list[TableResult] = field(default_factory=list)
     gc: SweepResult | None = None
     gc_cutoff: datetime | None = None
+    # The oldest instant of main's history this collection kept readable.
+    gc_history_from: datetime | None = None
     branches_deleted: list[str] = field(default_factory=list)
     receipts_deleted: int | None = None
     warnings: list[str] = field(default_factory=list)
@@ -192,9 +197,13 @@ class Maintainer:
             # was written after it.
             cutoff = self.gc_cutoff(conn, grace)
             report.gc_cutoff = cutoff
+            # History an earlier collection let go stays gone: its files are deleted, so
+            # a longer retention now starts where that one stopped.
+            history_from = max(self.clock() - history, records.collected_before(conn) or _EPOCH)
+            report.gc_history_from = history_from
             walker = NessieWalker(nessie_api_url(self.settings))
             try:
-                live = live_metadata(walker, self.clock() - history)
+                live = live_metadata(walker, history_from)
             finally:
                 walker.close()
             reachable = self._reachable_files()

@@ -259,6 +259,14 @@ def test_gc_keeps_what_a_branch_reaches_and_deletes_what_only_expired_commits_di
                 (report.run_id,),
             ).fetchone()
         assert stored == (report.gc.deleted_files,)
+
+        # A later collection with the usual day of history does not look for what this
+        # one let go (the second overwrite's files are gone): it starts where it stopped.
+        again = Maintainer(stack_settings, credentials).run(
+            compact=False, gc=True, retention=False, dry_run=True
+        )
+        assert again.outcome == "done", again.error
+        assert again.gc_history_from == report.gc_history_from
     finally:
         with NessieClient(stack_settings) as nessie:
             nessie.delete_branch(branch)
