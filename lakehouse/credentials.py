@@ -10,7 +10,7 @@ import base64
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -198,13 +198,8 @@ def load_or_create(settings: Settings) -> Credentials:
 def _complete(stored: Credentials) -> bool:
     """Generate the secrets a file from an older version lacks; True if any was."""
     added = False
-    per_name: list[tuple[Iterable[str], dict[str, str]]] = [
-        (LOGIN_ROLES, stored.database_passwords),
-        (TRINO_PRINCIPALS, stored.trino_passwords),
-        (KAFKA_PRINCIPALS, stored.kafka_passwords),
-        (MINIO_KEYS, stored.minio_keys),
-    ]
-    for names, secrets_by_name in per_name:
+    for field_name, names in _PER_NAME_FIELDS.items():
+        secrets_by_name: dict[str, str] = getattr(stored, field_name)
         for name in names:
             if name not in secrets_by_name:
                 secrets_by_name[name] = _token()
@@ -237,10 +232,8 @@ def _rewrite(path: Path, credentials: Credentials) -> None:
 def load(settings: Settings) -> Credentials:
     """Return stored credentials; the stack must have been brought up once (or the
     deployment mounts them: LAKEHOUSE_CREDENTIALS_DIR)."""
-    if settings.credentials_dir is not None:
-        return from_directory(settings.credentials_dir).with_overrides(settings)
     path = credentials_path(settings)
-    if not path.exists():
+    if settings.credentials_dir is None and not path.exists():
         raise ConfigError(
             f"no credentials at {path}: the stack has not been set up in this home",
             fix="run `lakehouse stack up` (or `make up`) first, or set LAKEHOUSE_HOME",

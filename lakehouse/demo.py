@@ -15,7 +15,6 @@ it stopped. `LAKEHOUSE_DEMO=false` runs the platform without it.
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 import threading
@@ -37,8 +36,6 @@ from lakehouse.clients import postgres_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
 from lakehouse.private_files import write_private
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -100,7 +97,8 @@ class DemoSensor(Source):
         if self.rng.random() < self.faults.gap:
             self.silent_until = now + self.rng.uniform(*self.faults.gap_seconds)
             return []
-        hour = time.gmtime(now).tm_hour + time.gmtime(now).tm_min / 60
+        clock = time.gmtime(now)
+        hour = clock.tm_hour + clock.tm_min / 60
         cycle = math.sin(2 * math.pi * (hour - 9) / 24)
         temperature = self.site.temperature + 4 * cycle + self.rng.gauss(0, 0.3)
         humidity = self.site.humidity - 8 * cycle + self.rng.gauss(0, 1.0)
@@ -234,20 +232,14 @@ class DemoMetrics:
         self._reported_duplicates = total
 
 
-def gateway_url(settings: Settings) -> str:
-    host = settings.gateway.host
-    local = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - reading it
-    scheme = "https" if settings.gateway.tls_cert else "http"
-    return f"{scheme}://{local}:{settings.gateway.port}"
-
-
 def fleet(
     settings: Settings, tokens: dict[str, str], *, interval: float, gateway: str,
     faults: Faults | None = None,
 ) -> list[DemoDevice]:  # fmt: skip
     base = demo_dir(settings) / "devices"
-    url = gateway
     return [
-        DemoDevice(device, site, tokens[device], url, base / device, interval, faults or Faults())
+        DemoDevice(
+            device, site, tokens[device], gateway, base / device, interval, faults or Faults()
+        )
         for device, site in device_ids()
     ]

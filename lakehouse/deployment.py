@@ -242,12 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if a file is out of date")
     args = parser.parse_args(argv)
-    stale = [path for path, text in outputs().items() if not _same(path, text)]
+    stale = {path: text for path, text in outputs().items() if not _same(path, text)}
     if args.check:
         for path in stale:
             sys.stderr.write(f"{path.relative_to(ROOT)} is out of date: run `make deploy-facts`\n")
         return 1 if stale else 0
-    for path, text in outputs().items():
+    for path, text in stale.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return 0

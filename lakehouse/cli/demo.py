@@ -14,10 +14,11 @@ import typer
 from lakehouse.cli.common import err, settings_of
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials, load
-from lakehouse.demo import TENANTS, DemoMetrics, demo_dir, enrol, fleet, gateway_url
+from lakehouse.demo import TENANTS, DemoMetrics, demo_dir, enrol, fleet
 from lakehouse.metrics import serve
 from lakehouse.private_files import write_private
-from lakehouse.retry import Backoff
+from lakehouse.retry import Backoff, Outage
+from lakehouse.stack.apps import gateway_url
 
 log = logging.getLogger(__name__)
 LOGINS = "logins.json"
@@ -66,19 +67,15 @@ def _until_registered(
 ) -> dict[str, str] | None:
     """The fleet's tokens; PostgreSQL being away is waited out (one line each way)."""
     delays = Backoff(initial=1.0, cap=30.0).delays()
-    waiting = False
+    outage = Outage("PostgreSQL (registering the demo fleet)", log)
     while not stop.is_set():
         try:
             tokens = enrol(settings, credentials)
         except psycopg.OperationalError as exc:
-            if not waiting:
-                log.warning("registering the demo fleet: PostgreSQL unreachable (%s); retrying",
-                            str(exc).splitlines()[0])  # fmt: skip
-                waiting = True
+            outage.failed(exc)
             stop.wait(next(delays))
             continue
-        if waiting:
-            log.info("PostgreSQL reachable again; demo fleet registered")
+        outage.recovered()
         return tokens
     return None
 

@@ -37,12 +37,11 @@ def stack_up(ctx: typer.Context) -> None:
         # Made here, as the user who runs the stack (Superset's and Trino's files are
         # theirs), not by the fleet's unprivileged process.
         try:
-            ensure_logins(settings)
+            logins = ensure_logins(settings)
         except LakehouseError as exc:
             err.print(f"[yellow]the demo logins could not be made:[/] {exc}")
-    demo = _demo_table(settings, statuses)
-    if demo is not None:
-        out.print(demo)
+        else:
+            out.print(_demo_table(settings, statuses, logins))
 
 
 @stack_app.command("down")
@@ -175,18 +174,15 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _demo_table(settings: Settings, statuses: list[ServiceStatus]) -> Table | None:
+def _demo_table(
+    settings: Settings, statuses: list[ServiceStatus], logins: dict[str, dict[str, str]]
+) -> Table:
     """What to open on a platform with the demo fleet: a login per demo tenant, an
     analyst's Trino command, the live view."""
-    from lakehouse.cli.demo import ANALYST, LOGINS
-    from lakehouse.demo import demo_dir
+    from lakehouse.cli.demo import ANALYST
     from lakehouse.tls import ca_path
 
-    path = demo_dir(settings) / LOGINS
     by_name = {s.name: s for s in statuses}
-    if "demo" not in by_name or not path.exists():
-        return None
-    logins = json.loads(path.read_text())
     table = Table("open", "how", title="the demo fleet is sending: open these")
     for name, password in sorted(logins["superset"].items()):
         tenant = name.removeprefix("viewer-")

@@ -76,14 +76,8 @@ class Gateway(AppService):
         return self.settings.gateway.host
 
     @property
-    def _local_host(self) -> str:
-        host = self.settings.gateway.host
-        return "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - reading it
-
-    @property
     def url(self) -> str:
-        scheme = "https" if self.settings.gateway.tls_cert else "http"
-        return f"{scheme}://{self._local_host}:{self.settings.gateway.port}"
+        return gateway_url(self.settings)
 
     def command(self) -> list[str]:
         return [*LAKEHOUSE_CLI, "gateway"]
@@ -94,6 +88,14 @@ class Gateway(AppService):
         # is local, so it need not verify a certificate issued for the LAN name.
         response = httpx.get(f"{self.url}/healthz", timeout=3, verify=False)  # noqa: S501
         return response.status_code == 200
+
+
+def gateway_url(settings: Settings) -> str:
+    """The gateway as this machine reaches it (loopback when it listens everywhere)."""
+    host = settings.gateway.host
+    local = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - reading it
+    scheme = "https" if settings.gateway.tls_cert else "http"
+    return f"{scheme}://{local}:{settings.gateway.port}"
 
 
 class Consumer(AppService):
@@ -189,7 +191,7 @@ class DemoFleet(AppService):
 
     @property
     def start_timeout(self) -> float:
-        # The first start registers the fleet and makes its Superset and Trino logins.
+        # The first start registers the fleet, waiting out PostgreSQL if need be.
         return 180.0
 
     def command(self) -> list[str]:
