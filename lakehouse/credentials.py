@@ -161,7 +161,7 @@ def from_directory(directory: Path) -> Credentials:
     if missing:
         raise ConfigError(
             f"{directory} lacks the credentials {', '.join(missing)}",
-            fix="give the Secret every key that `lakehouse credentials keys` lists",
+            fix="give the Secret every key that `lakehouse deploy keys` lists",
         )
     return Credentials(**values)  # type: ignore[arg-type]
 
