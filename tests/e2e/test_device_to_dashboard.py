@@ -21,19 +21,12 @@ import pytest
 
 from lakehouse import registry
 from lakehouse.clients import postgres_connection
-from tests.integration.conftest import wait_for_device
+from tests.integration.conftest import lakehouse, wait_for_device
 
 pytestmark = pytest.mark.integration
 
 READINGS = 30
 CHROMIUM = "/usr/bin/chromium"
-
-
-def lakehouse(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lakehouse", *args], capture_output=True, text=True,
-        timeout=900, check=False,
-    )  # fmt: skip
 
 
 def test_a_devices_readings_reach_its_tenants_dashboard_all_accounted_for(

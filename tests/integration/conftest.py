@@ -236,3 +236,13 @@ class Device:
             self.retries += 1
             time.sleep(0.5)
         raise AssertionError(f"batch {batch} not accepted within 300 s")
+
+
+def lakehouse(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """`lakehouse ARGS` in a process of its own, as a user runs it (output captured)."""
+    return subprocess.run(
+        [sys.executable, "-m", "lakehouse", *args], capture_output=True, text=True,
+        timeout=timeout, check=False, env=env,
+    )  # fmt: skip

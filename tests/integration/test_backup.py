@@ -27,19 +27,18 @@ from lakehouse.clients import iceberg_catalog, kafka_config, nessie_api_url, pos
 from lakehouse.config import Settings, environment_variables, isolated_environment
 from lakehouse.credentials import load
 from lakehouse.nessie import NessieClient
-from tests.integration.conftest import PER_BATCH, Device, assert_accounted, wait_for_device
+from tests.integration.conftest import (
+    PER_BATCH,
+    Device,
+    assert_accounted,
+    lakehouse,
+    wait_for_device,
+)
 
 pytestmark = pytest.mark.integration
 
 RESTORED_PORT_SHIFT = 40_000
 LAYERS = ("silver", "gold", "platinum")
-
-
-def lakehouse(*args: str, env: dict[str, str] | None = None, timeout: float = 900):
-    return subprocess.run(
-        [sys.executable, "-m", "lakehouse", *args], capture_output=True, text=True,
-        timeout=timeout, check=False, env=env,
-    )  # fmt: skip
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from lakehouse.clients import kafka_config, postgres_connection
 from lakehouse.config import Settings, environment_variables, isolated_environment
 from lakehouse.credentials import load
 from lakehouse.nessie import NessieClient
-from tests.integration.conftest import wait_for_device
+from tests.integration.conftest import lakehouse, wait_for_device
 
 pytestmark = pytest.mark.integration
 
@@ -41,13 +41,6 @@ INNER_TESTS = (
 REGISTRY_TABLES = ("tenants", "sites", "devices", "device_tokens", "upload_batches")
 
 
-def lakehouse(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lakehouse", *args], capture_output=True, text=True, env=env,
-        timeout=900, check=False,
-    )  # fmt: skip
-
-
 @pytest.fixture
 def user_lakehouse(stack, stack_settings):
     """The user's lakehouse: its own home and ports; purged after the test."""
@@ -60,15 +53,15 @@ def user_lakehouse(stack, stack_settings):
         "LAKEHOUSE_MINIO_ENDPOINT": f"http://127.0.0.1:{minio}",
     }
     env = {**os.environ, **variables}
-    lakehouse(env, "stack", "down", "--purge")  # what an aborted run left
-    up = lakehouse(env, "stack", "up")
+    lakehouse("stack", "down", "--purge", env=env)  # what an aborted run left
+    up = lakehouse("stack", "up", env=env)
     assert up.returncode == 0, up.stderr[-3000:]
     with environment_variables(variables):
         settings = Settings()
     try:
         yield settings, variables
     finally:
-        lakehouse(env, "stack", "down", "--purge")
+        lakehouse("stack", "down", "--purge", env=env)
 
 
 def snapshot(settings: Settings) -> dict[str, object]:
@@ -130,6 +123,6 @@ def test_a_test_run_leaves_the_users_running_lakehouse_exactly_as_it_was(user_la
     assert "4 passed" in inner.stdout
 
     assert snapshot(user) == before
-    status = lakehouse({**os.environ, **variables}, "stack", "status", "--json")
+    status = lakehouse("stack", "status", "--json", env={**os.environ, **variables})
     rows = {row["name"]: row for row in json.loads(status.stdout)}
     assert all(row["state"] == "running" and row["restarts"] == 0 for row in rows.values()), rows
