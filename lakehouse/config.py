@@ -178,6 +178,8 @@ class TransformSettings(BaseSettings):
     schema_prefix: str = Field(default="", pattern=r"^[a-z0-9_]*$")
     threads: int = Field(default=4, ge=1, le=16)
     max_future_minutes: int = Field(default=10, ge=0)
+    # The `--every` loop audits main (every test over every row) this often; 0: never.
+    audit_every: float = Field(default=86_400, ge=0)
     trino_user: str = "lakehouse-transform"
     # Prometheus metrics of the transform loop (runs, durations, freshness per layer).
     metrics_port: int = 9181

@@ -47,6 +47,14 @@ def transform(
         int | None,
         typer.Option(help="With --every: serve Prometheus metrics on this port (0: none)."),
     ] = None,
+    audit_every: Annotated[
+        float | None,
+        typer.Option(
+            help="With --every: audit main (every test, every row) this often, in seconds "
+            "(0: never; default LAKEHOUSE_TRANSFORM_AUDIT_EVERY, a day).",
+            min=0,
+        ),
+    ] = None,
 ) -> None:
     """Run once (or every SECONDS): branch, dbt build, merge into main when it passes."""
     if ctx.invoked_subcommand is not None:
@@ -60,7 +68,8 @@ def transform(
     metrics = TransformMetrics()
     if metrics_port:
         serve(metrics.registry, settings.host, metrics_port)
-    _loop(runner, every, metrics, full_refresh=full_refresh, force=force)
+    audit = settings.transform.audit_every if audit_every is None else audit_every
+    _loop(runner, every, metrics, full_refresh=full_refresh, force=force, audit_every=audit)
 
 
 def _loop(
@@ -70,6 +79,7 @@ def _loop(
     *,
     full_refresh: bool,
     force: bool,
+    audit_every: float,
 ) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -85,6 +95,10 @@ def _loop(
             # Layers first: a scrape that sees the run counted sees its figures too.
             _refresh_layers(runner, metrics)
             metrics.record_run(report.outcome, report.seconds)
+            if runner.audit_due(audit_every):
+                audit = runner.audit()
+                _print_report(audit)
+                metrics.record_run(audit.outcome, audit.seconds)
         except TransformLockedError as exc:
             err.print(f"[yellow]skipped:[/] {exc.message}", highlight=False)
             failures = 0
@@ -114,6 +128,9 @@ def _refresh_layers(runner: TransformRunner, metrics: TransformMetrics) -> None:
 
 
 def _print_report(report: RunReport) -> None:
+    if report.outcome in {"audited", "audit_failed"}:
+        _print_audit(report)
+        return
     window = report.window
     if report.outcome == "up_to_date":
         err.print(f"run {report.run_id}: up to date (no new bronze rows), main unchanged")
@@ -145,6 +162,43 @@ def _print_report(report: RunReport) -> None:
         f"drop them with `lakehouse transform discard {report.run_id}`.",
         highlight=False,
     )
+
+
+def _print_audit(report: RunReport) -> None:
+    tests = [n for n in report.nodes if n.resource_type in {"test", "unit_test"}]
+    if report.outcome == "audited":
+        err.print(
+            f"audit {report.run_id}: [bold]passed[/] in {report.seconds:.1f} s — "
+            f"{len(tests)} tests over every row of main at {report.main_before}",
+            highlight=False,
+        )
+        return
+    err.print(
+        f"audit {report.run_id}: [bold red]failed[/] in {report.seconds:.1f} s — "
+        f"{len(report.failed_nodes)} of {len(tests)} tests failed on main at "
+        f"{report.main_before}",
+        highlight=False,
+    )
+    for node in report.failed_nodes:
+        err.print(f"  [red]✗[/] {node.node} ({node.status}): {node.message or ''}", highlight=False)
+    err.print(
+        f"Branch and Trino catalog [bold]{report.branch}[/] hold main as audited: query "
+        f"{report.branch}.<schema>.<table> in Trino; drop them with "
+        f"`lakehouse transform discard {report.run_id}`.",
+        highlight=False,
+    )
+
+
+@transform_app.command("audit")
+def audit(ctx: typer.Context) -> None:
+    """Test every row of main and run the project's unit tests; main is not changed.
+
+    Runs test what they wrote; this checks the whole lake (the transform service does it
+    every LAKEHOUSE_TRANSFORM_AUDIT_EVERY seconds, a day by default)."""
+    settings = settings_of(ctx)
+    report = TransformRunner(settings, load(settings)).audit()
+    _print_report(report)
+    raise typer.Exit(0 if report.outcome == "audited" else 1)
 
 
 @transform_app.command("runs")

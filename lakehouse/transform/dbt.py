@@ -1,10 +1,13 @@
-"""`dbt build` in-process (dbtRunner), against one Trino catalog."""
+"""`dbt build` (or `dbt test`) in-process (dbtRunner), against one Trino catalog."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from lakehouse.config import Settings, environment_variables
 from lakehouse.errors import TransformError
@@ -25,16 +28,39 @@ class BuildResult:
         return None
 
 
+# What a project's fingerprint covers: everything that decides what a run builds.
+_PROJECT_PARTS = ("dbt_project.yml", "models", "seeds", "macros", "tests")
+
+
+def project_fingerprint(project: Path) -> int:
+    """A 63-bit fingerprint of the dbt project's files (a changed model or seed
+    rebuilds the reference tables on the next run)."""
+    digest = hashlib.sha256()
+    for part in _PROJECT_PARTS:
+        root = project / part
+        files = sorted(root.rglob("*")) if root.is_dir() else [root]
+        for path in files:
+            if path.is_file():
+                digest.update(path.relative_to(project).as_posix().encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return int.from_bytes(digest.digest()[:8], "big") >> 1
+
+
 def build(
     settings: Settings,
     *,
     catalog: str,
     dbt_vars: dict[str, Any],
     password: str,
+    command: Literal["build", "test"] = "build",
+    exclude: Sequence[str] = (),
+    unit_tests: bool = True,
     full_refresh: bool = False,
     quiet: bool = False,
 ) -> BuildResult:
-    """Run `dbt build` with the project's models writing into `catalog`."""
+    """Run `dbt build` (or `dbt test`) with the project's models in `catalog`, leaving
+    out the nodes `exclude` selects (their tests still run when they test something
+    else too)."""
     from dbt.cli.main import dbtRunner
 
     project = settings.transform.project_dir
@@ -45,7 +71,7 @@ def build(
         )
     work = settings.home / "transform"
     args = [
-        "build",
+        command,
         "--project-dir", str(project),
         "--profiles-dir", str(project),
         "--target-path", str(work / "target"),
@@ -53,6 +79,10 @@ def build(
         "--vars", json.dumps(dbt_vars),
         "--target", "lake" if settings.security else "lake_open",
     ]  # fmt: skip
+    if not unit_tests:
+        args += ["--exclude-resource-type", "unit_test"]
+    if exclude:
+        args += ["--exclude", *exclude, "--indirect-selection", "cautious"]
     if full_refresh:
         args.append("--full-refresh")
     if quiet:

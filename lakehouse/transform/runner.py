@@ -4,7 +4,11 @@
 2. Branch `transform_<run id>` from main in Nessie; everything below happens there.
 3. Read the bronze window on the branch (committed offsets minus silver's progress);
    with no new bronze rows and an unchanged registry, stop: main stays as it is.
-4. Add a Trino catalog of the same name on the branch and `dbt build` into it.
+4. Add a Trino catalog of the same name on the branch and `dbt build` into it. The data
+   tests check the rows this run wrote; the reference tables (dimensions, seeds) are
+   rebuilt, and every row tested, only when the registry or the dbt project changed.
+   So a small run costs little however large the tables grow; the scheduled audit
+   (`audit`) tests every row of main, and runs the project's unit tests.
 5. Every test passed: merge the branch into main (one Nessie commit publishes all
    layers and the new progress at once), then drop the catalog and the branch.
    Anything failed: main is untouched; branch and catalog stay for inspection.
@@ -91,6 +95,22 @@ class TransformRunner:
 
     def run(self, *, full_refresh: bool = False, force: bool = False) -> RunReport:
         """One run; returns its report (outcome published, failed or up_to_date)."""
+        report = self._recorded(
+            lambda conn, report: self._run(conn, report, full_refresh=full_refresh, force=force),
+            full_refresh=full_refresh,
+        )
+        if report.outcome == "published" and self.settings.serving.publish_after_transform:
+            self._serve(report, full_refresh=full_refresh)
+        return report
+
+    def audit(self) -> RunReport:
+        """Every data test over every row of main, and the project's unit tests, on a
+        branch at main's commit (outcome audited or audit_failed). Main never changes;
+        a failed audit keeps its branch and catalog for inspection, as a failed run does."""
+        return self._recorded(self._audit, full_refresh=False)
+
+    def _recorded(self, work: Callable[[Any, RunReport], None], *, full_refresh: bool) -> RunReport:
+        """`work` under the transform lock, recorded in transform.runs."""
         conn = postgres_connection(self.settings, self.credentials)
         conn.autocommit = True
         try:
@@ -107,27 +127,26 @@ class TransformRunner:
             )
             started = time.monotonic()
             try:
-                self._run(conn, report, full_refresh=full_refresh, force=force)
+                work(conn, report)
             except LakehouseError as exc:
                 report.outcome, report.error = "error", exc.message
                 raise
             finally:
                 report.seconds = time.monotonic() - started
+                kept = report.outcome in {"failed", "audit_failed"}
                 runs.finish(
                     conn,
                     report.run_id,
                     outcome=report.outcome,
                     seconds=report.seconds,
                     window=report.window.as_dbt_var() if report.window else None,
-                    trino_catalog=report.branch if report.outcome == "failed" else None,
+                    trino_catalog=report.branch if kept else None,
                     main_before=report.main_before,
                     main_after=report.main_after,
                     nodes=report.nodes,
                     counts=report.counts,
                     error=report.error,
                 )
-            if report.outcome == "published" and self.settings.serving.publish_after_transform:
-                self._serve(report, full_refresh=full_refresh)
             return report
         finally:
             conn.close()
@@ -160,16 +179,18 @@ class TransformRunner:
                 report.outcome, report.main_after = "up_to_date", report.main_before
                 return
             self._create_catalog(report.branch)
+            # A run tests the rows it wrote; one that rebuilds the reference tables tests
+            # every row against them (a device gone from the registry fails it).
+            rebuild_references = full_refresh or window.references_changed
             result = dbt.build(
                 self.settings,
-                password=self.credentials.trino_passwords[self.settings.transform.trino_user],
+                password=self._password(),
                 catalog=report.branch,
-                dbt_vars={
-                    "run_id": report.run_id,
-                    "bronze_window": window.as_dbt_var(),
-                    "max_future_minutes": self.settings.transform.max_future_minutes,
-                    "schema_prefix": self.prefix,
-                },
+                dbt_vars=self._dbt_vars(
+                    report.run_id, window, test_scope="all" if rebuild_references else "run"
+                ),
+                exclude=() if rebuild_references else ("tag:reference",),
+                unit_tests=False,
                 full_refresh=full_refresh,
                 quiet=self.quiet,
             )
@@ -199,6 +220,62 @@ class TransformRunner:
             self._drop_catalog(report.branch)
             nessie.delete_branch(report.branch)
 
+    def _audit(self, conn: Any, report: RunReport) -> None:
+        with NessieClient(self.settings) as nessie:
+            self._drop_orphan_catalogs(nessie)
+            branch = nessie.create_branch(report.branch, "main")
+            report.main_before = report.main_after = branch.hash
+            catalog = iceberg_catalog(
+                self.settings, self.credentials, ref=report.branch, s3_key="reader"
+            )
+            if not catalog.table_exists(f"{self.prefix}silver.readings"):
+                nessie.delete_branch(report.branch)
+                raise TransformError(
+                    "there is nothing to audit: no transform run has published yet",
+                    fix="run `lakehouse transform` first",
+                )
+            self._create_catalog(report.branch)
+            window = BronzeWindow(now=self.clock())
+            result = dbt.build(
+                self.settings,
+                password=self._password(),
+                catalog=report.branch,
+                dbt_vars=self._dbt_vars(report.run_id, window, test_scope="all"),
+                command="test",
+                quiet=self.quiet,
+            )
+            report.nodes = result.nodes
+            if not result.success:
+                report.outcome = "audit_failed"
+                report.error = result.error or _summary(report.failed_nodes)
+                return
+            report.outcome = "audited"
+            self._drop_catalog(report.branch)
+            nessie.delete_branch(report.branch)
+
+    def audit_due(self, every: float) -> bool:
+        """Whether an audit is `every` seconds overdue (0: never), once a run published."""
+        if every <= 0:
+            return False
+        with postgres_connection(self.settings, self.credentials) as conn:
+            runs.ensure_schema(conn)
+            if runs.last_finished(conn, ("published",), self.prefix) is None:
+                return False
+            last = runs.last_finished(conn, ("audited", "audit_failed"), self.prefix)
+        return last is None or (self.clock() - last).total_seconds() >= every
+
+    def _password(self) -> str:
+        return self.credentials.trino_passwords[self.settings.transform.trino_user]
+
+    def _dbt_vars(self, run_id: str, window: BronzeWindow, *, test_scope: str) -> dict[str, Any]:
+        return {
+            "run_id": run_id,
+            "bronze_window": window.as_dbt_var(),
+            "max_future_minutes": self.settings.transform.max_future_minutes,
+            "schema_prefix": self.prefix,
+            "test_scope": test_scope,
+        }
+
     def _window(self, branch: str, conn: Any, *, full_refresh: bool) -> BronzeWindow:
         catalog = iceberg_catalog(self.settings, self.credentials, ref=branch, s3_key="reader")
         bronze_name = f"{self.prefix}bronze.readings"
@@ -212,6 +289,7 @@ class TransformRunner:
             progress=self._progress(catalog),
             file_batches=batch_ids,
             registry=runs.registry_version(conn),
+            project=dbt.project_fingerprint(self.settings.transform.project_dir),
             full_refresh=full_refresh,
         )
         now = self.clock()

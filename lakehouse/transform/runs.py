@@ -56,6 +56,12 @@ create table if not exists transform.run_nodes (
 alter table transform.runs add column if not exists serving jsonb;
 -- The schema prefix the run wrote under ('' for the lakehouse's own namespaces).
 alter table transform.runs add column if not exists schema_prefix text;
+-- Audits (every test over every row of main) are recorded as runs too.
+alter table transform.runs drop constraint if exists runs_outcome_check;
+alter table transform.runs add constraint runs_outcome_check check (
+    outcome in ('running', 'published', 'failed', 'up_to_date', 'error', 'abandoned',
+                'audited', 'audit_failed')
+);
 -- Analysts read the run records through Trino's read-only pg catalog.
 do $$ begin
     if exists (select from pg_roles where rolname = 'trino_reader') then
@@ -233,6 +239,18 @@ def finish(
                     for n in nodes
                 ],
             )
+
+
+def last_finished(
+    conn: psycopg.Connection[Any], outcomes: tuple[str, ...], schema_prefix: str = ""
+) -> datetime | None:
+    """When the last record with one of `outcomes` under `schema_prefix` finished."""
+    row = conn.execute(
+        "select max(finished_at) from transform.runs where outcome = any(%s) "
+        "and coalesce(schema_prefix, '') = %s",
+        (list(outcomes), schema_prefix),
+    ).fetchone()
+    return row[0] if row else None
 
 
 def recent(conn: psycopg.Connection[Any], limit: int = 20) -> list[RunRecord]:

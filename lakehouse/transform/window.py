@@ -20,6 +20,7 @@ from lakehouse.contracts import KAFKA_GAPS_PROPERTY_PREFIX, KAFKA_OFFSETS_PROPER
 from lakehouse.errors import TransformError
 
 REGISTRY_STREAM = "registry"
+PROJECT_STREAM = "project"
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -44,12 +45,15 @@ class PartitionRange:
 
 @dataclass(frozen=True)
 class BronzeWindow:
-    """The bronze rows of one run, plus the registry version the dimensions come from."""
+    """The bronze rows of one run, plus the versions of the registry and of the dbt
+    project the reference tables (dimensions, seeds) were built from."""
 
     kafka: tuple[PartitionRange, ...] = ()
     files: tuple[str, ...] = ()
     registry: int = 0
     registry_changed: bool = False
+    project: int = 0
+    project_changed: bool = False
     # The run's clock: readings stamped later than this (plus the tolerance) are held
     # back, and those held back whose time has come are examined again.
     now: datetime | None = None
@@ -62,6 +66,11 @@ class BronzeWindow:
     @property
     def has_work(self) -> bool:
         return self.has_new_rows or self.registry_changed or self.held_back_due
+
+    @property
+    def references_changed(self) -> bool:
+        """The reference tables must be rebuilt, and every row tested against them."""
+        return self.registry_changed or self.project_changed
 
     @property
     def offsets_to_read(self) -> int:
@@ -77,6 +86,7 @@ class BronzeWindow:
             "files": list(self.files),
             "registry": self.registry,
             "registry_changed": self.registry_changed,
+            "project": self.project,
             "now": self.now.isoformat() if self.now else None,
         }
 
@@ -132,6 +142,7 @@ def compute_window(
     progress: Mapping[str, int | None],
     file_batches: Iterable[str],
     registry: int,
+    project: int = 0,
     full_refresh: bool = False,
 ) -> BronzeWindow:
     """The window from bronze's committed offsets and silver's recorded progress.
@@ -166,4 +177,6 @@ def compute_window(
         files=tuple(files),
         registry=registry,
         registry_changed=done.get(REGISTRY_STREAM) != registry,
+        project=project,
+        project_changed=done.get(PROJECT_STREAM) != project,
     )

@@ -12,7 +12,7 @@ import hashlib
 import statistics
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -660,6 +660,56 @@ def test_failed_audit_leaves_main_untouched_and_keeps_the_branch(env):
 
         env.runner().discard(report.run_id)
         assert report.branch not in {ref.name for ref in nessie.references()}
+
+
+def test_a_run_tests_what_it_wrote_and_the_audit_tests_every_row(env):
+    a = env.devices["a"]
+    append_from_kafka(env.table, [(a, reading(1, 0, "temperature", 20))], partition=0)
+    first = env.run()
+    assert first.outcome == "published", first.error
+    # The first run builds the reference tables and tests every row; unit tests are
+    # the audit's (and the test suite's), not every run's.
+    data_tests = [n for n in first.nodes if n.resource_type == "test"]
+    assert "model.lakehouse.dim_device" in {n.node for n in first.nodes}
+    assert not [n for n in first.nodes if n.resource_type == "unit_test"]
+
+    passed = env.runner().audit()
+    assert passed.outcome == "audited", passed.error
+    kinds = Counter(n.resource_type for n in passed.nodes)
+    assert kinds == {"test": len(data_tests), "unit_test": 5}
+    assert all(n.status == "pass" for n in passed.nodes)
+
+    # A reading no run wrote (a value that is not a number, three days back, written
+    # past the transform): the next run's tests do not see it; the audit finds it.
+    env.query(
+        "insert into {p}silver.readings select device_id, tenant, site, 99, "
+        "ts - interval '3' day, metric, nan(), unit, attrs, ingested_at, source, "
+        "source_topic, source_partition, source_offset, batch_id, 'written_past_the_transform' "
+        "from {p}silver.readings"
+    )
+    append_from_kafka(env.table, [(a, reading(2, 1, "temperature", 21))], partition=0)
+    second = env.run()
+    assert second.outcome == "published", second.error
+    assert second.counts["silver"] == 1
+    ran = {n.node for n in second.nodes}
+    assert not {"model.lakehouse.dim_device", "seed.lakehouse.metric_ranges"} & ran
+    assert "model.lakehouse.readings" in ran
+    assert all(n.status in {"pass", "success"} for n in second.nodes)
+
+    with NessieClient(env.settings) as nessie:
+        main = nessie.reference("main").hash
+        failed = env.runner().audit()
+        assert failed.outcome == "audit_failed"
+        assert {n.node.split(".")[2] for n in failed.failed_nodes} == {
+            "lakehouse_expression_is_true_readings_value__is_finite_value_"
+        }
+        assert nessie.reference("main").hash == main == failed.main_before
+        assert failed.branch in {ref.name for ref in nessie.references()}
+    record = env.query(
+        f"select outcome, failed_nodes from pg.transform.runs where run_id = '{failed.run_id}'"
+    )
+    assert record[0][0] == "audit_failed" and "is_finite_value" in record[0][1]
+    env.runner().discard(failed.run_id)
 
 
 def test_a_second_run_is_refused_while_one_holds_the_lock(env, stack_settings, credentials):

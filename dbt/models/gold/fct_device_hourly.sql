@@ -5,6 +5,7 @@
 {{ config(
     materialized='incremental',
     incremental_strategy='merge',
+    on_schema_change='append_new_columns',
     unique_key=['device_id', 'metric', 'hour'],
     properties={"partitioning": "ARRAY['month(hour)']"},
 ) }}
@@ -29,7 +30,8 @@ final as (
         sum(value) as value_sum,
         sum(value * value) as value_sum_sq,
         min(ts) as first_ts,
-        max(ts) as last_ts
+        max(ts) as last_ts,
+        cast({{ current_run_id() }} as varchar) as run_id
     from scoped
     group by device_id, metric, hour
 )

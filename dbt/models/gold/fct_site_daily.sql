@@ -4,6 +4,7 @@
 {{ config(
     materialized='incremental',
     incremental_strategy='merge',
+    on_schema_change='append_new_columns',
     unique_key=['site', 'metric', 'day'],
 ) }}
 
@@ -52,7 +53,8 @@ final as (
         sum(value_sum) / sum(readings) as value_avg,
         {{ stddev_from_sums('sum(readings)', 'sum(value_sum)', 'sum(value_sum_sq)') }}
             as value_stddev,
-        100e0 * count(*) / (24 * count(distinct device_id)) as uptime_pct
+        100e0 * count(*) / (24 * count(distinct device_id)) as uptime_pct,
+        cast({{ current_run_id() }} as varchar) as run_id
     from scoped
     group by site, tenant, metric, cast(hour as date)
 )

@@ -150,7 +150,8 @@ final as (
         baseline_mad,
         robust_z,
         coalesce(abs(robust_z) > 3.5e0, false) as is_anomaly,
-        baseline_readings
+        baseline_readings,
+        cast({{ current_run_id() }} as varchar) as run_id
     from scored
 )
 

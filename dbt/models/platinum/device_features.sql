@@ -6,6 +6,7 @@
 {{ config(
     materialized='incremental',
     incremental_strategy='merge',
+    on_schema_change='append_new_columns',
     unique_key=['device_id', 'metric', 'hour'],
     properties={"partitioning": "ARRAY['month(hour)']"},
 ) }}
@@ -81,7 +82,8 @@ final as (
         {{ stddev_from_sums('readings_24h', 'sum_24h', 'sum_sq_24h') }} as stddev_24h,
         lag_1h,
         mean_1h - lag_1h as rate_of_change_1h,
-        1e0 - active_hours_24h / 24e0 as missing_ratio_24h
+        1e0 - active_hours_24h / 24e0 as missing_ratio_24h,
+        cast({{ current_run_id() }} as varchar) as run_id
     from windowed
     {%- if is_incremental() and earliest is not none %}
     where hour >= {{ ts_literal(earliest) }}

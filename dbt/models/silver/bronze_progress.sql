@@ -1,5 +1,6 @@
 {#- How far silver has processed bronze: per Kafka partition the last offset, per
-    ingested file its hash, and the registry version of the dimensions. Published with
+    ingested file its hash, and the versions of the registry and of this project the
+    reference tables were built from. Published with
     silver in the same merge, so the next run
     starts exactly where this one ended. -#}
 {{ config(materialized='incremental', incremental_strategy='merge', unique_key='stream') }}
@@ -30,9 +31,11 @@ file_positions as (
     {%- endfor %}
 ),
 
-registry_version as (
-    -- The registry version the dimensions were built from.
+reference_versions as (
+    -- The registry and project versions the reference tables were built from.
     select cast('registry' as varchar) as stream, cast({{ window.get('registry', 0) | int }} as bigint) as position
+    union all
+    select cast('project' as varchar) as stream, cast({{ window.get('project', 0) | int }} as bigint) as position
 ),
 
 final as (
@@ -40,7 +43,7 @@ final as (
     from kafka_positions
     union all
     select stream, position, cast({{ current_run_id() }} as varchar) as run_id
-    from registry_version
+    from reference_versions
     union all
     select stream, position, cast({{ current_run_id() }} as varchar) as run_id
     from file_positions

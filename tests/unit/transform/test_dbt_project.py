@@ -65,3 +65,39 @@ def test_profile_takes_connection_details_from_the_environment():
     profile = (Settings().transform.project_dir / "profiles.yml").read_text()
     assert "env_var('LAKEHOUSE_DBT_HOST')" in profile
     assert "localhost" not in profile and "127.0.0.1" not in profile
+
+
+def test_only_dimensions_and_seeds_are_reference_tables(manifest):
+    tagged = {n.name for n in manifest.nodes.values() if "reference" in n.tags}
+    assert tagged == {"dim_tenant", "dim_site", "dim_device", "metric_ranges", "unit_conversions"}
+
+
+def test_every_incremental_model_records_the_run_that_wrote_a_row(manifest):
+    """Run-scoped tests pick a run's rows by run_id (macros/test_scope.sql)."""
+    incremental = [
+        n
+        for n in manifest.nodes.values()
+        if n.resource_type == "model" and n.config.materialized == "incremental"
+    ]
+    assert len(incremental) == 8
+    assert sorted(n.name for n in incremental if "run_id" not in n.columns) == []
+
+
+def test_the_fingerprint_follows_the_project_not_its_build_output(tmp_path):
+    import shutil
+
+    from lakehouse.transform.dbt import project_fingerprint
+
+    project = tmp_path / "dbt"
+    shutil.copytree(
+        Settings().transform.project_dir, project, ignore=shutil.ignore_patterns("target", "logs")
+    )
+    before = project_fingerprint(project)
+    assert before == project_fingerprint(Settings().transform.project_dir)
+    (project / "target").mkdir(exist_ok=True)
+    (project / "target" / "manifest.json").write_text("{}")
+    (project / "profiles.yml").write_text("# another machine's profile\n")
+    assert project_fingerprint(project) == before
+    seed = project / "seeds" / "metric_ranges.csv"
+    seed.write_text(seed.read_text() + "\n")
+    assert project_fingerprint(project) != before

@@ -10,6 +10,7 @@ import pytest
 
 from lakehouse.errors import TransformError
 from lakehouse.transform.window import (
+    PROJECT_STREAM,
     REGISTRY_STREAM,
     PartitionRange,
     committed_offsets,
@@ -50,12 +51,14 @@ def test_next_run_starts_after_the_recorded_progress():
         kafka_stream("readings", 1): 1,
         file_stream(SHA_A): None,
         REGISTRY_STREAM: 5,
+        PROJECT_STREAM: 7,
     }
     window = compute_window(
         committed={"readings": {0: 10, 1: 4, 2: 1}},
         progress=progress,
         file_batches=[SHA_A, SHA_B],
         registry=5,
+        project=7,
     )
     assert window.kafka == (
         PartitionRange("readings", 0, 9, 9),
@@ -64,7 +67,7 @@ def test_next_run_starts_after_the_recorded_progress():
     )
     assert window.kafka[0].is_empty and not window.kafka[1].is_empty
     assert window.files == (SHA_B,)
-    assert not window.registry_changed
+    assert not window.registry_changed and not window.references_changed
     assert window.as_dbt_var() == {
         "kafka": [
             {"topic": "readings", "partition": 0, "after": 9, "through": 9},
@@ -74,8 +77,32 @@ def test_next_run_starts_after_the_recorded_progress():
         "files": [SHA_B],
         "registry": 5,
         "registry_changed": False,
+        "project": 7,
         "now": None,
     }
+
+
+def test_a_changed_project_or_registry_rebuilds_the_references_but_is_no_work_alone():
+    progress = {kafka_stream("readings", 0): 9, REGISTRY_STREAM: 1, PROJECT_STREAM: 3}
+    same = compute_window(
+        committed={"readings": {0: 10}}, progress=progress, file_batches=[], registry=1, project=3
+    )
+    assert not same.references_changed and not same.has_work
+    upgraded = compute_window(
+        committed={"readings": {0: 10}}, progress=progress, file_batches=[], registry=1, project=4
+    )
+    assert upgraded.project_changed and upgraded.references_changed
+    # A new project alone publishes nothing new: the next run with data rebuilds.
+    assert not upgraded.has_work
+    # A lake whose progress predates the project stream rebuilds them once.
+    older = compute_window(
+        committed={"readings": {0: 10}},
+        progress={REGISTRY_STREAM: 1},
+        file_batches=[],
+        registry=1,
+        project=3,
+    )
+    assert older.references_changed
 
 
 def test_nothing_new_means_no_rows_to_process():
