@@ -273,7 +273,7 @@ class SupervisorSettings(BaseSettings):
     gateway: bool = True
     consumers: int = Field(default=1, ge=0, le=64)
     # Seconds between transform runs (0: no transform loop).
-    transform_every: float = Field(default=60.0, ge=0)
+    transform_every: float = Field(default=30.0, ge=0)
     # Seconds between maintenance passes (0: no maintenance loop).
     maintain_every: float = Field(default=300.0, ge=0)
     # Consecutive failed starts (exits or failed health checks) before giving up.

@@ -7,6 +7,14 @@ from {{ model }}
 where not coalesce({{ expression }}, false)
 {% endtest %}
 
+{#- A row with a null in any of `columns` fails the test: one query for the columns a
+    model promises are never null (each test is a query, and every run pays for it). -#}
+{% test lakehouse_not_null(model, columns) %}
+select {{ columns | join(', ') }}
+from {{ model }}
+where {% for c in columns %}{{ c }} is null{{ ' or ' if not loop.last }}{% endfor %}
+{% endtest %}
+
 {#- A column whose non-null values leave [min_value, max_value] fails the test. -#}
 {% test lakehouse_accepted_range(model, column_name, min_value=none, max_value=none) %}
 select {{ column_name }}
