@@ -135,16 +135,28 @@ class Watcher(threading.Thread):
         with postgres_connection(self.settings, credentials) as conn:
             conn.autocommit = True
             while not self.stop.wait(1.0):
-                cursor.execute(
-                    "select max(last_ts) from lake.gold.fct_device_hourly "
-                    f"where device_id = '{self.probe}'"
-                )
-                self._note("gold", cursor.fetchall()[0][0])
-                row = conn.execute(
-                    f"select max(last_ts) from {schema}.device_hourly where device_id = %s",
-                    (self.probe,),
-                ).fetchone()
-                self._note("serving", row[0] if row else None)
+                self._note("gold", self._newest_in_gold(cursor))
+                self._note("serving", self._newest_in_serving(conn, schema))
+
+    def _newest_in_gold(self, cursor: Any) -> datetime | None:
+        try:
+            cursor.execute(
+                "select max(last_ts) from lake.gold.fct_device_hourly "
+                f"where device_id = '{self.probe}'"
+            )
+            return cursor.fetchall()[0][0]
+        except Exception:  # no run has published gold yet
+            return None
+
+    def _newest_in_serving(self, conn: Any, schema: str) -> datetime | None:
+        try:
+            row = conn.execute(
+                f"select max(last_ts) from {schema}.device_hourly where device_id = %s",
+                (self.probe,),
+            ).fetchone()
+        except Exception:  # nothing served yet
+            return None
+        return row[0] if row else None
 
     def _note(self, layer: str, newest: datetime | None) -> None:
         if newest is not None:

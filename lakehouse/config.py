@@ -504,6 +504,8 @@ def isolated_environment(home: Path, port_shift: int) -> dict[str, str]:
         **{key: str(port + port_shift) for key, port in shifted.items()},
         "LAKEHOUSE_SUPERVISOR_TRANSFORM_EVERY": "0",
         "LAKEHOUSE_SUPERVISOR_MAINTAIN_EVERY": "0",
+        # A test's transform loop publishes; audits are what their own test runs.
+        "LAKEHOUSE_TRANSFORM_AUDIT_EVERY": "0",
         "LAKEHOUSE_DEMO": "false",
     }
 
