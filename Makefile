@@ -52,6 +52,10 @@ test-compose: setup ## With a Docker engine: build the images and test the compo
 unit: setup ## Run only the unit tests (no servers)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+.PHONY: docs
+docs: setup ## Write docs/tables.md, the analysts' table reference, from the running lakehouse
+	$(BIN)/python -m lakehouse.docs
+
 .PHONY: deploy-facts
 deploy-facts: setup ## Write what the chart and compose take from the settings, and the chart's values table
 	$(BIN)/python -m lakehouse.deployment
@@ -74,6 +78,7 @@ bench: setup ## Run the benchmarks (prints ratios and absolute figures)
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.edge_agent
 	$(BIN)/python -m bench.transform
+	$(BIN)/python -m bench.freshness
 	$(BIN)/python -m bench.reconcile
 	$(BIN)/python -m bench.outage
 	$(BIN)/python -m bench.serving

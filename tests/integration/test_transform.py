@@ -712,6 +712,18 @@ def test_a_run_tests_what_it_wrote_and_the_audit_tests_every_row(env):
     env.runner().discard(failed.run_id)
 
 
+def test_the_analysts_table_reference_lists_what_a_run_publishes(env):
+    from lakehouse.docs import REFERENCE, descriptions, lake_columns, render
+
+    a = env.devices["a"]
+    append_from_kafka(env.table, [(a, reading(1, 0, "temperature", 20))], partition=0)
+    assert env.run().outcome == "published"
+    columns = lake_columns(trino_connection(env.settings).cursor(), env.prefix)
+    assert len(columns) == 15  # 13 models and 2 seeds
+    text = render(columns, descriptions(env.settings.transform.project_dir))
+    assert text == REFERENCE.read_text(), "docs/tables.md is out of date: run `make docs`"
+
+
 def test_a_second_run_is_refused_while_one_holds_the_lock(env, stack_settings, credentials):
     from lakehouse.errors import TransformLockedError
     from lakehouse.transform import runs
