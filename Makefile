@@ -82,6 +82,7 @@ bench: setup ## Run the benchmarks (prints ratios and absolute figures)
 	$(BIN)/python -m bench.reconcile
 	$(BIN)/python -m bench.outage
 	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench.dashboards
 	$(BIN)/python -m bench.security
 	$(BIN)/python -m bench.down
 
