@@ -154,14 +154,7 @@ def _print_report(report: RunReport) -> None:
                 highlight=False,
             )
         return
-    for node in report.failed_nodes:
-        err.print(f"  [red]✗[/] {node.node} ({node.status}): {node.message or ''}", highlight=False)
-    err.print(
-        f"main is untouched. Branch and Trino catalog [bold]{report.branch}[/] are kept: "
-        f"query its tables as {report.branch}.<schema>.<table> in Trino; "
-        f"drop them with `lakehouse transform discard {report.run_id}`.",
-        highlight=False,
-    )
+    _print_kept(report, "main is untouched. Branch and Trino catalog {branch} are kept")
 
 
 def _print_audit(report: RunReport) -> None:
@@ -179,12 +172,17 @@ def _print_audit(report: RunReport) -> None:
         f"{report.main_before}",
         highlight=False,
     )
+    _print_kept(report, "Branch and Trino catalog {branch} hold main as audited")
+
+
+def _print_kept(report: RunReport, kept: str) -> None:
+    """The failed nodes, and the branch kept for inspection (`kept` names it)."""
     for node in report.failed_nodes:
         err.print(f"  [red]✗[/] {node.node} ({node.status}): {node.message or ''}", highlight=False)
     err.print(
-        f"Branch and Trino catalog [bold]{report.branch}[/] hold main as audited: query "
-        f"{report.branch}.<schema>.<table> in Trino; drop them with "
-        f"`lakehouse transform discard {report.run_id}`.",
+        kept.format(branch=f"[bold]{report.branch}[/]")
+        + f": query its tables as {report.branch}.<schema>.<table> in Trino; "
+        f"drop them with `lakehouse transform discard {report.run_id}`.",
         highlight=False,
     )
 
