@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from typing import Any, Dict, List, Optional
@@ -45,10 +46,10 @@ def build_sources(
     return built
 
 
-def _open(config: AgentConfig) -> DurableQueue:
+def _open(config: AgentConfig, *, recover: bool = True) -> DurableQueue:
     os.makedirs(config.state_dir, exist_ok=True)
-    return DurableQueue(os.path.join(config.state_dir, "queue.db"),
-                        max_rows=config.max_queue, policy=config.queue_policy)  # fmt: skip
+    return DurableQueue(os.path.join(config.state_dir, "queue.db"), max_rows=config.max_queue,
+                        policy=config.queue_policy, recover=recover)  # fmt: skip
 
 
 def sample_once(source: sources.Source, queue: DurableQueue, clock: ClockGuard,
@@ -87,6 +88,10 @@ def sample_once(source: sources.Source, queue: DurableQueue, clock: ClockGuard,
     except QueueFull:
         source.rollback()
         log.warning("queue full; sampling paused")
+        return 0
+    except sqlite3.OperationalError as exc:  # the file stayed locked or the disk is full
+        source.rollback()
+        log.warning("queue unavailable (%s); sampling again next round", exc)
         return 0
     source.commit()
     return len(stamped)
@@ -147,7 +152,7 @@ def main(argv: "List[str] | None" = None) -> int:
         config = AgentConfig.load(args.config)
         if args.command == "run":
             return run(config)
-        queue = _open(config)
+        queue = _open(config, recover=args.command != "status")
         if args.command == "status":
             reasons = queue.reasons()
             # anchored: false until the gateway said where this device's seqs stand.

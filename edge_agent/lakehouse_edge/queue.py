@@ -41,6 +41,7 @@ create table if not exists source_state (name text primary key, state text not n
 # Counters kept in meta beside next_seq; invalid readings are counted per reason too
 # ("invalid:<reason>").
 COUNTERS = ("dropped", "clock_skipped", "invalid")
+BUSY_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -55,21 +56,41 @@ class QueueFull(Exception):
 
 
 class DurableQueue:
-    def __init__(self, path: str, *, max_rows: int = 1_000_000, policy: str = "drop_oldest"):
+    """`recover`: the opener owns the queue (it runs or flushes), so readings left
+    inflight by a process that died go back to ready. A reader such as `status` passes
+    False: the agent beside it may be uploading those very readings."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        max_rows: int = 1_000_000,
+        policy: str = "drop_oldest",
+        recover: bool = True,
+    ) -> None:
         if policy not in ("drop_oldest", "pause"):
             raise ValueError("policy must be drop_oldest or pause")
         self.max_rows = max_rows
         self.policy = policy
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # A `status` beside the agent, or a slow SD card, holds the file for a moment:
+        # wait for it rather than fail.
+        self._db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS
+        )
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma synchronous=full")
-        self._db.executescript(SCHEMA)
-        columns = [row[1] for row in self._db.execute("pragma table_info(readings)")]
-        if "failure" not in columns:  # a queue written by an older agent
-            self._db.execute("alter table readings add column failure text")
+        # One transaction: two processes opening a new queue at once (the agent and a
+        # `status`) must not both create or migrate it.
         with self._tx():
-            self._db.execute("update readings set state = 'ready' where state = 'inflight'")
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            columns = [row[1] for row in self._db.execute("pragma table_info(readings)")]
+            if "failure" not in columns:  # a queue written by an older agent
+                self._db.execute("alter table readings add column failure text")
+            if recover:
+                self._db.execute("update readings set state = 'ready' where state = 'inflight'")
             known = self._db.execute("select 1 from meta where key = 'next_seq'").fetchone()
             # A queue of an older agent has numbered its readings already: it is anchored.
             self._db.execute(

@@ -95,6 +95,7 @@ def test_network_cut_and_power_loss_lose_and_duplicate_nothing(
     consumer = start_consumer(topic, stack_settings.ingest.group_id, "--max-age", "2",
                               log=consumer_log)  # fmt: skip
     gateway = start_gateway(port, gateway_log)
+    running = None
     try:
         running = agent(config, log=agent_log)
         time.sleep(3)
@@ -139,6 +140,9 @@ def test_network_cut_and_power_loss_lose_and_duplicate_nothing(
         counts = assert_accounted(stack_settings, credentials, device)
         assert (counts.receipted, counts.bronze) == (READINGS, READINGS)
     finally:
+        if running is not None and running.poll() is None:
+            running.kill()  # the test failed with the agent still running
+            running.wait(30)
         agent_log.close()
         gateway.terminate()
         gateway.wait(30)
@@ -253,12 +257,14 @@ def test_a_file_source_restarted_after_power_loss_reads_on_without_rereading(
         (tmp_path / "agent.log").open("ab") as agent_log,
     ):
         running = agent(config, log=agent_log)
-        _wait_until_sent(config, 30)
-        kill_9(running)  # power loss
-        append(30, 20)
-        running = agent(config, log=agent_log)
-        _wait_until_sent(config, 50)
-        running.terminate()
+        try:
+            _wait_until_sent(config, 30)
+            kill_9(running)  # power loss
+            append(30, 20)
+            running = agent(config, log=agent_log)
+            _wait_until_sent(config, 50)
+        finally:
+            running.terminate()
         assert running.wait(60) == 0
         assert wait_for_device(stack_settings, device, 50) == (50, 50)
         assert _bronze_span(stack_settings, device, "value") == [0.0, 49.0]

@@ -29,6 +29,49 @@ def test_seq_survives_reopen_and_inflight_returns_with_its_batch_id(tmp_path):
     assert reopened.put({"metric": "m", "value": 9}) == 6
 
 
+def test_a_reader_beside_the_agent_leaves_its_inflight_batch_alone(tmp_path):
+    """`status` opens the queue while the agent uploads: the batch stays inflight, so
+    the agent does not send its readings twice."""
+    path = str(tmp_path / "q.db")
+    agent = DurableQueue(path)
+    for i in range(3):
+        agent.put({"metric": "m", "value": i})
+    batch = agent.next_batch(2)
+    assert batch is not None
+    reader = DurableQueue(path, recover=False)
+    assert (reader.counts()["inflight"], reader.counts()["ready"]) == (2, 1)
+    again = agent.next_batch(10)
+    assert again is not None and again.seqs == [3]
+    reader.close()
+    agent.close()
+
+
+OPENER = """
+import sys
+from lakehouse_edge.queue import DurableQueue
+DurableQueue(sys.argv[1], recover=sys.argv[2] == "run").close()
+"""
+
+
+def test_processes_opening_a_new_queue_at_once_all_open_it(tmp_path):
+    """The agent and `status` calls start together on a fresh state directory: each
+    creates the queue or finds it made, none fails half way through its schema."""
+    for attempt in range(5):
+        path = str(tmp_path / f"q{attempt}.db")
+        openers = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPENER, path, role], stderr=subprocess.PIPE, text=True
+            )
+            for role in ("run", "status", "status", "status", "status", "status")
+        ]
+        outputs = [(proc.communicate(timeout=60)[1], proc.returncode) for proc in openers]
+        failures = [(err, code) for err, code in outputs if code != 0]
+        assert failures == []
+        queue = DurableQueue(path)
+        assert queue.put({"metric": "m", "value": 1.0}) == 1
+        queue.close()
+
+
 def test_release_keeps_the_batch_and_fail_parks_it(tmp_path):
     queue = DurableQueue(str(tmp_path / "q.db"))
     for i in range(4):
