@@ -41,16 +41,15 @@ from bench.transform import (
     METRICS,
     commit,
     load_seconds,
+    prepare_environment,
     readings,
-    register_fleet,
     timed_run,
 )
 from lakehouse import registry
-from lakehouse.clients import iceberg_catalog, postgres_connection, trino_connection
+from lakehouse.clients import postgres_connection, trino_connection
 from lakehouse.config import Settings, SupervisorSettings
 from lakehouse.credentials import load
-from lakehouse.transform.runner import TransformRunner
-from tests.bronze_writer import create_environment, drop_environment
+from tests.bronze_writer import drop_environment
 
 console = Console()
 TARGET_P95 = 60.0
@@ -222,14 +221,8 @@ def freshness(settings: Settings, seconds: int, rate: int, every: float) -> dict
 def one_reading_run(settings: Settings, credentials: Any, size: int) -> dict[str, float]:
     """Bronze of `size` rows published once; then the run of one new reading."""
     prefix = f"fresh{size // 1_000_000}m_" if size else "fresh0m_"
-    env = settings.model_copy(deep=True)
-    env.transform.schema_prefix = prefix
-    env.serving.publish_after_transform = False
-    catalog = iceberg_catalog(env, credentials, s3_key="ingest")
-    drop_environment(catalog, prefix)
-    table = create_environment(catalog, prefix)
-    devices = register_fleet(env, credentials, prefix)
-    runner = TransformRunner(env, credentials, quiet=True)
+    env = prepare_environment(settings, credentials, prefix, serving=False)
+    table, devices, runner = env.table, env.devices, env.runner
     seconds = round(size / (DEVICES * len(METRICS)))
     started = time.perf_counter()
     loaded = load_seconds(table, devices, 0, seconds) if seconds else 0
@@ -243,7 +236,7 @@ def one_reading_run(settings: Settings, credentials: Any, size: int) -> dict[str
         f"({prefix}) bronze {loaded:,} rows: first run {figures['first']:.1f} s, "
         f"then a run of one new reading {figures['one_reading']:.1f} s"
     )
-    drop_environment(catalog, prefix)
+    drop_environment(env.catalog, prefix)
     return figures
 
 

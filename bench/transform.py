@@ -19,10 +19,13 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
 from rich.console import Console
 
 from ingest.offsets import commit_with_offsets, read_offsets
@@ -30,7 +33,7 @@ from ingest.readings import READINGS_ARROW
 from lakehouse import registry
 from lakehouse.clients import iceberg_catalog, postgres_connection, trino_connection
 from lakehouse.config import Settings
-from lakehouse.credentials import load
+from lakehouse.credentials import Credentials, load
 from lakehouse.transform.runner import TransformRunner
 from tests.bronze_writer import create_environment, drop_environment
 
@@ -164,15 +167,39 @@ def timed_run(runner: TransformRunner, **kwargs: bool) -> float:
     return seconds
 
 
-def environment(settings: Settings, credentials, size: int) -> tuple[Settings, dict[str, float]]:
-    prefix = f"bench{size // 1_000_000}m_"
+@dataclass(frozen=True)
+class Environment:
+    """Namespaces of their own (`prefix`) with an empty bronze and a registered fleet."""
+
+    settings: Settings
+    catalog: Catalog
+    table: Table
+    devices: list[tuple[str, str, str]]
+    runner: TransformRunner
+
+
+def prepare_environment(
+    settings: Settings, credentials: Credentials, prefix: str, *, serving: bool = True
+) -> Environment:
+    """An environment under `prefix`, dropped first if an earlier run left one.
+    `serving`: whether its runs publish the serving tables, as make up's do."""
     env_settings = settings.model_copy(deep=True)
     env_settings.transform.schema_prefix = prefix
+    env_settings.serving.publish_after_transform = serving
     catalog = iceberg_catalog(env_settings, credentials, s3_key="ingest")
     drop_environment(catalog, prefix)
     table = create_environment(catalog, prefix)
     devices = register_fleet(env_settings, credentials, prefix)
     runner = TransformRunner(env_settings, credentials, quiet=True)
+    return Environment(env_settings, catalog, table, devices, runner)
+
+
+def environment(
+    settings: Settings, credentials: Credentials, size: int
+) -> tuple[Settings, dict[str, float]]:
+    prefix = f"bench{size // 1_000_000}m_"
+    env = prepare_environment(settings, credentials, prefix)
+    table, devices, runner = env.table, env.devices, env.runner
     seconds = round(size / (DEVICES * len(METRICS)))
     started = time.perf_counter()
     loaded = load_seconds(table, devices, 0, seconds)
@@ -185,7 +212,7 @@ def environment(settings: Settings, credentials, size: int) -> tuple[Settings, d
     figures["incremental"] = timed_run(runner)
     console.print(f"({prefix}) incremental run, one new hour ({PER_HOUR:,} readings): "
                   f"{figures['incremental']:.1f} s")  # fmt: skip
-    return env_settings, figures
+    return env.settings, figures
 
 
 def dashboard_queries(settings: Settings, prefix: str) -> dict[str, str]:
