@@ -2,9 +2,10 @@
 
 States: ready → inflight (part of a batch being uploaded) → acked; a reading the
 gateway refuses for good becomes failed, with the gateway's reason, until
-`lakehouse-edge requeue` makes it ready again. On open, inflight rows go back to ready
-but keep their batch id, so the same batch is resent under the same idempotency key
-and the gateway answers with its original receipt instead of accepting it twice.
+`lakehouse-edge requeue` makes it ready again. Opened by the agent (not by `status`),
+inflight rows go back to ready but keep their batch id, so the same batch is resent
+under the same idempotency key and the gateway answers with its original receipt
+instead of accepting it twice.
 
 `seq` is per device, strictly increasing and persisted in the same transaction as the
 reading, so it survives reboots and power loss. A queue created afresh (a new install,
