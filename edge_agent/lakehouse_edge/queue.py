@@ -79,7 +79,7 @@ class DurableQueue:
         self._db = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS
         )
-        self._db.execute("pragma journal_mode=wal")
+        _switch_to_wal(self._db)
         self._db.execute("pragma synchronous=full")
         # One transaction: two processes opening a new queue at once (the agent and a
         # `status`) must not both create or migrate it.
@@ -315,6 +315,23 @@ class DurableQueue:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _switch_to_wal(db: sqlite3.Connection) -> None:
+    """Put the file in WAL mode. Two processes switching a new file at once make SQLite
+    answer one of them "database is locked" at once, without waiting out the busy
+    timeout (each holds the read lock the other needs to give up): try again."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause = 0.01
+    while True:
+        try:
+            db.execute("pragma journal_mode=wal")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
 
 
 class _Transaction:

@@ -258,14 +258,15 @@ def test_a_file_source_restarted_after_power_loss_reads_on_without_rereading(
     ):
         running = agent(config, log=agent_log)
         try:
-            _wait_until_sent(config, 30)
+            _wait_until_sent(config, 30, tmp_path / "agent.log")
             kill_9(running)  # power loss
             append(30, 20)
             running = agent(config, log=agent_log)
-            _wait_until_sent(config, 50)
+            _wait_until_sent(config, 50, tmp_path / "agent.log")
         finally:
             running.terminate()
-        assert running.wait(60) == 0
+            stopped = running.wait(60)
+        assert stopped == 0
         assert wait_for_device(stack_settings, device, 50) == (50, 50)
         assert _bronze_span(stack_settings, device, "value") == [0.0, 49.0]
         counts = assert_accounted(stack_settings, credentials, device)
@@ -296,12 +297,13 @@ def _uplink(stack_settings, port: int, tmp_path: Path, consumer_log) -> Iterator
         assert stop_consumer(consumer) == 0
 
 
-def _wait_until_sent(config: Path, readings: int, timeout: float = 120) -> None:
+def _wait_until_sent(config: Path, readings: int, agent_log: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while True:
         status = queue_status(config)
         if status["next_seq"] > readings and status["ready"] == status["inflight"] == 0:
             assert status["next_seq"] == readings + 1, status  # nothing read twice
             return
-        assert time.monotonic() < deadline, status
+        # The agent's own words say why it queued or sent nothing.
+        assert time.monotonic() < deadline, (status, agent_log.read_text()[-4000:])
         time.sleep(0.5)

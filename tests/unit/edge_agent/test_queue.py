@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+from lakehouse_edge import queue as queue_module
 from lakehouse_edge.queue import DurableQueue, QueueFull
 
 
@@ -216,3 +217,31 @@ def test_kill_9_during_writes_keeps_every_acknowledged_reading(tmp_path):
     assert acknowledged == sorted(set(acknowledged))  # seq never reused across crashes
     queue = DurableQueue(path)
     assert queue.put({"metric": "m", "value": 2}) == max(stored) + 1
+
+
+class _BusyAtFirst:
+    """A connection whose journal mode switch meets another process's switch twice."""
+
+    def __init__(self, busy: int, message: str = "database is locked") -> None:
+        self.busy, self.message, self.calls = busy, message, 0
+
+    def execute(self, sql: str) -> None:
+        self.calls += 1
+        if self.calls <= self.busy:
+            raise sqlite3.OperationalError(self.message)
+
+
+def test_a_journal_mode_switch_answered_locked_is_tried_again():
+    """SQLite answers a switch to WAL "locked" at once, without its busy timeout, when
+    another process switches the same new file (the agent and a `status` starting
+    together): the queue tries again instead of dying."""
+    db = _BusyAtFirst(busy=2)
+    queue_module._switch_to_wal(db)  # type: ignore[arg-type]
+    assert db.calls == 3
+
+
+def test_a_journal_mode_switch_failing_otherwise_is_raised():
+    db = _BusyAtFirst(busy=1, message="disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        queue_module._switch_to_wal(db)  # type: ignore[arg-type]
+    assert db.calls == 1
