@@ -27,6 +27,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from lakehouse_edge.retry import RetryPolicy
+
 SCHEMA = """
 create table if not exists readings (
     seq integer primary key,
@@ -322,7 +324,7 @@ def _switch_to_wal(db: sqlite3.Connection) -> None:
     answer one of them "database is locked" at once, without waiting out the busy
     timeout (each holds the read lock the other needs to give up): try again."""
     deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
-    pause = 0.01
+    retry = RetryPolicy(initial=0.01, cap=0.5)  # jitter: the two do not retry in step
     while True:
         try:
             db.execute("pragma journal_mode=wal")
@@ -330,8 +332,7 @@ def _switch_to_wal(db: sqlite3.Connection) -> None:
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
-        time.sleep(pause)
-        pause = min(pause * 2, 0.5)
+        time.sleep(retry.next_delay())
 
 
 class _Transaction:
