@@ -252,17 +252,18 @@ def test_a_file_source_restarted_after_power_loss_reads_on_without_rereading(
         stack_settings, credentials, tmp_path, port,
         f'\n[[sources]]\ntype = "file"\npath = "{data}"\n',
     )  # fmt: skip
+    log_path = tmp_path / "agent.log"
     with (
         _uplink(stack_settings, port, tmp_path, consumer_log),
-        (tmp_path / "agent.log").open("ab") as agent_log,
+        log_path.open("ab") as agent_log,
     ):
         running = agent(config, log=agent_log)
         try:
-            _wait_until_sent(config, 30, tmp_path / "agent.log")
+            _wait_until_sent(config, 30, log_path)
             kill_9(running)  # power loss
             append(30, 20)
             running = agent(config, log=agent_log)
-            _wait_until_sent(config, 50, tmp_path / "agent.log")
+            _wait_until_sent(config, 50, log_path)
         finally:
             running.terminate()
             stopped = running.wait(60)

@@ -220,7 +220,7 @@ def test_kill_9_during_writes_keeps_every_acknowledged_reading(tmp_path):
 
 
 class _BusyAtFirst:
-    """A connection whose journal mode switch meets another process's switch twice."""
+    """A connection whose first `busy` journal mode switches meet another process's."""
 
     def __init__(self, busy: int, message: str = "database is locked") -> None:
         self.busy, self.message, self.calls = busy, message, 0
