@@ -1,4 +1,4 @@
-"""`dbt build` (or `dbt test`) in-process (dbtRunner), against one Trino catalog."""
+"""dbt in-process (dbtRunner): a run's models, then its tests, against one Trino catalog."""
 
 from __future__ import annotations
 
@@ -58,9 +58,13 @@ def build(
     full_refresh: bool = False,
     quiet: bool = False,
 ) -> BuildResult:
-    """Run `dbt build` (or `dbt test`) with the project's models in `catalog`, leaving
-    out the nodes `exclude` selects (their tests still run when they test something
-    else too)."""
+    """Build the project's seeds and models in `catalog`, then run its tests (or, for
+    `command="test"`, only the tests), leaving out the nodes `exclude` selects (their
+    tests still run when they test something else too).
+
+    Unlike `dbt build`, which holds each model until its parents' tests pass, every
+    model is built first and every test runs after, all in parallel: a run publishes
+    only when all of them pass, so holding models back only lengthens the run."""
     from dbt.cli.main import dbtRunner
 
     project = settings.transform.project_dir
@@ -70,8 +74,7 @@ def build(
             fix="set LAKEHOUSE_TRANSFORM_PROJECT_DIR to the repository's dbt/ directory",
         )
     work = settings.home / "transform"
-    args = [
-        command,
+    common = [
         "--project-dir", str(project),
         "--profiles-dir", str(project),
         "--target-path", str(work / "target"),
@@ -79,15 +82,35 @@ def build(
         "--vars", json.dumps(dbt_vars),
         "--target", "lake" if settings.security else "lake_open",
     ]  # fmt: skip
-    if not unit_tests:
-        args += ["--exclude-resource-type", "unit_test"]
-    if exclude:
-        args += ["--exclude", *exclude, "--indirect-selection", "cautious"]
-    if full_refresh:
-        args.append("--full-refresh")
     if quiet:
-        args.append("--quiet")
-    env = {
+        common.append("--quiet")
+    selection = ["--exclude", *exclude, "--indirect-selection", "cautious"] if exclude else []
+    test = ["test", *common, *selection]
+    if not unit_tests:
+        test += ["--exclude-resource-type", "unit_test"]
+    # dbt's env_var() reads the process environment.
+    with environment_variables(_environment(settings, catalog, password)):
+        if command == "test":
+            return _result(_invoke(dbtRunner(), test))
+        parsed = _invoke(dbtRunner(), ["parse", *common])
+        if not parsed.success or parsed.exception is not None:
+            return BuildResult(False, [], error=str(parsed.exception or "dbt parse failed"))
+        # Both steps reuse the one parse (the run's vars make every parse a full one).
+        runner = dbtRunner(manifest=parsed.result)
+        models = ["build", *common, *selection]
+        models += ["--exclude-resource-type", "test", "--exclude-resource-type", "unit_test"]
+        if full_refresh:
+            models.append("--full-refresh")
+        built = _result(_invoke(runner, models))
+        if not built.success:
+            return built
+        tested = _result(_invoke(runner, test))
+        return BuildResult(tested.success, built.nodes + tested.nodes, error=tested.error)
+
+
+def _environment(settings: Settings, catalog: str, password: str) -> dict[str, str]:
+    """What profiles.yml reads: the Trino endpoint, principal and catalog of a run."""
+    return {
         "LAKEHOUSE_DBT_HOST": settings.server_host("trino"),
         "LAKEHOUSE_DBT_PORT": str(settings.trino.port),
         "LAKEHOUSE_DBT_CATALOG": catalog,
@@ -100,12 +123,16 @@ def build(
         "LAKEHOUSE_DBT_THREADS": str(settings.transform.threads),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
-    # dbt's env_var() reads the process environment.
-    with environment_variables(env):
-        try:
-            outcome = dbtRunner().invoke(args)
-        finally:
-            _release_log_files()
+
+
+def _invoke(runner: Any, args: list[str]) -> Any:
+    try:
+        return runner.invoke(args)
+    finally:
+        _release_log_files()
+
+
+def _result(outcome: Any) -> BuildResult:
     nodes = _nodes(outcome.result)
     if outcome.exception is not None:
         return BuildResult(False, nodes, error=str(outcome.exception))

@@ -180,14 +180,18 @@ class TransformRunner:
                 return
             self._create_catalog(report.branch)
             # A run tests the rows it wrote; one that rebuilds the reference tables tests
-            # every row against them (a device gone from the registry fails it).
+            # every row against them (a device gone from the registry fails it) and lets
+            # the incremental models take on new columns (the project changed).
             rebuild_references = full_refresh or window.references_changed
             result = dbt.build(
                 self.settings,
                 password=self._password(),
                 catalog=report.branch,
                 dbt_vars=self._dbt_vars(
-                    report.run_id, window, test_scope="all" if rebuild_references else "run"
+                    report.run_id,
+                    window,
+                    test_scope="all" if rebuild_references else "run",
+                    columns_may_change=rebuild_references,
                 ),
                 exclude=() if rebuild_references else ("tag:reference",),
                 unit_tests=False,
@@ -267,13 +271,16 @@ class TransformRunner:
     def _password(self) -> str:
         return self.credentials.trino_passwords[self.settings.transform.trino_user]
 
-    def _dbt_vars(self, run_id: str, window: BronzeWindow, *, test_scope: str) -> dict[str, Any]:
+    def _dbt_vars(
+        self, run_id: str, window: BronzeWindow, *, test_scope: str, columns_may_change: bool = True
+    ) -> dict[str, Any]:
         return {
             "run_id": run_id,
             "bronze_window": window.as_dbt_var(),
             "max_future_minutes": self.settings.transform.max_future_minutes,
             "schema_prefix": self.prefix,
             "test_scope": test_scope,
+            "columns_may_change": columns_may_change,
         }
 
     def _window(self, branch: str, conn: Any, *, full_refresh: bool) -> BronzeWindow:
