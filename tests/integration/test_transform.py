@@ -9,6 +9,7 @@ offsets in one snapshot), or by the real consumer process.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import statistics
 import threading
 import time
@@ -432,6 +433,38 @@ def test_incremental_runs_equal_a_full_refresh(env):
     assert full.outcome == "published", full.error
     assert full.counts["bronze"] == total
     assert env.contents() == incremental
+
+
+def test_a_model_given_a_new_column_adds_it_to_its_published_table(env, tmp_path):
+    """Incremental runs read their increment straight from the model's query while the
+    project is unchanged; the run after a project change adds the model's new columns."""
+    a = env.devices["a"]
+    append_from_kafka(env.table, [(a, reading(1, 0, "temperature", 20))], partition=0)
+    assert env.run().outcome == "published"
+    project = tmp_path / "dbt"
+    shutil.copytree(env.settings.transform.project_dir, project)
+    model = project / "models" / "gold" / "fct_device_hourly.sql"
+    model.write_text(
+        model.read_text().replace(
+            "count(*) as readings,", "count(*) as readings, 2 * count(*) as readings_twice,"
+        )
+    )
+    env.settings.transform.project_dir = project
+
+    append_from_kafka(env.table, [(a, reading(2, 60, "temperature", 21))], partition=0)
+    changed = env.run()
+    assert changed.outcome == "published", changed.error
+    append_from_kafka(env.table, [(a, reading(3, 120, "temperature", 22))], partition=0)
+    unchanged = env.run()
+    assert unchanged.outcome == "published", unchanged.error
+
+    assert env.query(
+        "select hour, readings, readings_twice from {p}gold.fct_device_hourly order by hour"
+    ) == [
+        [H0, 1, None],
+        [H0 + timedelta(hours=1), 1, 2],
+        [H0 + timedelta(hours=2), 1, 2],
+    ]
 
 
 def test_a_device_registered_late_gets_its_quarantined_readings_back(env):
