@@ -18,7 +18,6 @@ from lakehouse.errors import FetchError
 from lakehouse.private_files import write_private
 from lakehouse.s3 import s3_endpoint
 from lakehouse.stack.artifacts import TRINO_SERVER
-from lakehouse.stack.java import min_heap
 from lakehouse.stack.service import Service
 from lakehouse.stack.users import ensure_os_user, service_user
 from lakehouse.tls import ca_path, server_certificate
@@ -222,8 +221,7 @@ class Trino(Service):
         return [
             str(self.ctx.java()),
             "-cp", f"{self.install_dir / 'lib'}/*",
-            # A quarter of the heap to start: the platform's memory follows its load.
-            f"-Xmx{heap}", f"-Xms{min_heap(heap)}",
+            f"-Xmx{heap}", f"-Xms{heap}",
             *_JVM_FLAGS,
             "-Dnode.environment=lakehouse",
             "-Dnode.id=lakehouse-1",
