@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -74,13 +76,16 @@ def build(
             fix="set LAKEHOUSE_TRANSFORM_PROJECT_DIR to the repository's dbt/ directory",
         )
     work = settings.home / "transform"
+    target = "lake" if settings.security else "lake_open"
+    # What a parse depends on (schema names); the rest only matters when a node compiles.
+    parse_vars = {name: dbt_vars[name] for name in _PARSE_VARS if name in dbt_vars}
     common = [
         "--project-dir", str(project),
         "--profiles-dir", str(project),
         "--target-path", str(work / "target"),
         "--log-path", str(work / "logs"),
         "--vars", json.dumps(dbt_vars),
-        "--target", "lake" if settings.security else "lake_open",
+        "--target", target,
     ]  # fmt: skip
     if quiet:
         common.append("--quiet")
@@ -92,11 +97,12 @@ def build(
     with environment_variables(_environment(settings, catalog, password)):
         if command == "test":
             return _result(_invoke(dbtRunner(), test))
-        parsed = _invoke(dbtRunner(), ["parse", *common])
-        if not parsed.success or parsed.exception is not None:
-            return BuildResult(False, [], error=str(parsed.exception or "dbt parse failed"))
-        # Both steps reuse the one parse (the run's vars make every parse a full one).
-        runner = dbtRunner(manifest=parsed.result)
+        key = (str(project), project_fingerprint(project), target, json.dumps(parse_vars))
+        manifest = _parsed_manifest(key, ["parse", *common], catalog)
+        if isinstance(manifest, BuildResult):
+            return manifest
+        # Both steps reuse the one parse.
+        runner = dbtRunner(manifest=manifest)
         models = ["build", *common, *selection]
         models += ["--exclude-resource-type", "test", "--exclude-resource-type", "unit_test"]
         if full_refresh:
@@ -106,6 +112,62 @@ def build(
             return built
         tested = _result(_invoke(runner, test))
         return BuildResult(tested.success, built.nodes + tested.nodes, error=tested.error)
+
+
+# The vars that shape the parsed project (generate_schema_name and the sources read
+# schema_prefix); the others vary from run to run and are read only when nodes compile.
+_PARSE_VARS = ("schema_prefix",)
+_KEPT_PARSES = 4
+# Parsed projects by project, fingerprint, target and parse vars: a run's vars (its id,
+# its bronze window) would make every parse a full one, over a second of each run.
+_parses: dict[tuple[str, int, str, str], tuple[str, Any]] = {}
+
+
+def _parsed_manifest(key: tuple[str, int, str, str], parse: list[str], catalog: str) -> Any:
+    """The project parsed for `catalog`: a copy of a kept parse with the catalog swapped
+    in, or a fresh parse (kept for the next run); a BuildResult when parsing fails."""
+    from dbt.cli.main import dbtRunner
+
+    kept = _parses.get(key)
+    if kept is None:
+        parsed = _invoke(dbtRunner(), parse)
+        if not parsed.success or parsed.exception is not None:
+            return BuildResult(False, [], error=str(parsed.exception or "dbt parse failed"))
+        kept = (catalog, parsed.result)
+        _parses[key] = kept
+        while len(_parses) > _KEPT_PARSES:
+            _parses.pop(next(iter(_parses)))
+    parsed_catalog, parsed_manifest = kept
+    manifest = _copy_for_a_run(parsed_manifest)
+    if parsed_catalog != catalog:
+        _move_to_catalog(manifest, parsed_catalog, catalog)
+    return manifest
+
+
+def _copy_for_a_run(manifest: Any) -> Any:
+    """A manifest sharing the parse's macros and files, with nodes of its own (a run
+    compiles into them) and lookups rebuilt on first use. Neither copy.deepcopy nor
+    pickle gives a working copy of dbt's Manifest."""
+    lookups = {f.name: None for f in dataclasses.fields(manifest) if f.name.endswith("_lookup")}
+    return dataclasses.replace(
+        manifest,
+        nodes=copy.deepcopy(manifest.nodes),
+        sources=copy.deepcopy(manifest.sources),
+        **lookups,
+    )
+
+
+def _move_to_catalog(manifest: Any, old: str, new: str) -> None:
+    """Point the parsed relations of `old` (the profile's catalog at parse time) at `new`."""
+    quoted_old, quoted_new = f'"{old}".', f'"{new}".'
+    for nodes in (manifest.nodes, manifest.sources):
+        for node in nodes.values():
+            if getattr(node, "database", None) != old:
+                continue
+            node.database = new
+            relation = getattr(node, "relation_name", None)
+            if relation and relation.startswith(quoted_old):
+                node.relation_name = quoted_new + relation[len(quoted_old) :]
 
 
 def _environment(settings: Settings, catalog: str, password: str) -> dict[str, str]:
