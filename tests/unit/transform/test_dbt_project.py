@@ -101,3 +101,62 @@ def test_the_fingerprint_follows_the_project_not_its_build_output(tmp_path):
     seed = project / "seeds" / "metric_ranges.csv"
     seed.write_text(seed.read_text() + "\n")
     assert project_fingerprint(project) != before
+
+
+def test_a_small_run_leaves_out_only_relationships_that_silver_already_checks(manifest):
+    implied = sorted(n.name for n in manifest.nodes.values() if "implied" in n.tags)
+    assert implied == [
+        "relationships_anomaly_scores_device_id__device_id__ref_dim_device_",
+        "relationships_device_features_device_id__device_id__ref_dim_device_",
+        "relationships_device_health_device_id__device_id__ref_dim_device_",
+        "relationships_fct_device_hourly_device_id__device_id__ref_dim_device_",
+        "relationships_fct_site_daily_site__site__ref_dim_site_",
+    ]
+
+
+def test_a_kept_parse_serves_the_next_run_in_its_own_catalog(monkeypatch, tmp_path):
+    """The transform loop parses once; each run gets a copy in its own catalog."""
+    from lakehouse.transform import dbt
+
+    project = Settings().transform.project_dir
+    monkeypatch.setattr(dbt, "_parses", {})
+    invoked: list[list[str]] = []
+    real_invoke = dbt._invoke
+
+    def counting_invoke(runner, args):
+        invoked.append(args)
+        return real_invoke(runner, args)
+
+    monkeypatch.setattr(dbt, "_invoke", counting_invoke)
+    parse = [
+        "parse", "--project-dir", str(project), "--profiles-dir", str(project),
+        "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"),
+        "--vars", '{"schema_prefix": "p_"}', "--quiet",
+    ]  # fmt: skip
+    key = (str(project), dbt.project_fingerprint(project), "lake", '{"schema_prefix": "p_"}')
+    env = {
+        "LAKEHOUSE_DBT_HOST": "127.0.0.1",
+        "LAKEHOUSE_DBT_PORT": "1",
+        "LAKEHOUSE_DBT_CATALOG": "run_a",
+        "LAKEHOUSE_DBT_PASSWORD": "unused-by-parse",
+        "LAKEHOUSE_DBT_CERT": str(tmp_path / "ca.pem"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    with environment_variables(env):
+        first = dbt._parsed_manifest(key, parse, "run_a")
+        second = dbt._parsed_manifest(key, parse, "run_b")
+    assert len(invoked) == 1
+
+    def relations(manifest):
+        nodes = [*manifest.nodes.values(), *manifest.sources.values()]
+        return {(n.database, n.relation_name) for n in nodes if n.relation_name}
+
+    readings = second.nodes["model.lakehouse.readings"]
+    assert (readings.database, readings.relation_name) == ("run_b", '"run_b"."p_silver"."readings"')
+    # The registry's source lives in another catalog (pg) and stays there.
+    assert {database for database, _ in relations(second)} == {"run_b", "pg"}
+    assert {database for database, _ in relations(first)} == {"run_a", "pg"}
+    assert {name.replace('"run_a"', "") for _, name in relations(first)} == {
+        name.replace('"run_b"', "") for _, name in relations(second)
+    }
+    assert second.ref_lookup.find("readings", None, None, second).database == "run_b"
