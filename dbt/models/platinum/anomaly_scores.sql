@@ -16,7 +16,7 @@
     incremental_strategy='merge',
     unique_key=['device_id', 'seq'],
     on_schema_change='append_new_columns',
-    properties={"partitioning": "ARRAY['day(ts)']"},
+    properties={"partitioning": "ARRAY['day(ts)']", "sorted_by": "ARRAY['device_id', 'seq']"},
 ) }}
 
 {%- set dense_hour = 12 %}
