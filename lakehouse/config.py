@@ -94,7 +94,7 @@ class TrinoSettings(BaseSettings):
     # instance); empty: LAKEHOUSE_HOST, where the native stack runs it.
     host: str = ""
     port: int = 8080
-    heap: str = "3G"
+    heap: str = "2560M"
     start_timeout: float = 180.0
 
 
