@@ -1,7 +1,7 @@
 """Benchmarks, run with `make bench` (`python -m bench.<name>`).
 
-Every benchmark runs against a stack of its own (home `.lakehouse-bench/`, every port
-the default + 30000), set up here before any settings are built, so a lakehouse
+Every benchmark runs against a stack of its own (home `.lakehouse-bench/`, ports from
+22000 up), set up here before any settings are built, so a lakehouse
 started with `make up` on the same machine is never touched. `python -m bench.down`
 stops it.
 """
@@ -13,5 +13,5 @@ from pathlib import Path
 from lakehouse.config import isolate_process
 
 BENCH_ENVIRONMENT = isolate_process(
-    Path(__file__).resolve().parent.parent / ".lakehouse-bench", port_shift=30_000
+    Path(__file__).resolve().parent.parent / ".lakehouse-bench", first_port=22_000
 )

@@ -1,8 +1,8 @@
 """The demo fleet's dashboards as a tenant sees them: load time in Chromium, and the
 README's screenshots.
 
-Starts a platform of its own (home `.lakehouse-dashboards/`, every port the default +
-15000) as `make up` runs it, demo fleet included, lets the fleet send for --minutes,
+Starts a platform of its own (home `.lakehouse-dashboards/`, ports from
+22200) as `make up` runs it, demo fleet included, lets the fleet send for --minutes,
 then logs in to Superset as the demo tenant `acme` and opens each dashboard --loads
 times: the time until every chart has drawn, next to the baseline of the login page
 measured in the same run. The last load of each is saved as
@@ -95,7 +95,7 @@ def main() -> None:
     assert bench.BENCH_ENVIRONMENT  # replaced below by a platform of this benchmark's own
     os.environ.update(
         {
-            **isolated_environment(HOME, 15_000),
+            **isolated_environment(HOME, first_port=22_200),
             "LAKEHOUSE_DEMO": "true",
             "LAKEHOUSE_SUPERVISOR_TRANSFORM_EVERY": "30",
             "LAKEHOUSE_SUPERVISOR_MAINTAIN_EVERY": "300",

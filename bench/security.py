@@ -2,8 +2,8 @@
 
 Two benchmark stacks run side by side: the usual one (home `.lakehouse-bench/`,
 security on) and one with `LAKEHOUSE_SECURITY=false` (home `.lakehouse-bench-open/`,
-every port the default + 31000): Kafka without SASL and ACLs, Trino over HTTP
-without passwords, access rules or audit events, MinIO without encryption at rest.
+ports from 22100): Kafka without SASL and ACLs, Trino over HTTP without passwords,
+access rules or audit events, MinIO without encryption at rest.
 Each workload runs on the two in turn, round after round, so both see the same
 machine; the figure of each side is its median.
 
@@ -49,7 +49,7 @@ from tests.integration.conftest import free_port
 console = Console(stderr=True)
 OPEN_ENVIRONMENT = {
     **isolated_environment(
-        Path(__file__).resolve().parent.parent / ".lakehouse-bench-open", port_shift=31_000
+        Path(__file__).resolve().parent.parent / ".lakehouse-bench-open", first_port=22_100
     ),
     "LAKEHOUSE_SECURITY": "false",
 }

@@ -460,48 +460,60 @@ MACHINE_VARIABLES = frozenset(
 )
 
 
-def isolate_process(home: Path, port_shift: int) -> dict[str, str]:
+# Linux hands out ports from 32768 up to clients' outgoing connections: an isolated stack
+# listening up there could find its port taken by one, and not start.
+EPHEMERAL_PORTS_START = 32_768
+ISOLATED_PORTS = (
+    "LAKEHOUSE_POSTGRES_PORT",
+    "LAKEHOUSE_MINIO_PORT",
+    "LAKEHOUSE_MINIO_CONSOLE_PORT",
+    "LAKEHOUSE_NESSIE_PORT",
+    "LAKEHOUSE_NESSIE_MANAGEMENT_PORT",
+    "LAKEHOUSE_TRINO_PORT",
+    "LAKEHOUSE_KAFKA_PORT",
+    "LAKEHOUSE_KAFKA_CONTROLLER_PORT",
+    "LAKEHOUSE_GATEWAY_PORT",
+    "LAKEHOUSE_INGEST_METRICS_PORT",
+    "LAKEHOUSE_SUPERSET_PORT",
+    "LAKEHOUSE_AUDIT_PORT",
+    "LAKEHOUSE_SUPERVISOR_METRICS_PORT",
+    "LAKEHOUSE_TRANSFORM_METRICS_PORT",
+    "LAKEHOUSE_MAINTAIN_METRICS_PORT",
+    "LAKEHOUSE_DEMO_METRICS_PORT",
+)
+
+
+def isolate_process(home: Path, first_port: int) -> dict[str, str]:
     """Point this process (and its children) at a stack of its own: every `LAKEHOUSE_*`
     variable that could address another lakehouse (a user's exported LAKEHOUSE_HOME,
     LAKEHOUSE_POSTGRES_HOST, a topic…) is dropped, then the isolated ones are set."""
     for key in [k for k in os.environ if k.startswith("LAKEHOUSE_")]:
         if key not in MACHINE_VARIABLES:
             del os.environ[key]
-    environment = isolated_environment(home, port_shift)
+    environment = isolated_environment(home, first_port)
     os.environ.update(environment)
     return environment
 
 
-def isolated_environment(home: Path, port_shift: int) -> dict[str, str]:
-    """`LAKEHOUSE_*` variables for a stack of its own: its own home, every port shifted.
+def isolated_environment(home: Path, first_port: int) -> dict[str, str]:
+    """`LAKEHOUSE_*` variables for a stack of its own: its own home, and its ports taken
+    in order from `first_port` (PostgreSQL first, then MinIO, … as ISOLATED_PORTS lists
+    them), all below the ephemeral range.
 
     Tests and benchmarks run such a stack, so a lakehouse started with `make up` on the
     same machine is never touched. The transform and maintenance loops and the demo
     fleet are off: they run transforms and maintenance themselves, and send their own
     readings.
     """
-    defaults = default_settings()
-    shifted = {
-        "LAKEHOUSE_POSTGRES_PORT": defaults.postgres.port,
-        "LAKEHOUSE_MINIO_PORT": defaults.minio.port,
-        "LAKEHOUSE_MINIO_CONSOLE_PORT": defaults.minio.console_port,
-        "LAKEHOUSE_NESSIE_PORT": defaults.nessie.port,
-        "LAKEHOUSE_NESSIE_MANAGEMENT_PORT": defaults.nessie.management_port,
-        "LAKEHOUSE_TRINO_PORT": defaults.trino.port,
-        "LAKEHOUSE_KAFKA_PORT": defaults.kafka.port,
-        "LAKEHOUSE_KAFKA_CONTROLLER_PORT": defaults.kafka.controller_port,
-        "LAKEHOUSE_GATEWAY_PORT": defaults.gateway.port,
-        "LAKEHOUSE_INGEST_METRICS_PORT": defaults.ingest.metrics_port,
-        "LAKEHOUSE_SUPERSET_PORT": defaults.superset.port,
-        "LAKEHOUSE_AUDIT_PORT": defaults.audit.port,
-        "LAKEHOUSE_SUPERVISOR_METRICS_PORT": defaults.supervisor.metrics_port,
-        "LAKEHOUSE_TRANSFORM_METRICS_PORT": defaults.transform.metrics_port,
-        "LAKEHOUSE_MAINTAIN_METRICS_PORT": defaults.maintain.metrics_port,
-        "LAKEHOUSE_DEMO_METRICS_PORT": defaults.demo_metrics_port,
-    }
+    last_port = first_port + len(ISOLATED_PORTS) - 1
+    if first_port < 1024 or last_port >= EPHEMERAL_PORTS_START:
+        raise ConfigError(
+            f"an isolated stack's ports {first_port}-{last_port} must lie between 1024 "
+            f"and {EPHEMERAL_PORTS_START - 1}"
+        )
     return {
         "LAKEHOUSE_HOME": str(home),
-        **{key: str(port + port_shift) for key, port in shifted.items()},
+        **{key: str(first_port + index) for index, key in enumerate(ISOLATED_PORTS)},
         "LAKEHOUSE_SUPERVISOR_TRANSFORM_EVERY": "0",
         "LAKEHOUSE_SUPERVISOR_MAINTAIN_EVERY": "0",
         # A test's transform loop publishes; audits are what their own test runs.

@@ -18,10 +18,11 @@ from lakehouse.config import Settings, isolate_process
 from lakehouse.credentials import Credentials, load
 from lakehouse.stack.manager import Stack
 
-# Ports are the defaults + 20000 (PostgreSQL 35432, Trino 28080, MinIO 29000, …); a
-# user's exported LAKEHOUSE_* variables are dropped first.
+# Ports from 21000 up (PostgreSQL 21000, MinIO 21001, … Trino 21005; see
+# lakehouse.config.ISOLATED_PORTS); a user's exported LAKEHOUSE_* variables are dropped
+# first.
 TEST_ENVIRONMENT = isolate_process(
-    Path(__file__).resolve().parent.parent / ".lakehouse-test", port_shift=20_000
+    Path(__file__).resolve().parent.parent / ".lakehouse-test", first_port=21_000
 )
 
 

@@ -37,10 +37,7 @@ from tests.integration.conftest import (
 
 pytestmark = pytest.mark.integration
 
-# Every shifted port stays below Linux's ephemeral range (32768 and up): a port in it
-# may be held by some client's outgoing connection, and the restored stack would not
-# start.
-RESTORED_PORT_SHIFT = 12_000
+RESTORED_FIRST_PORT = 21_200
 LAYERS = ("silver", "gold", "platinum")
 
 
@@ -49,7 +46,7 @@ def restored_home(stack_settings):
     """The environment of a second stack in a new home; purged after the test. Beside
     the test stack's: the stack's unprivileged user must be able to reach it."""
     home = stack_settings.home.with_name(f"{stack_settings.home.name}-restored")
-    env = {**os.environ, **isolated_environment(home, RESTORED_PORT_SHIFT)}
+    env = {**os.environ, **isolated_environment(home, RESTORED_FIRST_PORT)}
     lakehouse("stack", "down", "--purge", env=env, timeout=300)  # what an aborted run left
     yield home, env
     lakehouse("stack", "down", "--purge", env=env, timeout=300)

@@ -31,7 +31,7 @@ from tests.integration.conftest import lakehouse, wait_for_device
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-USER_PORT_SHIFT = 10_000
+USER_FIRST_PORT = 21_100
 # Tests that write to the registry, Kafka, bronze and main, and stop servers.
 INNER_TESTS = (
     "tests/integration/test_gateway.py::test_accepted_batch_reaches_kafka_with_the_tokens_identity",
@@ -45,7 +45,7 @@ REGISTRY_TABLES = ("tenants", "sites", "devices", "device_tokens", "upload_batch
 def user_lakehouse(stack, stack_settings):
     """The user's lakehouse: its own home and ports; purged after the test."""
     home = stack_settings.home.with_name(f"{stack_settings.home.name}-user")
-    variables = isolated_environment(home, USER_PORT_SHIFT)
+    variables = isolated_environment(home, USER_FIRST_PORT)
     # Addresses a user may export, which no port shift would override.
     kafka, minio = variables["LAKEHOUSE_KAFKA_PORT"], variables["LAKEHOUSE_MINIO_PORT"]
     variables |= {

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -105,3 +107,31 @@ def test_each_server_can_be_reached_at_a_host_of_its_own(monkeypatch):
     monkeypatch.delenv("LAKEHOUSE_KAFKA_BOOTSTRAP_SERVERS")
     monkeypatch.setenv("LAKEHOUSE_KAFKA_HOST", "kafka")
     assert Settings().kafka_bootstrap() == f"kafka:{settings.kafka.port}"
+
+
+def test_an_isolated_stack_moves_every_port_and_keeps_them_below_the_ephemeral_range():
+    from lakehouse.config import (
+        EPHEMERAL_PORTS_START,
+        environment_variables,
+        isolated_environment,
+    )
+
+    defaults = Settings().to_env()
+    port_variables = {k for k in defaults if k.endswith("_PORT")}
+    environment = isolated_environment(Path("/x"), 21_000)
+    ports = {k: int(v) for k, v in environment.items() if k.endswith("_PORT")}
+    assert set(ports) == port_variables  # none left on a default a user's stack holds
+    assert sorted(ports.values()) == list(range(21_000, 21_000 + len(ports)))
+    assert ports["LAKEHOUSE_POSTGRES_PORT"] == 21_000
+    assert ports["LAKEHOUSE_TRINO_PORT"] == 21_005
+    assert max(ports.values()) < EPHEMERAL_PORTS_START
+    with environment_variables(environment):
+        assert Settings().trino.port == 21_005
+
+
+@pytest.mark.parametrize("first_port", [80, 32_760, 40_000])
+def test_an_isolated_stack_refuses_ports_it_could_not_rely_on(first_port):
+    from lakehouse.config import isolated_environment
+
+    with pytest.raises(ConfigError, match=r"must lie between 1024 and 32767"):
+        isolated_environment(Path("/x"), first_port)
