@@ -14,7 +14,8 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -25,10 +26,12 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     SpinnerColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from lakehouse.digest import file_sha256
 from lakehouse.errors import ChecksumMismatchError, FetchError, PrerequisiteError
@@ -71,6 +74,72 @@ def count_lines(path: Path, marker: str) -> int:
         return 0
 
 
+class _AmountColumn(ProgressColumn):
+    """Bytes and speed for a download, a count of its unit for a build, nothing for a
+    step of unknown size: concurrent steps of every kind share one display."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes = DownloadColumn()
+        self._speed = TransferSpeedColumn()
+        self._count = MofNCompleteColumn()
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        unit = task.fields.get("unit", "bytes")
+        if unit == "bytes":
+            return Text.assemble(self._bytes.render(task), " ", self._speed.render(task))
+        return Text.assemble(self._count.render(task), f" {unit}")
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        _AmountColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
+_shared_display: Progress | None = None
+
+
+@contextmanager
+def one_display(console: Console) -> Iterator[None]:
+    """Steps run concurrently inside this block show their progress in one display (a
+    terminal holds one live display at a time)."""
+    global _shared_display
+    with _progress(console) as display:
+        _shared_display = display
+        try:
+            yield
+        finally:
+            _shared_display = None
+
+
+@contextmanager
+def progress_bar(
+    console: Console, description: str, total: int | None, unit: str = "bytes"
+) -> Iterator[Callable[[float], None]]:
+    """A bar for one step, in the shared display when there is one; yields its update."""
+    display = _shared_display
+    if display is None:
+        with _progress(console) as own:
+            task = own.add_task(description, total=total, unit=unit)
+            yield lambda done: own.update(task, completed=done)
+        return
+    task = display.add_task(description, total=total, unit=unit)
+    try:
+        yield lambda done: display.update(task, completed=done)
+    finally:
+        display.remove_task(task)
+
+
 def run_step(
     command: list[str],
     *,
@@ -89,33 +158,14 @@ def run_step(
     a spinner and the elapsed time.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    columns: list[ProgressColumn]
-    if total and unit == "bytes":
-        columns = [
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-        ]
-    elif total:
-        columns = [
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn(unit),
-            TimeElapsedColumn(),
-        ]
-    else:
-        columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
     started = time.monotonic()
     log.info("%s: %s", description, " ".join(command))
     if not console.is_terminal:
         console.print(f"{description} …")
     with (
         log_file.open("ab") as out,
-        Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar,
+        progress_bar(console, description, total, unit) as update,
     ):
-        task = bar.add_task(description, total=total)
         proc = subprocess.Popen(
             command,
             cwd=cwd,
@@ -129,7 +179,7 @@ def run_step(
         def poll() -> None:
             while not stop.wait(0.5):
                 if measure is not None:
-                    bar.update(task, completed=measure())
+                    update(measure())
 
         watcher = threading.Thread(target=poll, daemon=True)
         watcher.start()
@@ -145,7 +195,13 @@ def run_step(
 
 
 class MavenFetcher:
-    """Resolves Maven Central artifacts into a local repository under the cache."""
+    """Resolves Maven Central artifacts into a local repository under the cache.
+
+    One `mvn` runs at a time: servers are obtained concurrently, and two runs would
+    write the same plugin files into the shared local repository.
+    """
+
+    _one_at_a_time = threading.Lock()
 
     def __init__(self, cache_dir: Path, console: Console) -> None:
         self.repository = cache_dir / "m2"
@@ -161,20 +217,21 @@ class MavenFetcher:
     def artifact(self, artifact: MavenArtifact) -> Path:
         """Download one artifact (no dependencies), verify it and return its path."""
         path = artifact.local_path(self.repository)
-        if not path.exists():
-            run_step(
-                [
-                    *self._mvn(),
-                    "dependency:get",
-                    f"-Dartifact={artifact.coordinate}",
-                    "-Dtransitive=false",
-                ],
-                description=f"downloading {artifact.file_name}",
-                log_file=self.logs / f"{artifact.artifact_id}-{artifact.version}.log",
-                console=self.console,
-                measure=lambda: dir_size(path.parent),
-                total=artifact.size,
-            )
+        with self._one_at_a_time:
+            if not path.exists():
+                run_step(
+                    [
+                        *self._mvn(),
+                        "dependency:get",
+                        f"-Dartifact={artifact.coordinate}",
+                        "-Dtransitive=false",
+                    ],
+                    description=f"downloading {artifact.file_name}",
+                    log_file=self.logs / f"{artifact.artifact_id}-{artifact.version}.log",
+                    console=self.console,
+                    measure=lambda: dir_size(path.parent),
+                    total=artifact.size,
+                )
         if not path.exists():
             raise FetchError(f"Maven reported success but {path} is missing")
         verify_sha256(path, artifact.sha256)
@@ -182,17 +239,18 @@ class MavenFetcher:
 
     def dependencies(self, pom: Path, output: Path, description: str) -> None:
         """Copy the runtime dependencies of `pom` into `output`."""
-        run_step(
-            [
-                *self._mvn(),
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={output}",
-                "-DincludeScope=runtime",
-            ],
-            description=description,
-            log_file=self.logs / f"{pom.parent.name}-dependencies.log",
-            console=self.console,
-            measure=lambda: len(list(output.glob("*.jar"))) if output.exists() else 0,
-        )
+        with self._one_at_a_time:
+            run_step(
+                [
+                    *self._mvn(),
+                    "-f",
+                    str(pom),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={output}",
+                    "-DincludeScope=runtime",
+                ],
+                description=description,
+                log_file=self.logs / f"{pom.parent.name}-dependencies.log",
+                console=self.console,
+                measure=lambda: len(list(output.glob("*.jar"))) if output.exists() else 0,
+            )

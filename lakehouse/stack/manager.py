@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from rich.console import Console
 from lakehouse.config import Settings
 from lakehouse.credentials import credentials_path, load, load_or_create
 from lakehouse.errors import ConfigError, ServiceStartError, StackError
-from lakehouse.stack import process
+from lakehouse.stack import fetch, process
 from lakehouse.stack.apps import app_ports, app_services
 from lakehouse.stack.kafka import Kafka
 from lakehouse.stack.minio import Minio
@@ -112,8 +113,7 @@ class Stack:
                     if service.pid() is None:
                         service.check_ports()
                 secure_home(self.settings)
-                for service in services:
-                    service.obtain()
+                self._obtain(services)
                 started = time.monotonic()
                 supervisor = self._launch_supervisor()
             else:
@@ -121,6 +121,17 @@ class Stack:
                 started = time.monotonic()
             self._follow_start(supervisor, started)
         return self.status()
+
+    def _obtain(self, services: list[Service]) -> None:
+        """Fetch and build every missing server at once: on a fresh machine MinIO's build
+        keeps the CPU busy while the downloads wait on the network. The first failure is
+        raised once every other step has finished (what they fetched stays cached)."""
+        with fetch.one_display(self.console), ThreadPoolExecutor(len(services)) as pool:
+            steps = [pool.submit(service.obtain) for service in services]
+        for step in steps:
+            failure = step.exception()
+            if failure is not None:
+                raise failure
 
     def _launch_supervisor(self) -> int:
         home = self.settings.home

@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 
 import httpx
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+from rich.console import Console
 
 from lakehouse.clients import iceberg_rest_url, trino_connection
 from lakehouse.config import Settings
@@ -18,6 +18,7 @@ from lakehouse.errors import FetchError
 from lakehouse.private_files import write_private
 from lakehouse.s3 import s3_endpoint
 from lakehouse.stack.artifacts import TRINO_SERVER
+from lakehouse.stack.fetch import progress_bar
 from lakehouse.stack.service import Service
 from lakehouse.stack.users import ensure_os_user, service_user
 from lakehouse.tls import ca_path, server_certificate
@@ -84,7 +85,7 @@ class Trino(Service):
         shutil.rmtree(self.install_dir, ignore_errors=True)
         staging = self.install_dir.with_name(f"{self.install_dir.name}.partial")
         shutil.rmtree(staging, ignore_errors=True)
-        _extract(archive, staging, self.ctx.console.is_terminal)
+        _extract(archive, staging, self.ctx.console)
         if not (staging / "lib").is_dir():
             raise FetchError(f"{archive} holds no lib/ directory")
         staging.rename(self.install_dir)
@@ -323,7 +324,7 @@ def _write_properties(path: Path, values: dict[str, str]) -> None:
     path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
 
 
-def _extract(archive: Path, dest: Path, show_progress: bool) -> None:
+def _extract(archive: Path, dest: Path, console: Console) -> None:
     """Unpack lib/ and the kept plugins, dropping the top-level version directory.
 
     Plugins hard-link jars of other plugins, so every plugin is unpacked first and the
@@ -333,15 +334,8 @@ def _extract(archive: Path, dest: Path, show_progress: bool) -> None:
     with (
         archive.open("rb") as raw,
         tarfile.open(fileobj=raw, mode="r|gz") as tar,
-        Progress(
-            TextColumn("unpacking Trino"),
-            BarColumn(),
-            DownloadColumn(),
-            disable=not show_progress,
-            transient=True,
-        ) as bar,
+        progress_bar(console, "unpacking Trino", size) as update,
     ):
-        task = bar.add_task("unpack", total=size)
         for member in tar:
             _, _, relative = member.name.partition("/")
             if relative.startswith(("lib/", "plugin/")):
@@ -349,7 +343,7 @@ def _extract(archive: Path, dest: Path, show_progress: bool) -> None:
                 if member.islnk():
                     member.linkname = member.linkname.partition("/")[2]
                 _extract_member(tar, member, dest)
-            bar.update(task, completed=raw.tell())
+            update(raw.tell())
     for plugin in (dest / "plugin").iterdir():
         if plugin.name not in TRINO_PLUGINS:
             shutil.rmtree(plugin)
