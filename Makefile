@@ -36,8 +36,12 @@ down: setup ## Stop the lakehouse (data kept)
 status: setup ## Show each service's health, pid, port and URL
 	$(LAKEHOUSE) stack status
 
+.PHONY: browser
+browser: ## Install Debian's Chromium, which the dashboards' tests drive (none is downloaded)
+	@PYTHON=$(PYTHON) bash scripts/prerequisites.sh --browser
+
 .PHONY: test
-test: setup ## Set up everything and pass the tests (brings the stack up if needed)
+test: setup browser ## Set up everything and pass the tests (brings the stack up if needed)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: test-compose
@@ -72,7 +76,7 @@ fmt: setup ## Format the code
 	$(BIN)/ruff check --fix .
 
 .PHONY: bench
-bench: setup ## Run the benchmarks (prints ratios and absolute figures)
+bench: setup browser ## Run the benchmarks (prints ratios and absolute figures)
 	$(BIN)/python -m bench.stack_start
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.gateway

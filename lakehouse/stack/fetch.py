@@ -9,7 +9,9 @@ database.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
 import subprocess
 import threading
@@ -39,6 +41,8 @@ from lakehouse.stack.artifacts import MavenArtifact
 from lakehouse.stack.process import tail
 
 log = logging.getLogger(__name__)
+# Downloads and installs run beside MinIO's build, which takes longest: they yield the CPU.
+BESIDE_A_BUILD = 10
 
 
 def require_tool(name: str, fix: str) -> str:
@@ -151,11 +155,13 @@ def run_step(
     measure: Callable[[], int] | None = None,
     total: int | None = None,
     unit: str = "bytes",
+    niceness: int = 0,
 ) -> None:
     """Run a long fetch/build command, showing a progress bar driven by `measure()`.
 
     With `total` the bar shows bytes (`unit="bytes"`) or a count of `unit`; without it,
-    a spinner and the elapsed time.
+    a spinner and the elapsed time. A positive `niceness` leaves the CPU to the steps
+    that take longest when they run at once.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -174,6 +180,9 @@ def run_step(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+        if niceness:
+            with contextlib.suppress(OSError):  # it may have finished already
+                os.setpriority(os.PRIO_PROCESS, proc.pid, niceness)
         stop = threading.Event()
 
         def poll() -> None:
@@ -231,6 +240,7 @@ class MavenFetcher:
                     console=self.console,
                     measure=lambda: dir_size(path.parent),
                     total=artifact.size,
+                    niceness=BESIDE_A_BUILD,
                 )
         if not path.exists():
             raise FetchError(f"Maven reported success but {path} is missing")
@@ -253,4 +263,5 @@ class MavenFetcher:
                 log_file=self.logs / f"{pom.parent.name}-dependencies.log",
                 console=self.console,
                 measure=lambda: len(list(output.glob("*.jar"))) if output.exists() else 0,
+                niceness=BESIDE_A_BUILD,
             )

@@ -25,7 +25,7 @@ import httpx
 from lakehouse.errors import ServiceStartError, StackError
 from lakehouse.private_files import write_private
 from lakehouse.serving import roles
-from lakehouse.stack.fetch import count_lines, run_step
+from lakehouse.stack.fetch import BESIDE_A_BUILD, count_lines, run_step
 from lakehouse.stack.process import base_env
 from lakehouse.stack.service import Service
 from lakehouse.stack.users import check_traversable, ensure_os_user
@@ -90,6 +90,7 @@ class Superset(Service):
             measure=lambda: count_lines(build_log, "Collecting "),
             total=INSTALL_PACKAGES,
             unit="packages",
+            niceness=BESIDE_A_BUILD,
         )  # fmt: skip
         marker.write_text(wanted)
 
