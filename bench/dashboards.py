@@ -1,8 +1,8 @@
 """The demo fleet's dashboards as a tenant sees them: load time in Chromium, and the
 README's screenshots.
 
-Starts a platform of its own (home `.lakehouse-dashboards/`, ports from
-22200) as `make up` runs it, demo fleet included, lets the fleet send for --minutes,
+Starts a platform of its own (home `.lakehouse-dashboards/`, ports from 22200) as
+`make up` runs it, demo fleet included, lets the fleet send for --minutes,
 then logs in to Superset as the demo tenant `acme` and opens each dashboard --loads
 times: the time until every chart has drawn, next to the baseline of the login page
 measured in the same run. The last load of each is saved as

@@ -9,7 +9,6 @@ database.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -17,7 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from rich.console import Console
@@ -181,7 +180,7 @@ def run_step(
             stderr=subprocess.STDOUT,
         )
         if niceness:
-            with contextlib.suppress(OSError):  # it may have finished already
+            with suppress(OSError):  # it may have finished already
                 os.setpriority(os.PRIO_PROCESS, proc.pid, niceness)
         stop = threading.Event()
 

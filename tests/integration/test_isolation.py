@@ -46,7 +46,7 @@ def user_lakehouse(stack, stack_settings):
     """The user's lakehouse: its own home and ports; purged after the test."""
     home = stack_settings.home.with_name(f"{stack_settings.home.name}-user")
     variables = isolated_environment(home, USER_FIRST_PORT)
-    # Addresses a user may export, which no port shift would override.
+    # Addresses a user may export, which the isolated ports alone would not override.
     kafka, minio = variables["LAKEHOUSE_KAFKA_PORT"], variables["LAKEHOUSE_MINIO_PORT"]
     variables |= {
         "LAKEHOUSE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka}",
