@@ -51,12 +51,22 @@ def test_the_compose_file_is_valid_with_the_example_environment(docker_config):
     assert result.stderr == ""
 
 
-def test_a_missing_image_setting_is_a_clear_error(docker_config, tmp_path):
-    env = tmp_path / "empty.env"
-    env.write_text("")
+IMAGE_SETTINGS = ["LAKEHOUSE_IMAGE", "LAKEHOUSE_SUPERSET_IMAGE"]
+
+
+def test_the_example_environment_sets_every_image():
+    example = (COMPOSE / ".env.example").read_text()
+    assert re.findall(r"^(LAKEHOUSE_\w*IMAGE)=", example, re.MULTILINE) == IMAGE_SETTINGS
+
+
+@pytest.mark.parametrize("missing", IMAGE_SETTINGS)
+def test_a_missing_image_setting_is_a_clear_error(docker_config, tmp_path, missing):
+    example = (COMPOSE / ".env.example").read_text().splitlines()
+    env = tmp_path / "partial.env"
+    env.write_text("\n".join(line for line in example if not line.startswith(f"{missing}=")))
     result = compose(docker_config, "config", "-q", env_file=env)
     assert result.returncode == 1
-    assert "set LAKEHOUSE_IMAGE in .env" in result.stderr
+    assert f"required variable {missing} is missing a value: set {missing} in .env" in result.stderr
 
 
 def test_compose_runs_every_component_and_every_native_service(config):
