@@ -48,7 +48,7 @@ test: setup browser ## Set up everything and pass the tests (brings the stack up
 test-compose: setup ## With a Docker engine: build the images and test the compose stack through testcontainers
 	$(BIN)/python -m pip install --quiet 'testcontainers>=4.8'
 	docker build -f compose/Dockerfile -t lakehouse:test .
-	docker build -f compose/Dockerfile --target superset -t lakehouse-superset:test .
+	docker build -f compose/superset.Dockerfile -t lakehouse-superset:test .
 	LAKEHOUSE_TEST_IMAGE=lakehouse:test LAKEHOUSE_TEST_SUPERSET_IMAGE=lakehouse-superset:test \
 		$(BIN)/pytest tests/compose_stack $(PYTEST_ARGS)
 
@@ -69,6 +69,10 @@ lint: setup ## Ruff (lint and format check) and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+.PHONY: lock
+lock: ## Write compose/constraints.txt, the versions the platform's image installs
+	@PYTHON=$(PYTHON) bash scripts/lock-image.sh
 
 .PHONY: fmt
 fmt: setup ## Format the code
