@@ -50,6 +50,16 @@ def podman(
     return result
 
 
+def give_to_image_user(*paths: Path, uid: int = 10001) -> None:
+    """Make `paths` the image user's, as a Kubernetes Secret's fsGroup or a compose volume
+    does (rootless podman maps that user into the caller's subordinate ids)."""
+    for path in paths:
+        if os.geteuid() == 0:
+            os.chown(path, uid, uid)
+        else:
+            podman("unshare", "chown", f"{uid}:{uid}", str(path))
+
+
 def image_exists(name: str) -> bool:
     return podman("image", "exists", name, check=False).returncode == 0
 
@@ -98,7 +108,8 @@ def run_args(
     *,
     env: Mapping[str, str] = {},
     mounts: Iterable[tuple[Path, str]] = (),
-    tmpfs: Iterable[str] = (),
+    writable: Iterable[tuple[Path, str]] = (),
+    scratch: Iterable[str] = (),
     name: str | None = None,
     detach: bool = False,
     entrypoint: str | None = None,
@@ -112,10 +123,14 @@ def run_args(
     command += ["--detach"] if detach else ["--rm"]
     if entrypoint is not None:
         command += ["--entrypoint", entrypoint]
-    for path in tmpfs:
-        command += ["--tmpfs", path]
+    # A volume of the container's own, as compose gives the home: it takes its owner
+    # from the image (a tmpfs under podman would be root's).
+    for path in scratch:
+        command += ["-v", path]
     for source, target in mounts:
         command += ["-v", f"{source}:{target}:ro"]
+    for source, target in writable:
+        command += ["-v", f"{source}:{target}"]
     for key, value in env.items():
         command += ["--env", f"{key}={value}"]
     return [*command, image, *args]
@@ -149,4 +164,4 @@ class Container:
         return int(code.stdout.strip() or -1)
 
     def remove(self) -> None:
-        podman("rm", "--force", self.name, check=False)
+        podman("rm", "--force", "--volumes", self.name, check=False)
