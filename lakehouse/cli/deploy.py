@@ -30,10 +30,21 @@ from lakehouse.retry import Backoff
 deploy_app = typer.Typer(help="Set-up steps of a Kubernetes or docker compose deployment.")
 
 
+BOOTSTRAP_STEPS = ("postgres", "minio", "nessie", "kafka", "serving")
+
+
 @deploy_app.command("bootstrap")
 def bootstrap(
     ctx: typer.Context,
     wait: Annotated[float, typer.Option(help="Seconds to wait for each server to answer.")] = 600.0,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Set up only these (repeatable; default all): "
+            f"{', '.join(BOOTSTRAP_STEPS)}. Nessie needs the PostgreSQL and MinIO steps "
+            "before it starts, so a deployment runs those first and the rest once it runs.",
+        ),
+    ] = None,
 ) -> None:
     """Create what the platform needs on its servers (idempotent)."""
     from lakehouse.serving.publish import ServingPublisher
@@ -43,15 +54,25 @@ def bootstrap(
     from lakehouse.stack.postgres import Postgres
     from lakehouse.stack.service import StackContext
 
+    steps = set(only or BOOTSTRAP_STEPS)
+    unknown = sorted(steps - set(BOOTSTRAP_STEPS))
+    if unknown:
+        raise ConfigError(
+            f"unknown bootstrap step {', '.join(unknown)}",
+            fix=f"choose among {', '.join(BOOTSTRAP_STEPS)}",
+        )
     settings = settings_of(ctx)
     context = StackContext(settings, load(settings), Console(stderr=True))
     for service in (Postgres(context), Minio(context), Nessie(context), Kafka(context)):
+        if service.name not in steps:
+            continue
         _await(service.name, service.ready, wait)
         service.bootstrap()
         err.print(f"[green]✓[/] {service.name} set up")
-    # The serving schema's roles and row-level security, as Superset's start prepares them.
-    ServingPublisher(settings, context.credentials).prepare()
-    err.print("[green]✓[/] serving roles and policies set up")
+    if "serving" in steps:
+        # The serving schema's roles and row-level security, as Superset's start prepares them.
+        ServingPublisher(settings, context.credentials).prepare()
+        err.print("[green]✓[/] serving roles and policies set up")
 
 
 def _await(name: str, ready: Callable[[], bool], timeout: float) -> None:

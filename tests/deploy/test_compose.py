@@ -17,7 +17,7 @@ from tests.deploy.conftest import COMPOSE, native_services
 
 pytestmark = pytest.mark.deploy
 
-ONE_SHOTS = {"credentials", "bootstrap", "trino-config", "superset-init"}
+ONE_SHOTS = {"credentials", "bootstrap-storage", "bootstrap", "trino-config", "superset-init"}
 
 
 def test_the_demo_fleet_runs_only_when_asked_for(docker_config):
@@ -73,8 +73,9 @@ def test_compose_runs_every_component_and_every_native_service(config):
     services = set(config["services"])
     assert set(components(default_settings())) <= services
     assert {component_of(name) for name in native_services()} <= services
-    assert services - set(components(default_settings())) == {"credentials", "trino-config",
-                                                               "superset-init"}  # fmt: skip
+    assert services - set(components(default_settings())) == {
+        "credentials", "bootstrap-storage", "trino-config", "superset-init"
+    }
 
 
 def test_servers_are_healthchecked_restarted_and_one_shots_run_once(config):

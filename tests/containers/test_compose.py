@@ -1,0 +1,236 @@
+"""compose/docker-compose.yml brought up for real by the docker compose plugin against
+podman's Docker API, with the image we ship.
+
+The upstream server images (PostgreSQL, MinIO, Nessie, Kafka, Trino, Superset) cannot be
+pulled here, so what runs is every service of our own image: the one-shots that make the
+credentials and Trino's files in fresh named volumes, then the gateway, consumers, audit
+receiver, transform and maintenance loops, started from the compose file with an
+override that points them at the test stack's servers (the compose file's own hosts,
+`postgres`, `kafka` …, are those servers' containers).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from lakehouse.config import default_settings
+from lakehouse.credentials import as_keys
+from lakehouse.deployment import compose_env
+from lakehouse.devtools import docker_config_with_compose
+from lakehouse.tls import ca_path
+from tests.containers.podman import environment, give_to_image_user
+from tests.integration.conftest import free_port, topic_factory, wait_for_device
+
+pytestmark = [pytest.mark.containers, pytest.mark.integration]
+
+__all__ = ["topic_factory"]  # a fixture, used by name
+
+COMPOSE = Path(__file__).resolve().parents[2] / "compose"
+OURS = ("gateway", "consumers", "audit", "transform", "maintain")
+READINGS = 20
+
+
+@pytest.fixture(scope="module")
+def docker_host(tmp_path_factory) -> Iterator[str]:
+    """podman's Docker API on a socket of the tests' own."""
+    socket = tmp_path_factory.mktemp("podman") / "docker.sock"
+    service = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", f"unix://{socket}"], env=environment(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not socket.exists():
+        assert service.poll() is None and time.monotonic() < deadline, "podman service failed"
+        time.sleep(0.2)
+    yield f"unix://{socket}"
+    service.terminate()
+    service.wait(30)
+
+
+@dataclass
+class Project:
+    """One compose project: a name of its own, so nothing else on the machine is touched."""
+
+    name: str
+    docker_host: str
+    env_file: Path
+    files: list[Path]
+
+    def __call__(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        plugin = docker_config_with_compose(default_settings().cache_dir) / "cli-plugins"
+        command = [
+            str(plugin / "docker-compose"),
+            "-p",
+            self.name,
+            "--env-file",
+            str(self.env_file),
+        ]
+        for file in self.files:
+            command += ["-f", str(file)]
+        return subprocess.run(
+            [*command, *args], capture_output=True, text=True, timeout=timeout, check=False,
+            cwd=COMPOSE, env={**environment(), "DOCKER_HOST": self.docker_host},
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def interpolation(platform_image) -> dict[str, str]:
+    """The variables compose interpolates: platform.env's, and the images."""
+    return compose_env(default_settings()) | {
+        "LAKEHOUSE_IMAGE": platform_image,
+        "LAKEHOUSE_SUPERSET_IMAGE": "localhost/lakehouse-superset:unbuilt",
+    }
+
+
+@pytest.fixture(scope="module")
+def project(docker_host, interpolation, tmp_path_factory) -> Iterator[Project]:
+    root = tmp_path_factory.mktemp("compose")
+    env_file = root / "test.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in interpolation.items()))
+    project = Project(f"lakehouse-test-{uuid.uuid4().hex[:8]}", docker_host, env_file,
+                      [COMPOSE / "docker-compose.yml"])  # fmt: skip
+    yield project
+    project("down", "--volumes", "--remove-orphans", timeout=300)
+
+
+def states(project: Project, *services: str) -> dict[str, tuple[str, int]]:
+    result = project("ps", "--all", "--format", "json", *services)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return {c["Service"]: (c["State"], c["ExitCode"]) for c in lines}
+
+
+def test_the_one_shots_make_credentials_and_trinos_files_in_fresh_volumes(project):
+    result = project("up", "credentials", "trino-config")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert states(project, "credentials", "trino-config") == {
+        "credentials": ("exited", 0), "trino-config": ("exited", 0),
+    }  # fmt: skip
+    # The services read the generated files as the image's user, from the named volume.
+    probe = (
+        "import os, json, pwd; d = '/var/run/lakehouse/credentials'; "
+        "st = lambda p: [oct(os.stat(p).st_mode & 0o777), pwd.getpwuid(os.stat(p).st_uid).pw_name]; "
+        "print(json.dumps([st(d), st(d + '/audit-token'), len(os.listdir(d)), "
+        "len(open(d + '/audit-token').read().strip()) > 20]))"
+    )
+    result = project("run", "--rm", "--no-deps", "--entrypoint", "python", "gateway", "-c", probe)
+    assert result.returncode == 0, result.stderr[-3000:]
+    listing = json.loads(result.stdout.strip().splitlines()[-1])
+    keys = len(as_keys_of_defaults())
+    assert listing == [["0o750", "lakehouse"], ["0o640", "lakehouse"], keys, True]
+
+
+def as_keys_of_defaults() -> dict[str, str]:
+    from lakehouse.credentials import Credentials
+
+    return as_keys(Credentials.generate(default_settings()))
+
+
+def test_our_services_come_up_healthy_from_the_compose_file_and_carry_readings(
+    project, interpolation, stack, stack_settings, credentials, topic_factory, tmp_path
+):
+    topic = topic_factory(partitions=2)
+    secrets = tmp_path / "credentials"
+    secrets.mkdir(mode=0o700)
+    for key, value in as_keys(credentials).items():
+        (secrets / key).write_text(value)
+        (secrets / key).chmod(0o600)
+        give_to_image_user(secrets / key)
+    give_to_image_user(secrets)
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    shutil.copyfile(ca_path(stack_settings.home), tls / "ca.pem")
+    ports = {key: str(free_port()) for key in (
+        "LAKEHOUSE_GATEWAY_PORT", "LAKEHOUSE_AUDIT_PORT", "LAKEHOUSE_INGEST_METRICS_PORT",
+        "LAKEHOUSE_TRANSFORM_METRICS_PORT", "LAKEHOUSE_MAINTAIN_METRICS_PORT")}  # fmt: skip
+    servers = {f"LAKEHOUSE_{s.upper()}_HOST": "127.0.0.1"
+               for s in ("postgres", "minio", "nessie", "trino", "kafka")}  # fmt: skip
+    env = compose_env(stack_settings) | ports | servers | {
+        "LAKEHOUSE_HOST": "127.0.0.1", "LAKEHOUSE_GATEWAY_HOST": "127.0.0.1",
+        "LAKEHOUSE_KAFKA_TOPIC": topic, "LAKEHOUSE_INGEST_GROUP_ID": f"g-{topic}",
+        "LAKEHOUSE_LOG_LEVEL": "INFO",
+    }  # fmt: skip
+    override = {
+        "services": {
+            name: {
+                "network_mode": "host",
+                "environment": env,
+                "volumes": [
+                    {
+                        "type": "bind",
+                        "source": str(secrets),
+                        "read_only": True,
+                        "target": "/var/run/lakehouse/credentials",
+                    },
+                    {
+                        "type": "bind",
+                        "source": str(tls),
+                        "target": "/var/lib/lakehouse/tls",
+                        "read_only": True,
+                    },
+                ],  # fmt: skip
+            }
+            for name in OURS
+        }
+    }
+    override_file = tmp_path / "test-servers.yml"
+    # `ports: !reset []`: on the host's network there is nothing to publish.
+    text = yaml.safe_dump(override).replace(
+        "network_mode: host", "network_mode: host\n    ports: !reset []"
+    )
+    override_file.write_text(text)
+    env_file = tmp_path / "test.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in (interpolation | env).items()))
+    servers_project = Project(project.name, project.docker_host, env_file,
+                              [*project.files, override_file])  # fmt: skip
+
+    result = servers_project("up", "--detach", "--no-deps", "--wait", "--wait-timeout", "240",
+                             *OURS)  # fmt: skip
+    logs = servers_project("logs", "--no-color", *OURS).stdout[-6000:]
+    assert result.returncode == 0, result.stderr[-3000:] + logs
+    assert {name: state for name, (state, _) in states(servers_project, *OURS).items()} == {
+        name: "running" for name in OURS
+    }
+
+    u = uuid.uuid4().hex[:8]
+    device = f"compose-pi-{u}"
+    from lakehouse import registry
+    from lakehouse.clients import postgres_connection, trino_connection
+
+    with postgres_connection(stack_settings, credentials) as conn:
+        conn.autocommit = True
+        token = registry.register(conn, device, tenant=f"compose-{u}", site=f"compose-site-{u}",
+                                  lat=47.0, lon=8.0,
+                                  since=datetime.now(UTC) - timedelta(hours=1))  # fmt: skip
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    readings = [{"seq": n, "ts": (start + timedelta(seconds=n)).isoformat(),
+                 "metric": "humidity", "value": 40.0 + n} for n in range(1, READINGS + 1)]  # fmt: skip
+    response = httpx.post(
+        f"http://127.0.0.1:{ports['LAKEHOUSE_GATEWAY_PORT']}/v1/readings", json=readings,
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"compose-{u}"},
+        timeout=30,
+    )  # fmt: skip
+    assert response.status_code == 202, response.text
+    assert wait_for_device(stack_settings, device, READINGS) == (READINGS, READINGS)
+    cursor = trino_connection(stack_settings).cursor()
+    cursor.execute(
+        f"select distinct source_topic from lake.bronze.readings where device_id = '{device}'"
+    )
+    assert cursor.fetchall() == [[topic]]
+    stopped = servers_project("stop", *OURS, timeout=300)
+    assert stopped.returncode == 0, stopped.stderr
+    assert {name: code for name, (_, code) in states(servers_project, *OURS).items()} == {
+        name: 0 for name in OURS
+    }, servers_project("logs", "--no-color", *OURS).stdout[-6000:]
