@@ -1,6 +1,8 @@
 """helm/lakehouse against a real API server (tests.deploy.kube), with Helm 3 and Helm 4:
 server-side dry runs, a real install and upgrades of each scenario, so the API's
-schemas, its admission and its immutable fields judge every object.
+schemas, its admission and its immutable fields judge every object. (A dry run with
+`--dry-run=server` only lets templates look the cluster up: neither Helm sends it the
+objects, so the real install and upgrades are what the server judges.)
 
 The Secrets the chart reads are made first, as an operator would: the credentials by
 `lakehouse deploy secret`, Trino's certificate from a CA. There are no hooks to skip
@@ -126,3 +128,27 @@ def test_install_and_upgrade_on_a_real_api_server(kube, helm_binary, scenario):
     assert images == {"ghcr.io/lakehouse-platform/lakehouse:0.1.1"}
     status = json.loads(helm_on(kube, helm_binary, "status", "lh", "-n", namespace, "-o", "json"))
     assert (status["version"], status["info"]["status"]) == (3, "deployed")
+
+
+def test_the_api_server_judges_what_helm_template_lets_through(kube, helm_binary):
+    """A StatefulSet's volume claims cannot change: `helm template` and the dry run render
+    the new size (`--dry-run=server` lets templates look the cluster up, it sends no
+    object to be judged), the real upgrade is refused by the server and leaves the
+    release as it was."""
+    major = helm_binary.parent.name.split("-v")[1].split(".")[0]
+    namespace = f"helm{major}-immutable"
+    prepare_namespace(kube, namespace, "default")
+    chart = ["lh", str(CHART), "--namespace", namespace]
+    helm_on(kube, helm_binary, "install", *chart)
+    resize = ["upgrade", *chart, "--set", "kafka.persistence.size=60Gi"]
+    helm_on(kube, helm_binary, *resize, "--dry-run=server")
+    result = run_helm(helm_binary, *resize, env=kube.helm_env())
+    assert result.returncode == 1
+    assert "updates to statefulset spec for fields other than" in result.stderr
+    status = json.loads(helm_on(kube, helm_binary, "status", "lh", "-n", namespace, "-o", "json"))
+    assert (status["version"], status["info"]["status"]) == (2, "failed")
+    kafka = kube.request(
+        "GET", f"/apis/apps/v1/namespaces/{namespace}/statefulsets/lh-lakehouse-kafka"
+    )
+    claim = kafka["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
+    assert claim == {"storage": "50Gi"}
