@@ -34,17 +34,18 @@ def iceberg_rest_url(settings: Settings, ref: str = "main") -> str:
 def iceberg_catalog_properties(
     settings: Settings, credentials: Credentials, ref: str = "main", *, s3_key: str
 ) -> dict[str, str]:
-    access_key, secret = s3_keys(credentials, s3_key)
-    return {
+    properties = {
         "type": "rest",
         "uri": iceberg_rest_url(settings, ref),
         "warehouse": settings.nessie.warehouse,
         "s3.endpoint": s3_endpoint(settings),
-        "s3.access-key-id": access_key,
-        "s3.secret-access-key": secret,
         "s3.region": settings.minio.region,
-        "s3.force-virtual-addressing": "false",
+        "s3.force-virtual-addressing": "false" if settings.minio.path_style else "true",
     }
+    if not settings.minio.ambient_credentials:  # else the environment's credential chain
+        access_key, secret = s3_keys(credentials, s3_key, settings)
+        properties |= {"s3.access-key-id": access_key, "s3.secret-access-key": secret}
+    return properties
 
 
 def iceberg_catalog(
@@ -124,12 +125,16 @@ def kafka_config(
         )
     config: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap()}
     if settings.security:
-        config |= {
-            "security.protocol": "SASL_PLAINTEXT",
-            "sasl.mechanisms": "SCRAM-SHA-512",
-            "sasl.username": principal,
-            "sasl.password": secrets.kafka_passwords[principal],
-        }
+        protocol = settings.kafka.security_protocol
+        config["security.protocol"] = protocol
+        if protocol != "SSL":
+            config |= {
+                "sasl.mechanisms": "SCRAM-SHA-512",
+                "sasl.username": principal,
+                "sasl.password": secrets.kafka_passwords[principal],
+            }
+        if settings.kafka.ca_file is not None:
+            config["ssl.ca.location"] = str(settings.kafka.ca_file)
     config.update(overrides)
     return config
 

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +66,14 @@ class MinioSettings(BaseSettings):
     # generated key kept with the other secrets.
     encrypt: bool = True
     start_timeout: float = 60.0
+    # Path-style requests (endpoint/bucket/key); false: virtual-hosted (bucket.endpoint).
+    path_style: bool = True
+    # Access key id of each service key (nessie, trino, …) on a store that names its
+    # keys itself, as JSON; a key left out is its name (the MinIO the stack runs).
+    access_key_ids: dict[str, str] = Field(default_factory=dict)
+    # Sign with the environment's credentials (a workload identity, an instance role)
+    # instead of service keys; the store's bucket and permissions are the operator's.
+    ambient_credentials: bool = False
 
 
 class NessieSettings(BaseSettings):
@@ -116,6 +125,11 @@ class KafkaSettings(BaseSettings):
     partitions: int = Field(default=6, ge=1)
     heap: str = "512m"
     start_timeout: float = 90.0
+    # How clients reach an external cluster: SASL over TLS, TLS without SASL, or SASL
+    # in the clear (the broker the stack runs, on loopback).
+    security_protocol: Literal["SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "SASL_PLAINTEXT"
+    # The CA (PEM) that signed the brokers' certificates; unset: the system's CAs.
+    ca_file: Path | None = None
 
 
 class IngestSettings(BaseSettings):

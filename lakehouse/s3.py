@@ -24,20 +24,29 @@ def s3_endpoint(settings: Settings) -> str:
 ROOT_KEY = "root"
 
 
-def s3_keys(credentials: Credentials, key: str) -> tuple[str, str]:
-    """(access key, secret) of a service key (lakehouse.stack.minio_access) or the root."""
+def s3_keys(
+    credentials: Credentials, key: str, settings: Settings | None = None
+) -> tuple[str, str]:
+    """(access key id, secret) of a service key (lakehouse.stack.minio_access) or the root.
+
+    The id is the key's name unless the settings give the store's own id for it."""
     if key == ROOT_KEY:
         return credentials.minio_root_user, credentials.minio_root_password
     if key not in credentials.minio_keys:
         raise ConfigError(
             f"no MinIO key {key!r}", fix=f"use one of {', '.join(sorted(credentials.minio_keys))}"
         )
-    return key, credentials.minio_keys[key]
+    key_id = settings.minio.access_key_ids.get(key, key) if settings else key
+    return key_id, credentials.minio_keys[key]
 
 
 def s3_client(settings: Settings, credentials: Credentials, key: str) -> S3Client:
-    """A path-style S3 client for the stack's object store, signed with `key`."""
-    access_key, secret = s3_keys(credentials, key)
+    """An S3 client for the stack's object store, signed with `key` (or, with ambient
+    credentials, with whatever the environment provides)."""
+    access_key: str | None = None
+    secret: str | None = None
+    if not settings.minio.ambient_credentials:  # None: boto3's own credential chain
+        access_key, secret = s3_keys(credentials, key, settings)
     return boto3.client(
         "s3",
         endpoint_url=s3_endpoint(settings),
@@ -45,7 +54,7 @@ def s3_client(settings: Settings, credentials: Credentials, key: str) -> S3Clien
         aws_secret_access_key=secret,
         region_name=settings.minio.region,
         config=Config(
-            s3={"addressing_style": "path"},
+            s3={"addressing_style": "path" if settings.minio.path_style else "virtual"},
             retries={"max_attempts": 3},
             connect_timeout=3,
             read_timeout=30,

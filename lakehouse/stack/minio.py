@@ -102,11 +102,22 @@ class Minio(Service):
             "MINIO_KMS_SECRET_KEY": f"{SSE_KEY_NAME}:{creds.minio_kms_key}",
         }
 
+    @property
+    def operators_store(self) -> bool:
+        """A managed store whose keys (or workload identity) and bucket are the operator's:
+        no MinIO health check or admin API to call there."""
+        minio = self.settings.minio
+        return minio.ambient_credentials or bool(minio.access_key_ids)
+
     def ready(self) -> bool:
+        if self.operators_store:
+            return True
         response = httpx.get(f"{self.url}/minio/health/ready", timeout=2)
         return response.status_code == 200
 
     def bootstrap(self) -> None:
+        if self.operators_store:
+            return
         client = s3_client(self.settings, self.ctx.credentials, ROOT_KEY)
         ensure_bucket(client, self.settings.minio.bucket)
         if self.settings.minio.encrypt and self.settings.security:

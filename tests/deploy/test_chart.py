@@ -1,5 +1,7 @@
-"""helm/lakehouse: lint, four rendered scenarios validated against two Kubernetes
-versions' schemas, and what platform teams rely on in the rendered objects."""
+"""helm/lakehouse with Helm 3 and Helm 4: lint, the rendered scenarios validated against
+two Kubernetes versions' schemas, and what platform teams rely on in the rendered
+objects. tests/deploy/test_chart_*.py check the rest (GitOps, managed services,
+scheduling, a real API server)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import pytest
 from lakehouse.config import default_settings
 from lakehouse.deployment import component_of, facts, secret_keys
 from tests.deploy.conftest import CHART, SCENARIOS, native_services, render, run_helm
+
+EXTERNAL = ("external", "external-irsa")
 
 pytestmark = pytest.mark.deploy
 
@@ -82,6 +86,9 @@ def test_impossible_combinations_are_refused_with_the_reason(helm_binary):
         "kafka.replicationFactor=3": "kafka.replicationFactor cannot exceed kafka.replicas",
         "postgres.enabled=false": "postgres.external.host is required",
         "gateway.ingress.enabled=true,gateway.ingress.tlsSecret=": "devices upload over HTTPS",
+        "gateway.podDisruptionBudget.minAvailable=2": (
+            "minAvailable (2) must be below the gateways' 2 replicas"
+        ),
     }
     for values, reason in cases.items():
         result = run_helm(helm_binary, "template", "lh", str(CHART), "--set", values)
@@ -130,23 +137,20 @@ def test_secrets_reach_pods_only_from_the_secret(rendered, scenario):
     assert not re.search(r"(?i)password:\s*\S", values_text)
 
 
-def test_generated_secrets_are_random_complete_and_kept_unless_one_is_supplied(helm_binary):
-    first, second = render(helm_binary, "default"), render(helm_binary, "default")
-    secret_a = next(o for o in of_kind(first, "Secret") if component(o) == "credentials")
-    secret_b = next(o for o in of_kind(second, "Secret") if component(o) == "credentials")
-    assert sorted(secret_a["data"]) == sorted(secret_keys())
-    assert secret_a["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    differing = [k for k in secret_keys() if secret_a["data"][k] != secret_b["data"][k]]
-    assert sorted(differing) == sorted(set(secret_keys()) - {"minio-root-user"})
-    supplied = render(helm_binary, "ha")
-    assert [component(o) for o in of_kind(supplied, "Secret")] == ["trino-tls"]
-    mounts = [
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_no_secret_is_rendered_and_pods_read_the_operators(rendered, scenario):
+    """Secrets come from `lakehouse deploy secret` (or the operator's own), never from a
+    render: a render that made them would differ every time."""
+    objects = rendered[scenario]
+    assert of_kind(objects, "Secret") == []
+    credentials = "lakehouse-credentials" if scenario == "ha" else "lh-lakehouse-credentials"
+    secrets = {
         volume["secret"]["secretName"]
-        for _, spec in pod_specs(supplied)
+        for _, spec in pod_specs(objects)
         for volume in spec.get("volumes", [])
-        if volume.get("name") == "credentials"
-    ]
-    assert mounts and set(mounts) == {"lakehouse-credentials"}
+        if volume["name"] in ("credentials", "trino-ca", "tls")
+    }
+    assert secrets == {credentials, "lh-lakehouse-trino-tls"}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -156,10 +160,12 @@ def test_every_workload_has_probes_resources_and_config_checksums(rendered, scen
             continue
         template = obj["spec"]["template"]
         annotations = template["metadata"]["annotations"]
-        assert {"checksum/env", "checksum/credentials"} <= set(annotations), obj["metadata"]
+        checksums = {k: v for k, v in annotations.items() if k.startswith("checksum/")}
+        expected = {"checksum/env"}
         if component(obj) in ("kafka", "nessie", "trino", "trino-worker"):  # their own files
-            assert "checksum/config" in annotations, obj["metadata"]
-        assert all(re.fullmatch(r"[0-9a-f]{64}", v) for v in annotations.values())
+            expected.add("checksum/config")
+        assert set(checksums) == expected, obj["metadata"]
+        assert all(re.fullmatch(r"[0-9a-f]{64}", v) for v in checksums.values())
         for container in template["spec"]["containers"]:
             where = (obj["metadata"]["name"], container["name"])
             assert "readinessProbe" in container and "livenessProbe" in container, where
@@ -276,7 +282,7 @@ def test_network_policies_let_in_only_who_needs_it(rendered, scenario):
         "audit": ["trino", "trino-worker"],
     }  # fmt: skip
     for name, clients in expected.items():
-        if scenario == "external" and name in ("postgres", "minio", "kafka"):
+        if scenario in EXTERNAL and name in ("postgres", "minio", "kafka"):
             assert name not in policies
             continue
         assert sorted(ingress_sources(policies[name], ports[name])) == clients, name
@@ -300,7 +306,7 @@ def test_disabled_servers_are_absent_and_their_external_endpoints_wired_in(rende
     )
     nessie = named(objects, "ConfigMap", "nessie")["data"]["application.properties"]
     rds = "lakehouse.cluster-abc.eu-west-1.rds.amazonaws.com"
-    assert f"jdbc:postgresql://{rds}:5432/nessie" in nessie
+    assert f"jdbc:postgresql://{rds}:5432/nessie?" in nessie
     assert "default-options.endpoint=https://s3.eu-west-1.amazonaws.com" in nessie
     trino = named(objects, "ConfigMap", "trino")["data"]
     assert "s3.endpoint=https://s3.eu-west-1.amazonaws.com" in trino["lake.properties"]
@@ -318,7 +324,7 @@ def test_the_chart_runs_every_service_the_native_supervisor_runs(rendered, scena
         wanted.discard("superset")
     else:  # the demo fleet is off unless asked for (the dev scenario does)
         wanted.discard("demo")
-    if scenario == "external":
+    if scenario in EXTERNAL:
         wanted -= {"postgres", "minio", "kafka"}
     assert wanted <= workloads
     jobs = {component(o) for o in of_kind(rendered[scenario], "Job")}

@@ -57,6 +57,8 @@ app.kubernetes.io/part-of: lakehouse
 {{- include "lakehouse.image" (dict "root" . "image" .Values.image) }}
 {{- end }}
 
+{{/* The Secrets the release reads and never writes (made by `lakehouse deploy secret` and
+the TLS commands of the README, or by the platform's own secret management). */}}
 {{- define "lakehouse.secretName" -}}
 {{- default (include "lakehouse.component" (dict "root" . "name" "credentials")) .Values.credentials.existingSecret }}
 {{- end }}
@@ -109,15 +111,70 @@ app.kubernetes.io/part-of: lakehouse
 {{- include "lakehouse.component" (dict "root" . "name" "trino") }}
 {{- end }}
 
-{{/* Pod-level settings every pod shares. */}}
+{{/* Pod-level settings every pod shares: `root`, and `pod`, the component's overrides
+of the global scheduling and identity values. */}}
 {{- define "lakehouse.podSpecCommon" -}}
-{{- with .Values.imagePullSecrets }}
+{{- $root := .root }}
+{{- $pod := .pod | default dict }}
+{{- with $root.Values.imagePullSecrets }}
 imagePullSecrets:
 {{- range . }}
   - name: {{ . }}
 {{- end }}
 {{- end }}
+serviceAccountName: {{ $pod.serviceAccountName | default (include "lakehouse.serviceAccountName" $root) }}
+# The API is never called; a workload identity webhook (IRSA, Azure) mounts its own token.
 automountServiceAccountToken: false
+{{- with ($pod.priorityClassName | default $root.Values.priorityClassName) }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with ($pod.nodeSelector | default $root.Values.nodeSelector) }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with ($pod.tolerations | default $root.Values.tolerations) }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with ($pod.affinity | default $root.Values.affinity) }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with ($pod.topologySpreadConstraints | default $root.Values.topologySpreadConstraints) }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* A pod's labels and annotations: the chart's (`annotations`, YAML lines such as the
+checksums), then the component's podLabels and podAnnotations (`pod`) over the global ones. */}}
+{{- define "lakehouse.podMetadata" -}}
+{{- $root := .root }}
+{{- $pod := .pod | default dict }}
+{{- $labels := merge (dict) ($pod.podLabels | default dict) ($root.Values.podLabels | default dict) }}
+{{- $annotations := merge (dict) ($pod.podAnnotations | default dict) ($root.Values.podAnnotations | default dict) }}
+labels:
+  {{- with $labels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- include "lakehouse.labels" (dict "root" $root "name" .name) | nindent 2 }}
+{{- if or .annotations $annotations }}
+annotations:
+  {{- with .annotations }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  {{- with $annotations }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "lakehouse.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "lakehouse.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
 {{- end }}
 
 {{- define "lakehouse.podSecurityContext" -}}
@@ -152,6 +209,7 @@ envFrom:
   mountPath: {{ (include "lakehouse.facts" . | fromJson).paths.home }}/tls/ca.pem
   subPath: ca.crt
   readOnly: true
+{{- include "lakehouse.caVolumeMounts" (dict "root" . "servers" (list "postgres" "kafka")) }}
 {{- end }}
 
 {{- define "lakehouse.ownVolumes" -}}
@@ -169,12 +227,13 @@ envFrom:
     items:
       - key: ca.crt
         path: ca.crt
+{{- include "lakehouse.caVolumes" (dict "root" . "servers" (list "postgres" "kafka")) }}
 {{- end }}
 
-{{/* Annotations that roll a pod when its configuration or secrets change. */}}
+{{/* Annotations that roll a pod when its configuration changes. The Secrets are the
+operator's: after rotating one, roll the pods (`kubectl rollout restart`). */}}
 {{- define "lakehouse.checksums" -}}
 checksum/env: {{ include (print .Template.BasePath "/configmap-env.yaml") . | sha256sum }}
-checksum/credentials: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
 {{- end }}
 
 {{/* A secret value from the release's Secret, for a server's environment. */}}
@@ -190,7 +249,7 @@ checksum/credentials: {{ include (print .Template.BasePath "/secret.yaml") . | s
 Trino pods may reach, authenticated by the shared secret. */}}
 {{- define "lakehouse.trinoCommon" -}}
 {{- $facts := include "lakehouse.facts" . | fromJson -}}
-discovery.uri=http://{{ include "lakehouse.trinoHost" . }}:{{ $facts.ports.trinoInternal }}
+discovery.uri=http://{{ include "lakehouse.component" (dict "root" . "name" "trino-internal") }}:{{ $facts.ports.trinoInternal }}
 http-server.http.enabled=true
 http-server.http.port={{ $facts.ports.trinoInternal }}
 internal-communication.shared-secret=${ENV:LAKEHOUSE_TRINO_SHARED_SECRET}
@@ -207,14 +266,11 @@ http-server.log.enabled=false
 {{- $facts := include "lakehouse.facts" $root | fromJson }}
 {{- $settings := ternary $root.Values.trino.coordinator $root.Values.trino.worker (eq $role "coordinator") }}
 {{- $component := ternary "trino" "trino-worker" (eq $role "coordinator") }}
+{{- $checksums := printf "%s\nchecksum/config: %s" (include "lakehouse.checksums" $root) (include (print $root.Template.BasePath "/trino-config.yaml") $root | sha256sum) }}
 metadata:
-  labels:
-    {{- include "lakehouse.labels" (dict "root" $root "name" $component) | nindent 4 }}
-  annotations:
-    {{- include "lakehouse.checksums" $root | nindent 4 }}
-    checksum/config: {{ include (print $root.Template.BasePath "/trino-config.yaml") $root | sha256sum }}
+  {{- include "lakehouse.podMetadata" (dict "root" $root "name" $component "pod" $settings.pod "annotations" $checksums) | nindent 2 }}
 spec:
-  {{- include "lakehouse.podSpecCommon" $root | nindent 2 }}
+  {{- include "lakehouse.podSpecCommon" (dict "root" $root "pod" $settings.pod) | nindent 2 }}
   {{- include "lakehouse.podSecurityContext" (dict "root" $root "uid" $root.Values.trino.runAsUser) | nindent 2 }}
   initContainers:
     # Trino's files from the ConfigMap and the Secret: hashes of the passwords, never
@@ -272,7 +328,9 @@ spec:
       imagePullPolicy: IfNotPresent
       {{- include "lakehouse.containerSecurityContext" $root | nindent 6 }}
       env:
+        {{- if ne (include "lakehouse.s3Ambient" $root) "true" }}
         {{- include "lakehouse.secretEnv" (dict "root" $root "env" "LAKEHOUSE_S3_SECRET_KEY" "key" "minio-keys.trino") | nindent 8 }}
+        {{- end }}
         {{- include "lakehouse.secretEnv" (dict "root" $root "env" "LAKEHOUSE_PG_PASSWORD" "key" (printf "database-passwords.%s" $facts.postgres.readerRole)) | nindent 8 }}
         {{- include "lakehouse.secretEnv" (dict "root" $root "env" "LAKEHOUSE_TRINO_SHARED_SECRET" "key" "trino-shared-secret") | nindent 8 }}
         {{- include "lakehouse.secretEnv" (dict "root" $root "env" "AUDIT_TOKEN" "key" "audit-token") | nindent 8 }}
@@ -283,6 +341,13 @@ spec:
         {{- end }}
         - name: internal
           containerPort: {{ $facts.ports.trinoInternal }}
+      # Liveness starts once the server answers: loading plugins takes minutes on a busy node.
+      startupProbe:
+        httpGet:
+          path: /v1/info
+          port: internal
+        periodSeconds: 5
+        failureThreshold: 60
       readinessProbe:
         httpGet:
           path: /v1/info
@@ -292,7 +357,6 @@ spec:
         httpGet:
           path: /v1/info
           port: internal
-        initialDelaySeconds: 60
         periodSeconds: 10
         failureThreshold: 6
       resources:
@@ -307,6 +371,7 @@ spec:
           mountPath: /data/trino
         - name: tmp
           mountPath: /tmp
+        {{- include "lakehouse.caVolumeMounts" (dict "root" $root "servers" (list "postgres")) | nindent 8 }}
   volumes:
     - name: config
       configMap:
@@ -323,7 +388,8 @@ spec:
 
 {{/* A Deployment of one of our services: `name`, `args` (of `lakehouse`), `port` (the
 one it serves, with `probePath` for an HTTP probe, else a TCP probe), `replicas`,
-`resources`, and `recreate` for a loop that must never run twice at once. */}}
+`resources`, `pod` (the component's scheduling and identity overrides), and `recreate`
+for a loop that must never run twice at once. */}}
 {{- define "lakehouse.ownDeployment" -}}
 {{- $root := .root }}
 apiVersion: apps/v1
@@ -345,12 +411,9 @@ spec:
       {{- include "lakehouse.selectorLabels" (dict "root" $root "name" .name) | nindent 6 }}
   template:
     metadata:
-      labels:
-        {{- include "lakehouse.labels" (dict "root" $root "name" .name) | nindent 8 }}
-      annotations:
-        {{- include "lakehouse.checksums" $root | nindent 8 }}
+      {{- include "lakehouse.podMetadata" (dict "root" $root "name" .name "pod" .pod "annotations" (include "lakehouse.checksums" $root)) | nindent 6 }}
     spec:
-      {{- include "lakehouse.podSpecCommon" $root | nindent 6 }}
+      {{- include "lakehouse.podSpecCommon" (dict "root" $root "pod" .pod) | nindent 6 }}
       {{- include "lakehouse.podSecurityContext" (dict "root" $root "uid" 10001) | nindent 6 }}
       terminationGracePeriodSeconds: 60
       containers:
@@ -404,12 +467,9 @@ Superset image runs `command`. */}}
 {{- $facts := include "lakehouse.facts" $root | fromJson }}
 {{- $home := $facts.paths.home }}
 metadata:
-  labels:
-    {{- include "lakehouse.labels" (dict "root" $root "name" .component) | nindent 4 }}
-  annotations:
-    {{- include "lakehouse.checksums" $root | nindent 4 }}
+  {{- include "lakehouse.podMetadata" (dict "root" $root "name" .component "pod" $root.Values.superset.pod "annotations" (include "lakehouse.checksums" $root)) | nindent 2 }}
 spec:
-  {{- include "lakehouse.podSpecCommon" $root | nindent 2 }}
+  {{- include "lakehouse.podSpecCommon" (dict "root" $root "pod" $root.Values.superset.pod) | nindent 2 }}
   {{- include "lakehouse.podSecurityContext" (dict "root" $root "uid" $root.Values.superset.runAsUser) | nindent 2 }}
   {{- with .restartPolicy }}
   restartPolicy: {{ . }}
@@ -443,6 +503,14 @@ spec:
           value: "superset.app:create_app()"
         - name: PYTHONDONTWRITEBYTECODE
           value: "1"
+        {{- if not $root.Values.postgres.enabled }}
+        - name: PGSSLMODE
+          value: {{ $root.Values.postgres.external.sslmode | quote }}
+        {{- if hasKey (include "lakehouse.externalCas" (dict "root" $root "servers" (list "postgres")) | fromJson) "postgres" }}
+        - name: PGSSLROOTCERT
+          value: {{ include "lakehouse.caPath" "postgres" }}
+        {{- end }}
+        {{- end }}
       {{- if .serve }}
       ports:
         - name: http
@@ -474,9 +542,80 @@ spec:
           mountPath: {{ $home }}/tls/ca.pem
           subPath: ca.crt
           readOnly: true
+        {{- include "lakehouse.caVolumeMounts" (dict "root" $root "servers" (list "postgres")) | nindent 8 }}
   volumes:
     - name: runtime
       emptyDir:
         medium: Memory
     {{- include "lakehouse.ownVolumes" $root | nindent 4 }}
+{{- end }}
+
+{{/* S3 requests: path-style for the release's MinIO, as asked for an external store. */}}
+{{- define "lakehouse.s3PathStyle" -}}
+{{- if .Values.minio.enabled }}true{{ else }}{{ .Values.minio.external.pathStyle }}{{ end }}
+{{- end }}
+
+{{/* Whether S3 requests are signed with the cloud's credentials of the pods'
+ServiceAccount (a workload identity) rather than keys from the Secret. */}}
+{{- define "lakehouse.s3Ambient" -}}
+{{- and (not .Values.minio.enabled) (eq .Values.minio.external.auth "workloadIdentity") }}
+{{- end }}
+
+{{/* The access key id of the platform's S3 key `name`: the name itself on the release's
+MinIO (the bootstrap makes the keys), the operator's id on an external store. */}}
+{{- define "lakehouse.s3KeyId" -}}
+{{- if .root.Values.minio.enabled }}{{ .name }}{{ else }}{{ index .root.Values.minio.external.accessKeyIds .name | default .name }}{{ end }}
+{{- end }}
+
+{{/* Where clients find the CAs of external servers (mounted from the operator's Secret
+or ConfigMap; see lakehouse.caVolumes). */}}
+{{- define "lakehouse.caPath" -}}
+/etc/lakehouse/ca/{{ . }}.crt
+{{- end }}
+
+{{/* The external servers' CAs a pod needs: `servers`, a list of "postgres" and "kafka". */}}
+{{- define "lakehouse.externalCas" -}}
+{{- $root := .root }}
+{{- $found := dict }}
+{{- range .servers }}
+{{- $server := index $root.Values . }}
+{{- if and (not $server.enabled) (or $server.external.ca.secretName $server.external.ca.configMapName) }}
+{{- $_ := set $found . $server.external.ca }}
+{{- end }}
+{{- end }}
+{{- toJson $found }}
+{{- end }}
+
+{{- define "lakehouse.caVolumeMounts" -}}
+{{- range $server, $ca := include "lakehouse.externalCas" . | fromJson }}
+- name: {{ $server }}-ca
+  mountPath: {{ include "lakehouse.caPath" $server }}
+  subPath: {{ $ca.key }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "lakehouse.caVolumes" -}}
+{{- range $server, $ca := include "lakehouse.externalCas" . | fromJson }}
+- name: {{ $server }}-ca
+  {{- if $ca.secretName }}
+  secret:
+    secretName: {{ $ca.secretName }}
+  {{- else }}
+  configMap:
+    name: {{ $ca.configMapName }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* JDBC URL parameters for PostgreSQL (Nessie, Trino): the external server's sslmode,
+and its CA when one is mounted. */}}
+{{- define "lakehouse.postgresJdbcParams" -}}
+{{- if not .Values.postgres.enabled }}
+{{- $params := list (printf "sslmode=%s" .Values.postgres.external.sslmode) }}
+{{- if hasKey (include "lakehouse.externalCas" (dict "root" . "servers" (list "postgres")) | fromJson) "postgres" }}
+{{- $params = append $params (printf "sslrootcert=%s" (include "lakehouse.caPath" "postgres")) }}
+{{- end }}
+{{- printf "?%s" (join "&" $params) }}
+{{- end }}
 {{- end }}
