@@ -30,7 +30,7 @@ from lakehouse.credentials import as_keys
 from lakehouse.deployment import compose_env
 from lakehouse.devtools import docker_config_with_compose
 from lakehouse.tls import ca_path
-from tests.containers.podman import environment, give_to_image_user
+from tests.containers.podman import environment, give_to_image_user, podman
 from tests.integration.conftest import free_port, topic_factory, wait_for_device
 
 pytestmark = [pytest.mark.containers, pytest.mark.integration]
@@ -68,6 +68,12 @@ class Project:
     env_file: Path
     files: list[Path]
 
+    def environment(self) -> dict[str, str]:
+        # The shell's variables win over --env-file in compose's interpolation: the tests'
+        # own LAKEHOUSE_* (the test stack's ports) must not reach it.
+        env = {k: v for k, v in environment().items() if not k.startswith("LAKEHOUSE_")}
+        return env | {"DOCKER_HOST": self.docker_host}
+
     def __call__(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         plugin = docker_config_with_compose(default_settings().cache_dir) / "cli-plugins"
         command = [
@@ -81,7 +87,7 @@ class Project:
             command += ["-f", str(file)]
         return subprocess.run(
             [*command, *args], capture_output=True, text=True, timeout=timeout, check=False,
-            cwd=COMPOSE, env={**environment(), "DOCKER_HOST": self.docker_host},
+            cwd=COMPOSE, env=self.environment(),
         )  # fmt: skip
 
 
@@ -105,6 +111,28 @@ def project(docker_host, interpolation, tmp_path_factory) -> Iterator[Project]:
     project("down", "--volumes", "--remove-orphans", timeout=300)
 
 
+def containers(project: Project, *services: str) -> dict[str, str]:
+    result = project("ps", "--all", "--format", "json", *services)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return {c["Service"]: c["Name"] for c in lines}
+
+
+def wait_healthy(project: Project, services: tuple[str, ...], timeout: float) -> dict[str, bool]:
+    """Run each service's compose health check until it passes (podman runs them from
+    systemd timers, which a machine without systemd lacks, so the test runs them)."""
+    names = containers(project, *services)
+    healthy = dict.fromkeys(services, False)
+    deadline = time.monotonic() + timeout
+    while not all(healthy.values()) and time.monotonic() < deadline:
+        for service, name in names.items():
+            if not healthy[service]:
+                check = podman("healthcheck", "run", name, check=False)
+                healthy[service] = check.returncode == 0
+        time.sleep(1)
+    return healthy
+
+
 def states(project: Project, *services: str) -> dict[str, tuple[str, int]]:
     result = project("ps", "--all", "--format", "json", *services)
     assert result.returncode == 0, result.stderr
@@ -121,7 +149,8 @@ def test_the_one_shots_make_credentials_and_trinos_files_in_fresh_volumes(projec
     # The services read the generated files as the image's user, from the named volume.
     probe = (
         "import os, json, pwd; d = '/var/run/lakehouse/credentials'; "
-        "st = lambda p: [oct(os.stat(p).st_mode & 0o777), pwd.getpwuid(os.stat(p).st_uid).pw_name]; "
+        "st = lambda p: [oct(os.stat(p).st_mode & 0o777), "
+        "pwd.getpwuid(os.stat(p).st_uid).pw_name]; "
         "print(json.dumps([st(d), st(d + '/audit-token'), len(os.listdir(d)), "
         "len(open(d + '/audit-token').read().strip()) > 20]))"
     )
@@ -152,9 +181,12 @@ def test_our_services_come_up_healthy_from_the_compose_file_and_carry_readings(
     tls = tmp_path / "tls"
     tls.mkdir()
     shutil.copyfile(ca_path(stack_settings.home), tls / "ca.pem")
-    ports = {key: str(free_port()) for key in (
-        "LAKEHOUSE_GATEWAY_PORT", "LAKEHOUSE_AUDIT_PORT", "LAKEHOUSE_INGEST_METRICS_PORT",
-        "LAKEHOUSE_TRANSFORM_METRICS_PORT", "LAKEHOUSE_MAINTAIN_METRICS_PORT")}  # fmt: skip
+    names = ("LAKEHOUSE_GATEWAY_PORT", "LAKEHOUSE_AUDIT_PORT", "LAKEHOUSE_INGEST_METRICS_PORT",
+             "LAKEHOUSE_TRANSFORM_METRICS_PORT", "LAKEHOUSE_MAINTAIN_METRICS_PORT")  # fmt: skip
+    free: set[str] = set()
+    while len(free) < len(names):  # the kernel may hand out one port twice
+        free.add(str(free_port()))
+    ports = dict(zip(names, sorted(free), strict=True))
     servers = {f"LAKEHOUSE_{s.upper()}_HOST": "127.0.0.1"
                for s in ("postgres", "minio", "nessie", "trino", "kafka")}  # fmt: skip
     env = compose_env(stack_settings) | ports | servers | {
@@ -180,7 +212,7 @@ def test_our_services_come_up_healthy_from_the_compose_file_and_carry_readings(
                         "target": "/var/lib/lakehouse/tls",
                         "read_only": True,
                     },
-                ],  # fmt: skip
+                ],
             }
             for name in OURS
         }
@@ -196,13 +228,13 @@ def test_our_services_come_up_healthy_from_the_compose_file_and_carry_readings(
     servers_project = Project(project.name, project.docker_host, env_file,
                               [*project.files, override_file])  # fmt: skip
 
-    result = servers_project("up", "--detach", "--no-deps", "--wait", "--wait-timeout", "240",
-                             *OURS)  # fmt: skip
-    logs = servers_project("logs", "--no-color", *OURS).stdout[-6000:]
-    assert result.returncode == 0, result.stderr[-3000:] + logs
-    assert {name: state for name, (state, _) in states(servers_project, *OURS).items()} == {
-        name: "running" for name in OURS
-    }
+    result = servers_project("up", "--detach", "--no-deps", *OURS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    try:
+        healthy = wait_healthy(servers_project, OURS, timeout=180)
+    finally:
+        (tmp_path / "services.log").write_text(servers_project("logs", "--no-color").stdout)
+    assert healthy == dict.fromkeys(OURS, True), f"{ports}: see {tmp_path / 'services.log'}"
 
     u = uuid.uuid4().hex[:8]
     device = f"compose-pi-{u}"
@@ -215,8 +247,11 @@ def test_our_services_come_up_healthy_from_the_compose_file_and_carry_readings(
                                   lat=47.0, lon=8.0,
                                   since=datetime.now(UTC) - timedelta(hours=1))  # fmt: skip
     start = datetime.now(UTC) - timedelta(minutes=10)
-    readings = [{"seq": n, "ts": (start + timedelta(seconds=n)).isoformat(),
-                 "metric": "humidity", "value": 40.0 + n} for n in range(1, READINGS + 1)]  # fmt: skip
+    readings = [
+        {"seq": n, "ts": (start + timedelta(seconds=n)).isoformat(), "metric": "humidity",
+         "value": 40.0 + n}
+        for n in range(1, READINGS + 1)
+    ]  # fmt: skip
     response = httpx.post(
         f"http://127.0.0.1:{ports['LAKEHOUSE_GATEWAY_PORT']}/v1/readings", json=readings,
         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"compose-{u}"},
@@ -229,7 +264,9 @@ def test_our_services_come_up_healthy_from_the_compose_file_and_carry_readings(
         f"select distinct source_topic from lake.bronze.readings where device_id = '{device}'"
     )
     assert cursor.fetchall() == [[topic]]
+    began = time.monotonic()
     stopped = servers_project("stop", *OURS, timeout=300)
+    print("stop took", time.monotonic() - began)
     assert stopped.returncode == 0, stopped.stderr
     assert {name: code for name, (_, code) in states(servers_project, *OURS).items()} == {
         name: 0 for name in OURS

@@ -74,7 +74,10 @@ def test_compose_runs_every_component_and_every_native_service(config):
     assert set(components(default_settings())) <= services
     assert {component_of(name) for name in native_services()} <= services
     assert services - set(components(default_settings())) == {
-        "credentials", "bootstrap-storage", "trino-config", "superset-init"
+        "credentials",
+        "bootstrap-storage",
+        "trino-config",
+        "superset-init",
     }
 
 
@@ -128,3 +131,57 @@ def test_no_secret_is_written_in_the_compose_file(config):
         if name not in ONE_SHOTS and name not in ("superset",):
             volumes = [v["target"] for v in service.get("volumes", [])]
             assert any("credentials" in target for target in volumes), name
+
+
+def test_forgetting_platform_env_is_an_error_that_names_it(docker_config):
+    plugin = docker_config / "cli-plugins" / "docker-compose"
+    result = subprocess.run(
+        [str(plugin), "-f", str(COMPOSE / "docker-compose.yml"),
+         "--env-file", str(COMPOSE / ".env.example"), "config", "-q"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={"DOCKER_CONFIG": str(docker_config), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "is missing a value: run compose with --env-file platform.env" in result.stderr
+
+
+def after(config: dict[str, Any], name: str) -> set[str]:
+    """Every service `name` waits for, directly or through others."""
+    seen: set[str] = set()
+    todo = list(config["services"][name].get("depends_on") or {})
+    while todo:
+        service = todo.pop()
+        if service not in seen:
+            seen.add(service)
+            todo += list(config["services"][service].get("depends_on") or {})
+    return seen
+
+
+def test_nessie_starts_after_the_step_that_makes_its_database_and_key(config):
+    services = config["services"]
+    storage = services["bootstrap-storage"]
+    assert storage["command"] == ["deploy", "bootstrap", "--only", "postgres", "--only", "minio",
+                                  "--only", "serving"]  # fmt: skip
+    assert services["nessie"]["depends_on"]["bootstrap-storage"]["condition"] == (
+        "service_completed_successfully"
+    )
+    assert "nessie" not in after(config, "bootstrap-storage")
+    assert services["bootstrap"]["command"] == ["deploy", "bootstrap", "--only", "nessie",
+                                                "--only", "kafka"]  # fmt: skip
+    assert {"nessie", "kafka", "bootstrap-storage"} <= after(config, "bootstrap")
+    for name in services:  # no service waits for itself, however indirectly
+        assert name not in after(config, name), name
+
+
+def test_every_service_of_our_image_is_stopped_gracefully_and_runs_unprivileged(config):
+    ours = {n: s for n, s in config["services"].items()
+            if s["image"] == config["services"]["gateway"]["image"]}  # fmt: skip
+    assert set(ours) >= {"bootstrap", "bootstrap-storage", "gateway", "consumers", "transform",
+                         "maintain", "audit", "trino-config", "superset-init", "demo"}  # fmt: skip
+    for name, service in ours.items():
+        if name == "credentials":
+            continue
+        assert service["stop_grace_period"] == "30s", name
+        assert service["cap_drop"] == ["ALL"], name
+        homes = [v for v in service["volumes"] if v["target"] == "/var/lib/lakehouse"]
+        assert len(homes) == 1, name
