@@ -48,14 +48,6 @@ containers: ## Install podman, which runs the platform's image in the tests (no 
 test: setup browser containers ## Set up everything and pass the tests (brings the stack up if needed)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-.PHONY: test-compose
-test-compose: setup ## With a Docker engine: build the images and test the compose stack through testcontainers
-	$(BIN)/python -m pip install --quiet 'testcontainers>=4.8'
-	docker build -f compose/Dockerfile -t lakehouse:test .
-	docker build -f compose/superset.Dockerfile -t lakehouse-superset:test .
-	LAKEHOUSE_TEST_IMAGE=lakehouse:test LAKEHOUSE_TEST_SUPERSET_IMAGE=lakehouse-superset:test \
-		$(BIN)/pytest tests/compose_stack $(PYTEST_ARGS)
-
 .PHONY: unit
 unit: setup ## Run only the unit tests (no servers)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
