@@ -1,10 +1,16 @@
-"""The platform's image, built with podman from compose/Dockerfile once per session."""
+"""The platform's image, built with podman from compose/Dockerfile once per session, and
+namespaces of their own for the containers that write to the lake."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+
 import pytest
 
+from lakehouse.clients import iceberg_catalog
 from lakehouse.config import default_settings
+from tests.bronze_writer import create_environment, drop_environment
 from tests.containers.podman import build, ensure_base_image
 
 IMAGE = "localhost/lakehouse:test"
@@ -15,3 +21,25 @@ def platform_image() -> str:
     ensure_base_image(default_settings().cache_dir)
     build(IMAGE, "compose/Dockerfile")
     return IMAGE
+
+
+@pytest.fixture(scope="module")
+def lake_prefix(stack, stack_settings, credentials) -> Iterator[str]:
+    """`<prefix>bronze` … `<prefix>platinum` for one module's containers: what they
+    ingest, transform and compact stays there, so the stack's own tables are as the
+    other tests expect them."""
+    prefix = f"c{uuid.uuid4().hex[:8]}_"
+    catalog = iceberg_catalog(stack_settings, credentials, s3_key="ingest")
+    create_environment(catalog, prefix)
+    yield prefix
+    drop_environment(iceberg_catalog(stack_settings, credentials, s3_key="ingest"), prefix)
+
+
+def lake_environment(prefix: str) -> dict[str, str]:
+    """The variables that keep a container's writes in the `prefix` namespaces."""
+    return {
+        "LAKEHOUSE_INGEST_NAMESPACE": f"{prefix}bronze",
+        "LAKEHOUSE_TRANSFORM_SCHEMA_PREFIX": prefix,
+        # Serving is the tenants' one schema; the prefixed layers do not publish into it.
+        "LAKEHOUSE_SERVING_PUBLISH_AFTER_TRANSFORM": "false",
+    }

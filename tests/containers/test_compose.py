@@ -30,6 +30,7 @@ from lakehouse.credentials import as_keys
 from lakehouse.deployment import compose_env
 from lakehouse.devtools import docker_config_with_compose
 from lakehouse.tls import ca_path
+from tests.containers.conftest import lake_environment
 from tests.containers.podman import environment, give_to_image_user, podman
 from tests.integration.conftest import free_port, topic_factory, wait_for_device
 
@@ -168,7 +169,14 @@ def as_keys_of_defaults() -> dict[str, str]:
 
 
 def test_our_services_come_up_healthy_from_the_compose_file_and_carry_readings(
-    project, interpolation, stack, stack_settings, credentials, topic_factory, tmp_path
+    project,
+    interpolation,
+    stack,
+    stack_settings,
+    credentials,
+    topic_factory,
+    tmp_path,
+    lake_prefix,
 ):
     topic = topic_factory(partitions=2)
     secrets = tmp_path / "credentials"
@@ -189,7 +197,7 @@ def test_our_services_come_up_healthy_from_the_compose_file_and_carry_readings(
     ports = dict(zip(names, sorted(free), strict=True))
     servers = {f"LAKEHOUSE_{s.upper()}_HOST": "127.0.0.1"
                for s in ("postgres", "minio", "nessie", "trino", "kafka")}  # fmt: skip
-    env = compose_env(stack_settings) | ports | servers | {
+    env = compose_env(stack_settings) | ports | servers | lake_environment(lake_prefix) | {
         "LAKEHOUSE_HOST": "127.0.0.1", "LAKEHOUSE_GATEWAY_HOST": "127.0.0.1",
         "LAKEHOUSE_KAFKA_TOPIC": topic, "LAKEHOUSE_INGEST_GROUP_ID": f"g-{topic}",
         "LAKEHOUSE_LOG_LEVEL": "INFO",
@@ -258,11 +266,10 @@ def test_our_services_come_up_healthy_from_the_compose_file_and_carry_readings(
         timeout=30,
     )  # fmt: skip
     assert response.status_code == 202, response.text
-    assert wait_for_device(stack_settings, device, READINGS) == (READINGS, READINGS)
+    bronze = f"{lake_prefix}bronze.readings"
+    assert wait_for_device(stack_settings, device, READINGS, table=bronze) == (READINGS, READINGS)
     cursor = trino_connection(stack_settings).cursor()
-    cursor.execute(
-        f"select distinct source_topic from lake.bronze.readings where device_id = '{device}'"
-    )
+    cursor.execute(f"select distinct source_topic from lake.{bronze} where device_id = '{device}'")
     assert cursor.fetchall() == [[topic]]
     began = time.monotonic()
     stopped = servers_project("stop", *OURS, timeout=300)

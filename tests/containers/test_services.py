@@ -26,6 +26,7 @@ from lakehouse.credentials import as_keys
 from lakehouse.deployment import compose_env
 from lakehouse.tls import ca_path
 from lakehouse.trino_access import principals, write_files
+from tests.containers.conftest import lake_environment
 from tests.containers.podman import Container, give_to_image_user, run
 from tests.integration.conftest import free_port, topic_factory, wait_for_device
 
@@ -38,7 +39,7 @@ CREDENTIALS = "/var/run/lakehouse/credentials"
 
 
 @pytest.fixture(scope="module")
-def deployed(stack, stack_settings, credentials, tmp_path_factory) -> dict[str, Any]:
+def deployed(stack, stack_settings, credentials, lake_prefix, tmp_path_factory) -> dict[str, Any]:
     """`podman run` options that give a container the test stack as its servers."""
     root = tmp_path_factory.mktemp("deployed")
     secrets = root / "credentials"
@@ -50,10 +51,14 @@ def deployed(stack, stack_settings, credentials, tmp_path_factory) -> dict[str, 
     give_to_image_user(secrets)
     ca = root / "ca.pem"
     shutil.copyfile(ca_path(stack_settings.home), ca)
-    env = compose_env(stack_settings) | {
-        "LAKEHOUSE_HOST": "127.0.0.1",
-        "LAKEHOUSE_LOG_LEVEL": "INFO",
-    }
+    env = (
+        compose_env(stack_settings)
+        | lake_environment(lake_prefix)
+        | {
+            "LAKEHOUSE_HOST": "127.0.0.1",
+            "LAKEHOUSE_LOG_LEVEL": "INFO",
+        }
+    )
     assert env["LAKEHOUSE_CREDENTIALS_DIR"] == CREDENTIALS
     return {
         "env": env,
@@ -88,7 +93,7 @@ def test_bootstrap_in_a_container_sets_up_every_server(platform_image, deployed)
 
 
 def test_a_reading_through_the_containerised_services_reaches_gold_accounted_for(
-    platform_image, deployed, stack_settings, credentials, topic_factory
+    platform_image, deployed, stack_settings, credentials, topic_factory, lake_prefix
 ):
     topic = topic_factory(partitions=2)
     u = uuid.uuid4().hex[:8]
@@ -119,10 +124,13 @@ def test_a_reading_through_the_containerised_services_reaches_gold_accounted_for
         )  # fmt: skip
         assert response.status_code == 202, response.text
         assert response.json()["accepted"] == READINGS
-        assert wait_for_device(stack_settings, device, READINGS) == (READINGS, READINGS)
+        bronze = f"{lake_prefix}bronze.readings"
+        assert wait_for_device(stack_settings, device, READINGS, table=bronze) == (
+            READINGS, READINGS,
+        )  # fmt: skip
         cursor = trino_connection(stack_settings).cursor()
         cursor.execute(
-            "select source_topic, count(*) from lake.bronze.readings "
+            f"select source_topic, count(*) from lake.{bronze} "
             f"where device_id = '{device}' group by 1"
         )
         assert cursor.fetchall() == [[topic, READINGS]]  # written by the container's consumer
@@ -137,7 +145,7 @@ def test_a_reading_through_the_containerised_services_reaches_gold_accounted_for
     transform = run(platform_image, ["transform", "--quiet"], **own_topic)
     assert transform.returncode == 0, transform.stdout[-2000:] + transform.stderr[-3000:]
     cursor.execute(
-        "select sum(readings) from lake.gold.fct_device_hourly "
+        f"select sum(readings) from lake.{lake_prefix}gold.fct_device_hourly "
         f"where device_id = '{device}' and metric = 'temperature'"
     )
     assert cursor.fetchall() == [[READINGS]]

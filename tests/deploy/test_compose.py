@@ -185,3 +185,15 @@ def test_every_service_of_our_image_is_stopped_gracefully_and_runs_unprivileged(
         assert service["cap_drop"] == ["ALL"], name
         homes = [v for v in service["volumes"] if v["target"] == "/var/lib/lakehouse"]
         assert len(homes) == 1, name
+
+
+def test_superset_image_installs_what_the_native_stack_installs():
+    from lakehouse.stack.superset import EXTRA_REQUIREMENTS
+
+    lines = (COMPOSE / "superset-requirements.txt").read_text().splitlines()
+    wanted = [line for line in lines if line and not line.startswith("#")]
+    version = default_settings().superset.version
+    assert wanted == [f"apache-superset[postgres,trino]=={version}", *EXTRA_REQUIREMENTS,
+                      "gunicorn"]  # fmt: skip
+    locked = (COMPOSE / "superset-constraints.txt").read_text()
+    assert f"\napache_superset=={version}\n" in locked

@@ -144,9 +144,11 @@ def _poll(counts, expected: int, timeout: float) -> tuple[int, int]:
     return current
 
 
-def wait_for_device(settings, device: str, expected: int, timeout: float = 180) -> tuple[int, int]:
-    """Poll until the device has `expected` bronze rows (or the time is up)."""
-    return _poll(lambda: device_counts(settings, device), expected, timeout)
+def wait_for_device(
+    settings, device: str, expected: int, timeout: float = 180, table: str = "bronze.readings"
+) -> tuple[int, int]:
+    """Poll until the device has `expected` rows in `table` (or the time is up)."""
+    return _poll(lambda: device_counts(settings, device, table), expected, timeout)
 
 
 def wait_for_rows(settings, topic: str, expected: int, timeout: float = 180) -> tuple[int, int]:
