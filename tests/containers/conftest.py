@@ -14,6 +14,7 @@ from tests.bronze_writer import create_environment, drop_environment
 from tests.containers.podman import build, ensure_base_image
 
 IMAGE = "localhost/lakehouse:test"
+SUPERSET_IMAGE = "localhost/lakehouse-superset:test"
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +22,13 @@ def platform_image() -> str:
     ensure_base_image(default_settings().cache_dir)
     build(IMAGE, "compose/Dockerfile")
     return IMAGE
+
+
+@pytest.fixture(scope="session")
+def superset_image() -> str:
+    ensure_base_image(default_settings().cache_dir)
+    build(SUPERSET_IMAGE, "compose/superset.Dockerfile")
+    return SUPERSET_IMAGE
 
 
 @pytest.fixture(scope="module")

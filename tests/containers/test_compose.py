@@ -168,74 +168,71 @@ def as_keys_of_defaults() -> dict[str, str]:
     return as_keys(Credentials.generate(default_settings()))
 
 
-def test_our_services_come_up_healthy_from_the_compose_file_and_carry_readings(
-    project,
-    interpolation,
-    stack,
-    stack_settings,
-    credentials,
-    topic_factory,
-    tmp_path,
-    lake_prefix,
-):
-    topic = topic_factory(partitions=2)
-    secrets = tmp_path / "credentials"
+SERVERS = {f"LAKEHOUSE_{s.upper()}_HOST": "127.0.0.1"
+           for s in ("postgres", "minio", "nessie", "trino", "kafka")}  # fmt: skip
+
+
+def free_ports(*names: str) -> dict[str, str]:
+    free: set[str] = set()
+    while len(free) < len(names):  # the kernel may hand out one port twice
+        free.add(str(free_port()))
+    return dict(zip(names, sorted(free), strict=True))
+
+
+def on_test_servers(project: Project, root: Path, credentials, stack_settings,
+                    services: dict[str, dict], env: dict[str, str]) -> Project:  # fmt: skip
+    """The project with an override that runs `services` on the host's network against
+    the test stack: its credentials as the mounted files, its CA, `env` as their
+    environment and as the variables compose interpolates."""
+    secrets = root / "credentials"
     secrets.mkdir(mode=0o700)
     for key, value in as_keys(credentials).items():
         (secrets / key).write_text(value)
         (secrets / key).chmod(0o600)
         give_to_image_user(secrets / key)
     give_to_image_user(secrets)
-    tls = tmp_path / "tls"
+    tls = root / "tls"
     tls.mkdir()
     shutil.copyfile(ca_path(stack_settings.home), tls / "ca.pem")
-    names = ("LAKEHOUSE_GATEWAY_PORT", "LAKEHOUSE_AUDIT_PORT", "LAKEHOUSE_INGEST_METRICS_PORT",
-             "LAKEHOUSE_TRANSFORM_METRICS_PORT", "LAKEHOUSE_MAINTAIN_METRICS_PORT")  # fmt: skip
-    free: set[str] = set()
-    while len(free) < len(names):  # the kernel may hand out one port twice
-        free.add(str(free_port()))
-    ports = dict(zip(names, sorted(free), strict=True))
-    servers = {f"LAKEHOUSE_{s.upper()}_HOST": "127.0.0.1"
-               for s in ("postgres", "minio", "nessie", "trino", "kafka")}  # fmt: skip
-    env = compose_env(stack_settings) | ports | servers | lake_environment(lake_prefix) | {
+    mounts = {
+        "credentials": {"type": "bind", "source": str(secrets), "read_only": True,
+                        "target": "/var/run/lakehouse/credentials"},
+        "tls": {"type": "bind", "source": str(tls), "target": "/var/lib/lakehouse/tls",
+                "read_only": True},
+    }  # fmt: skip
+    override = {"services": {
+        name: {"network_mode": "host", "volumes": [mounts[m] for m in wanted["mounts"]]}
+        | ({"environment": env} if wanted.get("environment", True) else {})
+        for name, wanted in services.items()
+    }}  # fmt: skip
+    override_file = root / "test-servers.yml"
+    # `ports: !reset []`: on the host's network there is nothing to publish.
+    text = yaml.safe_dump(override)
+    override_file.write_text(
+        text.replace("network_mode: host", "network_mode: host\n    ports: !reset []")
+    )
+    env_file = root / "test.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    return Project(project.name, project.docker_host, env_file, [*project.files, override_file])
+
+
+def test_our_services_come_up_healthy_from_the_compose_file_and_carry_readings(
+    project, interpolation, stack, stack_settings, credentials, topic_factory, tmp_path,
+    lake_prefix,
+):  # fmt: skip
+    topic = topic_factory(partitions=2)
+    ports = free_ports("LAKEHOUSE_GATEWAY_PORT", "LAKEHOUSE_AUDIT_PORT",
+                       "LAKEHOUSE_INGEST_METRICS_PORT", "LAKEHOUSE_TRANSFORM_METRICS_PORT",
+                       "LAKEHOUSE_MAINTAIN_METRICS_PORT")  # fmt: skip
+    env = compose_env(stack_settings) | ports | SERVERS | lake_environment(lake_prefix) | {
         "LAKEHOUSE_HOST": "127.0.0.1", "LAKEHOUSE_GATEWAY_HOST": "127.0.0.1",
         "LAKEHOUSE_KAFKA_TOPIC": topic, "LAKEHOUSE_INGEST_GROUP_ID": f"g-{topic}",
         "LAKEHOUSE_LOG_LEVEL": "INFO",
     }  # fmt: skip
-    override = {
-        "services": {
-            name: {
-                "network_mode": "host",
-                "environment": env,
-                "volumes": [
-                    {
-                        "type": "bind",
-                        "source": str(secrets),
-                        "read_only": True,
-                        "target": "/var/run/lakehouse/credentials",
-                    },
-                    {
-                        "type": "bind",
-                        "source": str(tls),
-                        "target": "/var/lib/lakehouse/tls",
-                        "read_only": True,
-                    },
-                ],
-            }
-            for name in OURS
-        }
-    }
-    override_file = tmp_path / "test-servers.yml"
-    # `ports: !reset []`: on the host's network there is nothing to publish.
-    text = yaml.safe_dump(override).replace(
-        "network_mode: host", "network_mode: host\n    ports: !reset []"
-    )
-    override_file.write_text(text)
-    env_file = tmp_path / "test.env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in (interpolation | env).items()))
-    servers_project = Project(project.name, project.docker_host, env_file,
-                              [*project.files, override_file])  # fmt: skip
-
+    servers_project = on_test_servers(
+        project, tmp_path, credentials, stack_settings,
+        {name: {"mounts": ["credentials", "tls"]} for name in OURS}, interpolation | env,
+    )  # fmt: skip
     result = servers_project("up", "--detach", "--no-deps", *OURS)
     assert result.returncode == 0, result.stderr[-3000:]
     try:
@@ -278,3 +275,41 @@ def test_our_services_come_up_healthy_from_the_compose_file_and_carry_readings(
     assert {name: code for name, (_, code) in states(servers_project, *OURS).items()} == {
         name: 0 for name in OURS
     }, servers_project("logs", "--no-color", *OURS).stdout[-6000:]
+
+
+def test_superset_comes_up_healthy_from_the_compose_file_with_its_dashboards(
+    project, interpolation, superset_image, stack, stack_settings, credentials, tmp_path
+):
+    ports = free_ports("LAKEHOUSE_SUPERSET_PORT")
+    env = compose_env(stack_settings) | ports | SERVERS | {"LAKEHOUSE_HOST": "127.0.0.1"}
+    servers_project = on_test_servers(
+        project, tmp_path, credentials, stack_settings,
+        {"superset-init": {"mounts": ["credentials", "tls"]},
+         # Superset takes its settings from the runtime file superset-init writes.
+         "superset": {"mounts": ["tls"], "environment": False}},
+        interpolation | env | {"LAKEHOUSE_SUPERSET_IMAGE": superset_image},
+    )  # fmt: skip
+    init = servers_project("up", "--no-deps", "superset-init")
+    assert init.returncode == 0, init.stdout[-3000:] + init.stderr[-3000:]
+    assert states(servers_project, "superset-init") == {"superset-init": ("exited", 0)}
+    started = servers_project("up", "--detach", "--no-deps", "superset")
+    assert started.returncode == 0, started.stderr[-3000:]
+    try:
+        healthy = wait_healthy(servers_project, ("superset",), timeout=420)
+    finally:
+        (tmp_path / "superset.log").write_text(servers_project("logs", "--no-color").stdout)
+    assert healthy == {"superset": True}, f"see {tmp_path / 'superset.log'}"
+    url = f"http://127.0.0.1:{ports['LAKEHOUSE_SUPERSET_PORT']}"
+    login = httpx.post(f"{url}/api/v1/security/login", timeout=30, json={
+        "username": stack_settings.superset.admin_user, "provider": "db", "refresh": False,
+        "password": credentials.superset_admin_password,
+    })  # fmt: skip
+    assert login.status_code == 200, login.text
+    bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    dashboards = httpx.get(f"{url}/api/v1/dashboard/", headers=bearer, timeout=30)
+    assert dashboards.status_code == 200, dashboards.text
+    titles = {d["dashboard_title"] for d in dashboards.json()["result"]}
+    assert {"Fleet overview", "Site KPIs", "Anomalies", "Device map"} <= titles
+    stopped = servers_project("stop", "superset", timeout=300)
+    assert stopped.returncode == 0, stopped.stderr
+    assert states(servers_project, "superset") == {"superset": ("exited", 0)}

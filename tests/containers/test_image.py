@@ -95,21 +95,38 @@ def test_the_image_runs_as_its_own_user_on_a_read_only_root(platform_image):
                                                 "/var/lib/lakehouse"]  # fmt: skip
 
 
-def test_the_image_holds_exactly_the_locked_versions(platform_image):
+def canonical(requirement: str) -> str:
+    name, version = requirement.split("==")
+    return f"{re.sub(r'[-_.]+', '-', name).lower()}=={version}"
+
+
+def locked(name: str) -> set[str]:
+    lines = (ROOT / "compose" / name).read_text().splitlines()
+    return {canonical(line) for line in lines if line and not line.startswith("#")}
+
+
+def installed(image: str) -> set[str]:
     listing = (
         "import json, importlib.metadata as m; print(json.dumps(sorted("
         "f\"{d.metadata['Name']}=={d.version}\" for d in m.distributions())))"
     )
-    installed = in_image(platform_image, listing)
+    return {canonical(r) for r in in_image(image, listing)}
 
-    def canonical(requirement: str) -> str:
-        name, version = requirement.split("==")
-        return f"{re.sub(r'[-_.]+', '-', name).lower()}=={version}"
 
-    locked = {
-        canonical(line)
-        for line in (ROOT / "compose" / "constraints.txt").read_text().splitlines()
-        if line and not line.startswith("#")
-    }
+def test_supersets_image_holds_exactly_its_locked_versions_and_its_drivers(superset_image):
+    # setuptools comes with the base's venv; Superset's dependencies may use it.
+    assert {r for r in installed(superset_image) if not r.startswith("setuptools==")} == locked(
+        "superset-constraints.txt"
+    )
+    # The app factory, the drivers of both databases, the server and the health check.
+    probe = (
+        "import os, json, superset.app, psycopg2, trino.sqlalchemy, gunicorn, runpy; "
+        "print(json.dumps([os.getuid(), os.environ['SUPERSET_HOME'], "
+        "os.path.exists('/app/lakehouse/probe.py')]))"
+    )
+    assert in_image(superset_image, probe) == [1000, "/app/superset_home", True]
+
+
+def test_the_image_holds_exactly_the_locked_versions(platform_image):
     ours = {"lakehouse==0.1.0", "lakehouse-edge==0.1.0"}
-    assert {canonical(r) for r in installed} == locked | ours
+    assert installed(platform_image) == locked("constraints.txt") | ours
