@@ -1,8 +1,9 @@
 """Receives Trino's query events (its HTTP event listener) into `audit.events`.
 
-One row per completed query: the principal, what kind of statement, the tables read
-and written, the outcome (`ok`, `refused` for an access denial, `failed`) and times.
-A statement that defines a catalog has its string literals masked, since those carry
+One row per completed query: the principal that logged in (and the user it
+impersonated, if any), what kind of statement, the tables read and written, the
+outcome (`ok`, `refused` for an access denial, `failed`) and times. A statement that
+defines a catalog has its string literals masked, since those carry
 connection secrets. Bound to loopback; Trino presents a generated bearer token.
 """
 
@@ -72,11 +73,13 @@ def event_row(event: dict[str, Any]) -> tuple[Any, ...] | None:
         "started": event.get("createTime"),
         "ended": event.get("endTime"),
     }
-    authenticated = context.get("principal")
-    if authenticated and authenticated != user:
-        detail["authenticated_as"] = authenticated  # impersonation (Superset for a tenant)
+    # Who logged in is who acted: under impersonation (Superset for a tenant's analyst,
+    # X-Trino-User) the query's user is only whom the login chose to act as.
+    principal = str(context.get("principal") or user)
+    if user != principal:
+        detail["impersonated"] = user
     action = str(context.get("queryType") or "QUERY")
-    return (user, action, output, outcome, json.dumps(detail), event.get("createTime"))
+    return (principal, action, output, outcome, json.dumps(detail), event.get("createTime"))
 
 
 def create_app(settings: Settings, credentials: Credentials) -> FastAPI:

@@ -23,9 +23,11 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "device id": re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"),
     "tenant": re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"),
     "site": re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"),
-    # Trino principals: they appear in its password, group and rules files.
-    "principal": re.compile(r"^[a-z][a-z0-9_.-]{0,62}$"),
+    # Trino principals and Superset users: they appear in Trino's password, group and
+    # rules files. A separator stands between two letters or digits, never doubled.
+    "principal": re.compile(r"^[a-z](?:[a-z0-9]|[._-](?=[a-z0-9])){0,62}$"),
 }
+_SEPARATORS = re.compile(r"[._-]")
 
 
 def checked(kind: str, value: str) -> str:
@@ -37,3 +39,10 @@ def checked(kind: str, value: str) -> str:
             fix=f"a {kind} must match {pattern.pattern}",
         )
     return value
+
+
+def principal_key(name: str) -> str:
+    """What two principal names must not share: `ptx.g`, `ptx-g` and `ptx_g` read alike
+    to people, and to any tool that treats a name as a pattern or normalises it, so
+    only one of them may exist."""
+    return _SEPARATORS.sub("-", name)

@@ -2,6 +2,10 @@
 
     manage.py init                      admin user, Business role, assets imported
     manage.py user NAME TENANT          a business user of TENANT (password on stdin)
+    manage.py users                     every user as JSON (name, tenant, roles, active)
+    manage.py disable|enable NAME       stop or allow NAME's logins and sessions
+    manage.py remove NAME               delete NAME (kept inactive if Superset refuses)
+    manage.py reset NAME                a new password for NAME (on stdin)
 
 The assets under `assets/` are Superset's own export format (databases, datasets,
 charts, dashboards as YAML), imported with overwrite, so what is reviewed in a pull
@@ -120,8 +124,46 @@ def ensure_tenant_user(sm: Any, name: str, tenant: str, password: str) -> None:
         )  # fmt: skip
         return
     user.roles = [business, tenant_role]
+    user.active = True  # adding a user again brings a disabled one back
     db.session.commit()
     sm.reset_password(user.id, password)
+
+
+def list_users(sm: Any) -> list[dict[str, Any]]:
+    users = []
+    for user in sm.get_all_users():
+        roles = sorted(role.name for role in user.roles)
+        tenants = [r[len(TENANT_ROLE_PREFIX) :] for r in roles if r.startswith(TENANT_ROLE_PREFIX)]
+        users.append({
+            "name": user.username, "tenant": tenants[0] if len(tenants) == 1 else None,
+            "roles": roles, "active": bool(user.active),
+        })  # fmt: skip
+    return users
+
+
+def change_user(sm: Any, action: str, name: str, password: str | None) -> dict[str, Any] | None:
+    """Disable, enable, remove or reset `name`; None when there is no such user.
+
+    Superset (Flask-AppBuilder) loads the user of every session cookie and API token
+    on each request and treats an inactive or missing one as logged out, so a change
+    holds for sessions already open."""
+    from superset import db
+
+    user = sm.find_user(username=name)
+    if user is None:
+        return None
+    if action in ("disable", "enable"):
+        user.active = action == "enable"
+        db.session.commit()
+        return {"name": name, "active": user.active}
+    if action == "reset":
+        sm.reset_password(user.id, password)
+        return {"name": name, "active": bool(user.active)}
+    # remove: inactive and without roles first, so a refused delete still locks it out
+    user.active = False
+    user.roles = []
+    db.session.commit()
+    return {"name": name, "active": False, "removed": bool(sm.delete_user(user))}
 
 
 def main(argv: list[str]) -> int:
@@ -143,6 +185,16 @@ def main(argv: list[str]) -> int:
                 return 2
             ensure_business_role(sm)
             ensure_tenant_user(sm, argv[1], argv[2], password)
+            return 0
+        if argv == ["users"]:
+            print(json.dumps(list_users(sm)))
+            return 0
+        if argv[:1] in (["disable"], ["enable"], ["remove"], ["reset"]) and len(argv) == 2:
+            password = sys.stdin.read().strip() if argv[0] == "reset" else None
+            if password is not None and len(password) < 12:
+                print("a password of at least 12 characters is expected on stdin")
+                return 2
+            print(json.dumps(change_user(sm, argv[0], argv[1], password)))  # null: no such user
             return 0
     print(__doc__)
     return 2

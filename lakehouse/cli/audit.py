@@ -38,19 +38,32 @@ def audit_show(
     source: Annotated[
         str | None, typer.Option(help="Only this source: registry, users, transform, trino.")
     ] = None,
+    principal: Annotated[
+        str | None,
+        typer.Option(help="Only events of this principal (for Trino: who logged in)."),
+    ] = None,
+    outcome: Annotated[
+        str | None, typer.Option(help="Only this outcome: ok, refused, failed.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only events since then: 15m, 2h, 7d, or 2026-12-02T10:00:00Z."),
+    ] = None,
 ) -> None:
-    """The latest events, newest first."""
+    """The latest events, newest first, with each Trino query's statement."""
+    from lakehouse.audit import EventFilter, latest, since_instant
     from lakehouse.clients import postgres_connection
 
     settings = settings_of(ctx)
+    only = EventFilter(
+        source=source,
+        principal=principal,
+        outcome=outcome,
+        since=since_instant(since) if since is not None else None,
+    )
     with postgres_connection(settings, load(settings)) as conn:
-        rows = conn.execute(
-            "select at, source, principal, action, coalesce(target, ''), outcome "
-            "from audit.events where %(source)s::text is null or source = %(source)s "
-            "order by id desc limit %(limit)s",
-            {"source": source, "limit": limit},
-        ).fetchall()
-    table = Table("at", "source", "principal", "action", "target", "outcome")
+        rows = latest(conn, only, limit)
+    table = Table("at", "source", "principal", "action", "target", "outcome", "statement")
     for at, *rest in rows:
         table.add_row(f"{at:%Y-%m-%d %H:%M:%S}", *map(str, rest))
-    out.print(table)
+    out.print(table, markup=False, highlight=False)

@@ -89,7 +89,7 @@ def ensure_logins(settings: Settings) -> dict[str, dict[str, str]]:
         return stored
     from lakehouse.cli.users import create_business_user
     from lakehouse.stack.trino import apply_security
-    from lakehouse.trino_access import add_user
+    from lakehouse.trino_users import add_user
 
     logins: dict[str, dict[str, str]] = {"superset": {}, "trino": {}}
     for tenant in TENANTS:

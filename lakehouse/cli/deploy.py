@@ -106,7 +106,8 @@ def trino_security(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the files to.")],
 ) -> None:
     """Write Trino's password.db, group.txt and rules.json (hashes, never passwords)."""
-    from lakehouse.trino_access import principals, write_files
+    from lakehouse.trino_access import write_files
+    from lakehouse.trino_users import principals
 
     settings = settings_of(ctx)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -223,11 +224,37 @@ class Superset(Service):
         return response.status_code == 200 and response.text.strip() == "OK"
 
 
-def add_business_user(service: Superset, name: str, tenant: str, password: str) -> None:
-    """Create or update a Superset user of one tenant (Business role, tenant role)."""
+def _configured(service: Superset) -> None:
     if not service.runtime_file.exists():
         raise StackError(
             "Superset has not been configured in this home yet",
             fix="run `lakehouse stack up` (or `make up`) first",
         )
+
+
+def add_business_user(service: Superset, name: str, tenant: str, password: str) -> None:
+    """Create or update a Superset user of one tenant (Business role, tenant role)."""
+    _configured(service)
     service.manage("user", name, tenant, stdin=password)
+
+
+def _last_json(output: str) -> Any:
+    """The JSON line manage.py prints last (Superset may log before it)."""
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def superset_users(service: Superset) -> list[dict[str, Any]]:
+    """Every Superset user: name, tenant (or None), roles, active."""
+    _configured(service)
+    users: list[dict[str, Any]] = _last_json(service.manage("users"))
+    return users
+
+
+def change_superset_user(
+    service: Superset, action: str, name: str, password: str | None = None
+) -> dict[str, Any] | None:
+    """Disable, enable, remove or reset (with `password`) a Superset user; what it is
+    now, or None when Superset has no such user. Sessions already open end with it."""
+    _configured(service)
+    result: dict[str, Any] | None = _last_json(service.manage(action, name, stdin=password or ""))
+    return result

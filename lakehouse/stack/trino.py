@@ -22,7 +22,8 @@ from lakehouse.stack.fetch import progress_bar
 from lakehouse.stack.service import Service
 from lakehouse.stack.users import ensure_os_user, service_user
 from lakehouse.tls import ca_path, server_certificate
-from lakehouse.trino_access import principals, write_files
+from lakehouse.trino_access import write_files
+from lakehouse.trino_users import principals
 
 # Plugins kept from the distribution; the postgresql connector needs geospatial's types.
 TRINO_PLUGINS = (

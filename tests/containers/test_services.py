@@ -25,7 +25,8 @@ from lakehouse.clients import postgres_connection, trino_connection
 from lakehouse.credentials import as_keys
 from lakehouse.deployment import compose_env
 from lakehouse.tls import ca_path
-from lakehouse.trino_access import principals, write_files
+from lakehouse.trino_access import write_files
+from lakehouse.trino_users import principals
 from tests.containers.conftest import lake_environment
 from tests.containers.podman import Container, give_to_image_user, run
 from tests.integration.conftest import free_port, topic_factory, wait_for_device

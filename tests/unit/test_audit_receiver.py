@@ -35,10 +35,20 @@ def test_an_access_denial_is_refused_and_other_errors_failed():
     assert event_row(_completed(failureInfo=broken))[3] == "failed"
 
 
-def test_impersonation_names_both_users():
+def test_impersonation_is_recorded_under_the_principal_that_logged_in():
     context = {"user": "acme-bi", "principal": "superset", "queryType": "SELECT"}
     row = event_row(_completed(context=context))
-    assert row[0] == "acme-bi" and json.loads(row[4])["authenticated_as"] == "superset"
+    assert row[0] == "superset" and json.loads(row[4])["impersonated"] == "acme-bi"
+
+
+def test_without_impersonation_there_is_no_impersonated_user():
+    row = event_row(_completed())
+    assert row[0] == "alice" and "impersonated" not in json.loads(row[4])
+
+
+def test_without_authentication_the_user_is_the_principal():
+    row = event_row(_completed(context={"user": "bob", "queryType": "SELECT"}))
+    assert row[0] == "bob" and "impersonated" not in json.loads(row[4])
 
 
 def test_writes_name_their_target():

@@ -1,0 +1,266 @@
+"""Tenant isolation tried as an attacker would: look-alike names, other users' queries,
+metadata tables, impersonation in the audit log, and access taken away."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import pytest
+import requests
+import trino
+from trino.auth import BasicAuthentication
+from trino.exceptions import HttpError, TrinoQueryError
+
+from lakehouse import audit
+from lakehouse.clients import postgres_connection, trino_connection
+from lakehouse.tls import ca_path
+
+pytestmark = pytest.mark.integration
+
+REFRESH = 6  # Trino re-reads its password, group and rules files every 5 s
+
+
+def lakehouse(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lakehouse", *args],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def add(name: str, *options: str) -> str:
+    result = lakehouse("users", "add", name, *options)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def connect(settings, login: str, password: str, as_user: str | None = None):
+    """A Trino connection logged in as `login`, acting as `as_user` (X-Trino-User)."""
+    session = requests.Session()
+    session.verify = str(ca_path(settings.home))
+    session.trust_env = False
+    return trino.dbapi.connect(
+        host=settings.host, port=settings.trino.port, http_scheme="https", catalog="lake",
+        user=as_user or login, auth=BasicAuthentication(login, password),
+        request_timeout=30, max_attempts=1, http_session=session,
+    )  # fmt: skip
+
+
+def run(connection, statement: str) -> list:
+    cursor = connection.cursor()
+    cursor.execute(statement)
+    return cursor.fetchall()
+
+
+def refused(connection, statement: str) -> str:
+    with pytest.raises(TrinoQueryError) as info:
+        run(connection, statement)
+    return info.value.message
+
+
+@pytest.fixture(scope="module")
+def probe(stack, stack_settings):
+    """lake.gold.iso_probe_*: 3 rows of tenant-01 (sum 6), 2 of tenant-02 (sum 9)."""
+    table = f"lake.gold.iso_probe_{uuid.uuid4().hex[:6]}"
+    cursor = trino_connection(stack_settings).cursor()
+    cursor.execute(f"create table {table} (tenant varchar, v integer)")
+    cursor.fetchall()
+    cursor.execute(
+        f"insert into {table} values ('tenant-01', 1), ('tenant-01', 2), ('tenant-01', 3), "
+        "('tenant-02', 4), ('tenant-02', 5)"
+    )
+    cursor.fetchall()
+    yield table
+    cursor.execute(f"drop table {table}")
+    cursor.fetchall()
+
+
+@pytest.fixture(scope="module")
+def lookalikes(stack):
+    """`q<id>.x` of tenant-01 and `q<id>ax` of tenant-02: the first name, read as a
+    pattern, matches the second."""
+    u = uuid.uuid4().hex[:6]
+    dotted, plain = f"q{u}.x", f"q{u}ax"
+    made = {
+        "tenant-01": (dotted, add(dotted, "--role", "analyst", "--tenant", "tenant-01")),
+        "tenant-02": (plain, add(plain, "--role", "analyst", "--tenant", "tenant-02")),
+    }
+    time.sleep(REFRESH)
+    return made
+
+
+def test_a_lookalike_name_gets_only_its_own_tenants_rows(stack_settings, lookalikes, probe):
+    for tenant, expected in (("tenant-01", [[3, 6]]), ("tenant-02", [[2, 9]])):
+        name, password = lookalikes[tenant]
+        assert run(connect(stack_settings, name, password),
+                   f"select count(*), sum(v) from {probe}") == expected  # fmt: skip
+
+
+def test_superset_impersonating_a_lookalike_gets_only_its_tenants_rows(
+    stack_settings, credentials, lookalikes, probe
+):
+    name, _ = lookalikes["tenant-02"]
+    connection = connect(stack_settings, "superset", credentials.trino_passwords["superset"], name)
+    assert run(connection, f"select count(*), sum(v) from {probe}") == [[2, 9]]
+
+
+def test_a_name_differing_only_in_separators_is_refused(lookalikes):
+    dotted, _ = lookalikes["tenant-01"]
+    result = lakehouse("users", "add", dotted.replace(".", "-"), "--role", "analyst",
+                       "--tenant", "tenant-02")  # fmt: skip
+    assert result.returncode == 1
+    assert "only in its separators" in result.stderr
+
+
+def test_a_tenant_analyst_reads_no_metadata_tables_and_no_one_elses_tasks(
+    stack_settings, lookalikes, probe
+):
+    name, password = lookalikes["tenant-01"]
+    connection = connect(stack_settings, name, password)
+    schema, table = probe.rsplit(".", 1)
+    for statement in (
+        f'select * from {schema}."{table}$files"',
+        f'select * from {schema}."{table}$partitions"',
+        "select * from system.runtime.tasks",
+    ):
+        message = refused(connection, statement)
+        assert message.startswith("Access Denied: "), (statement, message)
+
+
+# -- queries: one's own only ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def analysts(stack):
+    u = uuid.uuid4().hex[:6]
+    made = {who: (f"{who}-{u}", add(f"{who}-{u}", "--role", "analyst")) for who in ("ann", "ben")}
+    time.sleep(REFRESH)
+    return made
+
+
+def test_analysts_see_only_their_own_queries_and_engineers_all(stack_settings, analysts):
+    marker = f"own-query-{uuid.uuid4().hex[:8]}"
+    ann = connect(stack_settings, *analysts["ann"])
+    ben = connect(stack_settings, *analysts["ben"])
+    run(ann, f"select 1 /* {marker} */")
+    lookup = (
+        "select query_id, query from system.runtime.queries "
+        f"where query like '%{marker} */' and query not like '%runtime.queries%'"
+    )
+    mine = run(ann, lookup)
+    assert len(mine) == 1 and marker in mine[0][1]
+    assert run(ben, lookup) == []
+    assert [row[0] for row in run(trino_connection(stack_settings, catalog="system"), lookup)] == [
+        mine[0][0]
+    ]
+    message = refused(ben, f"call system.runtime.kill_query(query_id => '{mine[0][0]}')")
+    assert message.startswith("Access Denied: "), message
+
+
+# -- the audit log names who logged in ----------------------------------------------------
+
+
+def test_a_refused_impersonated_query_is_logged_under_the_login(
+    stack_settings, credentials, lookalikes
+):
+    name, _ = lookalikes["tenant-02"]
+    marker = f"audit-imp-{uuid.uuid4().hex[:8]}"
+    connection = connect(stack_settings, "superset", credentials.trino_passwords["superset"], name)
+    refused(connection, f"select count(*) /* {marker} */ from lake.bronze.readings")
+    deadline = time.monotonic() + 60
+    with postgres_connection(stack_settings, credentials) as conn:
+        while True:
+            rows = conn.execute(
+                "select principal, outcome, detail->>'impersonated' from audit.events "
+                "where source = 'trino' and detail->>'statement' like %s",
+                (f"%{marker}%",),
+            ).fetchall()
+            if rows or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert rows == [("superset", "refused", name)]
+    shown = lakehouse("audit", "show", "--principal", "superset", "--outcome", "refused",
+                      "--since", "10m", "--limit", "50")  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert marker in shown.stdout
+
+
+# -- access taken away ----------------------------------------------------------------------
+
+
+def logs_in(settings, name: str, password: str) -> bool:
+    try:
+        run(connect(settings, name, password), "select 1")
+    except HttpError as exc:
+        assert "401" in str(exc)
+        return False
+    return True
+
+
+def test_trino_users_are_disabled_enabled_reset_and_removed_within_seconds(
+    stack_settings, credentials
+):
+    name = f"leaver-{uuid.uuid4().hex[:6]}"
+    password = add(name, "--role", "analyst", "--tenant", "tenant-01")
+    time.sleep(REFRESH)
+    assert logs_in(stack_settings, name, password)
+
+    assert lakehouse("users", "disable", name).returncode == 0
+    time.sleep(REFRESH)
+    assert not logs_in(stack_settings, name, password)
+    impersonating = connect(
+        stack_settings, "superset", credentials.trino_passwords["superset"], name
+    )
+    assert refused(impersonating, "select 1").startswith("Access Denied: ")
+
+    assert lakehouse("users", "enable", name).returncode == 0
+    time.sleep(REFRESH)
+    assert logs_in(stack_settings, name, password)
+
+    reset = lakehouse("users", "reset", name)
+    assert reset.returncode == 0, reset.stderr
+    time.sleep(REFRESH)
+    assert not logs_in(stack_settings, name, password)
+    assert logs_in(stack_settings, name, reset.stdout.strip())
+
+    assert lakehouse("users", "remove", name).returncode == 0
+    time.sleep(REFRESH)
+    assert not logs_in(stack_settings, name, reset.stdout.strip())
+    listed = lakehouse("users", "list", "--json")
+    assert name not in listed.stdout
+
+    with postgres_connection(stack_settings, credentials) as conn:
+        actions = conn.execute(
+            "select principal, action from audit.events where source = 'users' "
+            "and target = %s order by id",
+            (name,),
+        ).fetchall()
+    me = audit.actor()
+    assert actions == [(me, a) for a in ("add", "disable", "enable", "reset", "remove")]
+
+
+def test_a_disabled_superset_users_open_session_stops_working(stack, stack_settings):
+    name = f"bizleaver-{uuid.uuid4().hex[:6]}"
+    password = add(name, "--tenant", "tenant-01")
+    url = f"http://{stack_settings.host}:{stack_settings.superset.port}"
+    with httpx.Client(base_url=url, timeout=60) as http:
+        login = http.post(
+            "/api/v1/security/login",
+            json={"username": name, "password": password, "provider": "db"},
+        )
+        assert login.status_code == 200, login.text
+        http.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+        assert http.get("/api/v1/me/").status_code == 200
+
+        assert lakehouse("users", "disable", name, "--kind", "superset").returncode == 0
+        assert http.get("/api/v1/me/").status_code == 401  # the token issued before
+
+        assert lakehouse("users", "remove", name, "--kind", "superset").returncode == 0
+        again = http.post(
+            "/api/v1/security/login",
+            json={"username": name, "password": password, "provider": "db"},
+        )
+        assert again.status_code == 401
