@@ -1,8 +1,10 @@
 """The layout of a backup directory and its manifest.
 
-    DIR/objects/<key>           the bucket's objects, shared by every backup in DIR
+    DIR/objects-2/<key's path>  the bucket's objects, shared by every backup in DIR
                                 (an object's key never changes content, so an object
-                                already there with the same size is not copied again)
+                                already there with the same size is not copied again;
+                                lakehouse.backup.objects says how a key becomes a path;
+                                format 1 kept them in DIR/objects, keys as paths)
     DIR/<name>/manifest.json    what the backup holds; written last
     DIR/<name>/postgres/        the roles (globals.sql) and one dump per database
     DIR/<name>/home/            credentials, Trino users and the stack's CA
@@ -23,7 +25,9 @@ from lakehouse.errors import BackupError
 from lakehouse.private_files import write_private
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2
+# Format 1 kept object keys as plain paths; it is still read and restored.
+READABLE_FORMATS = (1, 2)
 # Files of a home that a restored stack needs as they were: the same secrets (Superset's
 # key decrypts what its database holds, MinIO's key what the bucket holds), the same
 # analysts, and the same CA, which devices and clients already trust. With the mode each
@@ -86,8 +90,8 @@ def new_backup(root: Path, now: datetime | None = None) -> Path:
     return private_dir(path)
 
 
-def objects_dir(backup: Path) -> Path:
-    return backup.parent / "objects"
+def objects_dir(backup: Path, format: int = FORMAT) -> Path:
+    return backup.parent / ("objects" if format == 1 else f"objects-{format}")
 
 
 def write_manifest(backup: Path, manifest: Manifest) -> None:
@@ -109,8 +113,11 @@ def resolve(path: Path) -> Path:
 
 def read_manifest(backup: Path) -> Manifest:
     manifest = Manifest.model_validate_json((backup / MANIFEST).read_text())
-    if manifest.format != FORMAT:
-        raise BackupError(f"{backup} is in backup format {manifest.format}, not {FORMAT}")
+    if manifest.format not in READABLE_FORMATS:
+        raise BackupError(
+            f"{backup} is in backup format {manifest.format}, which this version cannot read",
+            fix=f"restore it with the version that made it (this one reads {READABLE_FORMATS})",
+        )
     return manifest
 
 

@@ -1,12 +1,23 @@
-"""The bucket's objects, copied to and from a backup's shared object directory."""
+"""The bucket's objects, copied to and from a backup's shared object directory.
+
+S3 keys are not paths: `a/` (a zero-byte directory marker, which consoles and several
+writers leave), `a` and `a/b` may all exist at once, as may `a//b`, `.` or `..`. So each
+key is stored at a path of its own (`object_path`): every segment but the last becomes
+a directory `d<segment>`, the last a file `f<segment>`, each percent-encoded; a segment
+too long to be a file name is named by its hash (`d%g<sha256>`, a name encoding never
+makes). Backups of format 1 kept keys as plain paths (`legacy_path`), which a marker
+breaks; they are still restored.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from lakehouse.errors import BackupError
 
@@ -26,7 +37,26 @@ def list_objects(client: S3Client, bucket: str) -> dict[str, int]:
     return found
 
 
-def local_path(store: Path, key: str) -> Path:
+Locate = Callable[[Path, str], Path]
+# Room for the prefix within the usual 255-byte limit on a file name.
+MAX_SEGMENT_BYTES = 200
+
+
+def _segment(kind: str, segment: str) -> str:
+    encoded = quote(segment, safe="")
+    if len(encoded.encode()) > MAX_SEGMENT_BYTES:
+        return f"{kind}%g{hashlib.sha256(segment.encode()).hexdigest()}"
+    return f"{kind}{encoded}"
+
+
+def object_path(store: Path, key: str) -> Path:
+    """Where the object `key` is kept under `store`: one path per key, whatever the key."""
+    *directories, name = key.split("/")
+    return store.joinpath(*(_segment("d", d) for d in directories), _segment("f", name))
+
+
+def legacy_path(store: Path, key: str) -> Path:
+    """Where format-1 backups kept `key`: the key as a path under `store`."""
     path = (store / key).resolve()
     if not path.is_relative_to(store.resolve()):
         raise BackupError(f"object key {key!r} leads outside the backup")
@@ -39,16 +69,17 @@ def download(
     objects: dict[str, int],
     store: Path,
     progress: Progress = lambda done, total: None,
+    locate: Locate = object_path,
 ) -> int:
     """Copy what `store` lacks; returns the bytes copied. A key already there with the
     same size is the same object: keys are never rewritten with other content."""
     missing = {
         key: size for key, size in objects.items()
-        if not _present(local_path(store, key), size)
+        if not _present(locate(store, key), size)
     }  # fmt: skip
 
     def fetch(key: str) -> None:
-        target = local_path(store, key)
+        target = locate(store, key)
         _private_parents(target, store.resolve())
         partial = target.with_name(f".{target.name}.partial")
         client.download_file(bucket, key, str(partial))
@@ -67,9 +98,10 @@ def upload(
     objects: dict[str, int],
     store: Path,
     progress: Progress = lambda done, total: None,
+    locate: Locate = object_path,
 ) -> None:
     def put(key: str) -> None:
-        source = local_path(store, key)
+        source = locate(store, key)
         if not _present(source, objects[key]):
             raise BackupError(f"object {key} is missing from {store} or has another size")
         client.upload_file(str(source), bucket, key)

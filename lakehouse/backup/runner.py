@@ -198,8 +198,9 @@ class Restore:
                           "forgotten (their devices' retries are accepted again)")  # fmt: skip
         client = s3_client(self.settings, credentials, S3_KEY)
         objects.upload(
-            client, manifest.bucket, manifest.objects, objects_dir(backup),
+            client, manifest.bucket, manifest.objects, objects_dir(backup, manifest.format),
             lambda done, n: self.progress(f"objects: {done:,} of {n:,} uploaded"),
+            objects.legacy_path if manifest.format == 1 else objects.object_path,
         )  # fmt: skip
         replayed = kafka_log.replay(
             kafka_config(self.settings, ADMIN_PRINCIPAL, credentials=credentials),

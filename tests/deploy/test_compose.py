@@ -181,7 +181,7 @@ def test_every_service_of_our_image_is_stopped_gracefully_and_runs_unprivileged(
     for name, service in ours.items():
         if name == "credentials":
             continue
-        assert service["stop_grace_period"] == "30s", name
+        assert service["stop_grace_period"] == ("2m0s" if name == "transform" else "30s"), name
         assert service["cap_drop"] == ["ALL"], name
         homes = [v for v in service["volumes"] if v["target"] == "/var/lib/lakehouse"]
         assert len(homes) == 1, name

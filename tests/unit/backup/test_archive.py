@@ -46,7 +46,8 @@ def test_a_backup_directory_and_its_manifest_are_private_and_read_back(tmp_path)
     back = read_manifest(backup)
     assert back == manifest(backup.name)
     assert (back.object_bytes, back.messages) == (15, 3)
-    assert objects_dir(backup) == tmp_path / "backups" / "objects"
+    assert objects_dir(backup) == tmp_path / "backups" / "objects-2"
+    assert objects_dir(backup, 1) == tmp_path / "backups" / "objects"
 
 
 def test_the_directory_of_backups_stands_for_its_newest_complete_one(tmp_path):
