@@ -78,6 +78,7 @@ def access_rules(everyone: list[Principal]) -> dict[str, Any]:
     tenants = [p for p in active if p.tenant is not None]
     tenant_users = any_of(p.name for p in tenants)
     refused = [{"user": any_of(disabled), "allow": "none"}] if disabled else []
+    engineers = [p.name for p in active if p.role == "engineer"]
     return {
         "catalogs": [
             *refused,
@@ -125,7 +126,8 @@ def access_rules(everyone: list[Principal]) -> dict[str, Any]:
             },
             {"catalog": "system", "schema": "builtin", "privileges": ["EXECUTE"]},
         ],
-        "system_information": [{"group": "engineer", "allow": ["read"]}],
+        # Its rules match users and roles, not groups: the engineers by name.
+        "system_information": [{"user": any_of(engineers), "allow": ["read"]}],
         "impersonation": [
             {
                 "original_user": exact("superset"),

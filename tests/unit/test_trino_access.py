@@ -158,8 +158,13 @@ def test_kill_query_may_be_called_and_decides_by_the_query_rules():
 
 
 def test_system_information_is_for_engineers_only():
-    (rule,) = access_rules([])["system_information"]
-    assert rule == {"group": "engineer", "allow": ["read"]}
+    engineer = Principal("eng.a", "engineer", None, "$2y$10$a")
+    analyst = Principal("enga", "analyst", None, "$2y$10$a")
+    (rule,) = access_rules([engineer, analyst])["system_information"]
+    assert rule["allow"] == ["read"] and set(rule) == {"user", "allow"}  # no groups here
+    assert re.fullmatch(rule["user"], "eng.a") and not re.fullmatch(rule["user"], "enga")
+    (nobody,) = access_rules([])["system_information"]
+    assert nobody["user"] == NOTHING
 
 
 def test_a_tenant_analyst_reads_data_tables_not_metadata_tables_or_others_work():
