@@ -3,15 +3,19 @@ namespaces of their own for the containers that write to the lake."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from lakehouse.clients import iceberg_catalog
 from lakehouse.config import default_settings
+from lakehouse.credentials import Credentials, as_keys
+from lakehouse.tls import ca_path
 from tests.bronze_writer import create_environment, drop_environment
-from tests.containers.podman import build, ensure_base_image
+from tests.containers.podman import build, ensure_base_image, give_to_image_user
 
 IMAGE = "localhost/lakehouse:test"
 SUPERSET_IMAGE = "localhost/lakehouse-superset:test"
@@ -51,3 +55,19 @@ def lake_environment(prefix: str) -> dict[str, str]:
         # Serving is the tenants' one schema; the prefixed layers do not publish into it.
         "LAKEHOUSE_SERVING_PUBLISH_AFTER_TRANSFORM": "false",
     }
+
+
+def mounted_secrets(root: Path, credentials: Credentials, home: Path) -> tuple[Path, Path]:
+    """`root/credentials`, one 0600 file per secret as a mounted Secret holds them, owned
+    by the image's user; and `root/tls` with the stack's CA (at home/tls/ca.pem)."""
+    secrets = root / "credentials"
+    secrets.mkdir(mode=0o700)
+    for key, value in as_keys(credentials).items():
+        (secrets / key).write_text(value)
+        (secrets / key).chmod(0o600)
+        give_to_image_user(secrets / key)
+    give_to_image_user(secrets)
+    tls = root / "tls"
+    tls.mkdir()
+    shutil.copyfile(ca_path(home), tls / "ca.pem")
+    return secrets, tls

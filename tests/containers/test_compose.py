@@ -12,7 +12,6 @@ override that points them at the test stack's servers (the compose file's own ho
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 import uuid
@@ -29,9 +28,8 @@ from lakehouse.config import default_settings
 from lakehouse.credentials import as_keys
 from lakehouse.deployment import compose_env
 from lakehouse.devtools import docker_config_with_compose
-from lakehouse.tls import ca_path
-from tests.containers.conftest import lake_environment
-from tests.containers.podman import environment, give_to_image_user, podman
+from tests.containers.conftest import lake_environment, mounted_secrets
+from tests.containers.podman import environment, podman
 from tests.integration.conftest import free_port, topic_factory, wait_for_device
 
 pytestmark = [pytest.mark.containers, pytest.mark.integration]
@@ -184,16 +182,7 @@ def on_test_servers(project: Project, root: Path, credentials, stack_settings,
     """The project with an override that runs `services` on the host's network against
     the test stack: its credentials as the mounted files, its CA, `env` as their
     environment and as the variables compose interpolates."""
-    secrets = root / "credentials"
-    secrets.mkdir(mode=0o700)
-    for key, value in as_keys(credentials).items():
-        (secrets / key).write_text(value)
-        (secrets / key).chmod(0o600)
-        give_to_image_user(secrets / key)
-    give_to_image_user(secrets)
-    tls = root / "tls"
-    tls.mkdir()
-    shutil.copyfile(ca_path(stack_settings.home), tls / "ca.pem")
+    secrets, tls = mounted_secrets(root, credentials, stack_settings.home)
     mounts = {
         "credentials": {"type": "bind", "source": str(secrets), "read_only": True,
                         "target": "/var/run/lakehouse/credentials"},

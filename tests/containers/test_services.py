@@ -11,7 +11,6 @@ also in a container, accounts for it.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -22,12 +21,10 @@ import pytest
 
 from lakehouse import registry
 from lakehouse.clients import postgres_connection, trino_connection
-from lakehouse.credentials import as_keys
 from lakehouse.deployment import compose_env
-from lakehouse.tls import ca_path
 from lakehouse.trino_access import write_files
 from lakehouse.trino_users import principals
-from tests.containers.conftest import lake_environment
+from tests.containers.conftest import lake_environment, mounted_secrets
 from tests.containers.podman import Container, give_to_image_user, run
 from tests.integration.conftest import free_port, topic_factory, wait_for_device
 
@@ -43,15 +40,7 @@ CREDENTIALS = "/var/run/lakehouse/credentials"
 def deployed(stack, stack_settings, credentials, lake_prefix, tmp_path_factory) -> dict[str, Any]:
     """`podman run` options that give a container the test stack as its servers."""
     root = tmp_path_factory.mktemp("deployed")
-    secrets = root / "credentials"
-    secrets.mkdir(mode=0o700)
-    for key, value in as_keys(credentials).items():
-        (secrets / key).write_text(value)
-        (secrets / key).chmod(0o600)
-        give_to_image_user(secrets / key)
-    give_to_image_user(secrets)
-    ca = root / "ca.pem"
-    shutil.copyfile(ca_path(stack_settings.home), ca)
+    secrets, tls = mounted_secrets(root, credentials, stack_settings.home)
     env = (
         compose_env(stack_settings)
         | lake_environment(lake_prefix)
@@ -63,7 +52,7 @@ def deployed(stack, stack_settings, credentials, lake_prefix, tmp_path_factory) 
     assert env["LAKEHOUSE_CREDENTIALS_DIR"] == CREDENTIALS
     return {
         "env": env,
-        "mounts": [(secrets, CREDENTIALS), (ca, "/var/lib/lakehouse/tls/ca.pem")],
+        "mounts": [(secrets, CREDENTIALS), (tls, "/var/lib/lakehouse/tls")],
         "scratch": ["/var/lib/lakehouse"],
     }
 

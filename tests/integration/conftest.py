@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -248,3 +249,20 @@ def lakehouse(
         [sys.executable, "-m", "lakehouse", *args], capture_output=True, text=True,
         timeout=timeout, check=False, env=env,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def probe(stack, stack_settings):
+    """lake.gold.tenant_probe_*: 3 rows of tenant-01 (sum 6), 2 of tenant-02 (sum 9)."""
+    table = f"lake.gold.tenant_probe_{uuid.uuid4().hex[:6]}"
+    cursor = trino_connection(stack_settings).cursor()
+    cursor.execute(f"create table {table} (tenant varchar, v integer)")
+    cursor.fetchall()
+    cursor.execute(
+        f"insert into {table} values ('tenant-01', 1), ('tenant-01', 2), ('tenant-01', 3), "
+        "('tenant-02', 4), ('tenant-02', 5)"
+    )
+    cursor.fetchall()
+    yield table
+    cursor.execute(f"drop table {table}")
+    cursor.fetchall()

@@ -86,23 +86,6 @@ def test_users_added_are_audited(people, stack_settings, credentials):
     assert rows == [(audit.actor(), "add", "analyst", "tenant-01")]
 
 
-@pytest.fixture(scope="module")
-def probe(stack, stack_settings):
-    """lake.gold.tenant_probe_*: 3 rows of tenant-01, 2 of tenant-02."""
-    table = f"lake.gold.tenant_probe_{uuid.uuid4().hex[:6]}"
-    cursor = trino_connection(stack_settings).cursor()
-    cursor.execute(f"create table {table} (tenant varchar, v integer)")
-    cursor.fetchall()
-    cursor.execute(
-        f"insert into {table} values ('tenant-01', 1), ('tenant-01', 2), ('tenant-01', 3), "
-        "('tenant-02', 4), ('tenant-02', 5)"
-    )
-    cursor.fetchall()
-    yield table
-    cursor.execute(f"drop table {table}")
-    cursor.fetchall()
-
-
 def run(settings, who, statement: str) -> list:
     name, password = who
     cursor = trino_connection(settings, user=name, password=password).cursor()

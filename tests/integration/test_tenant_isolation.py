@@ -55,23 +55,6 @@ def refused(connection, statement: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def probe(stack, stack_settings):
-    """lake.gold.iso_probe_*: 3 rows of tenant-01 (sum 6), 2 of tenant-02 (sum 9)."""
-    table = f"lake.gold.iso_probe_{uuid.uuid4().hex[:6]}"
-    cursor = trino_connection(stack_settings).cursor()
-    cursor.execute(f"create table {table} (tenant varchar, v integer)")
-    cursor.fetchall()
-    cursor.execute(
-        f"insert into {table} values ('tenant-01', 1), ('tenant-01', 2), ('tenant-01', 3), "
-        "('tenant-02', 4), ('tenant-02', 5)"
-    )
-    cursor.fetchall()
-    yield table
-    cursor.execute(f"drop table {table}")
-    cursor.fetchall()
-
-
-@pytest.fixture(scope="module")
 def lookalikes(stack):
     """`q<id>.x` of tenant-01 and `q<id>ax` of tenant-02: the first name, read as a
     pattern, matches the second."""
