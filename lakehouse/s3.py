@@ -24,9 +24,7 @@ def s3_endpoint(settings: Settings) -> str:
 ROOT_KEY = "root"
 
 
-def s3_keys(
-    credentials: Credentials, key: str, settings: Settings | None = None
-) -> tuple[str, str]:
+def s3_keys(credentials: Credentials, key: str, settings: Settings) -> tuple[str, str]:
     """(access key id, secret) of a service key (lakehouse.stack.minio_access) or the root.
 
     The id is the key's name unless the settings give the store's own id for it."""
@@ -36,8 +34,7 @@ def s3_keys(
         raise ConfigError(
             f"no MinIO key {key!r}", fix=f"use one of {', '.join(sorted(credentials.minio_keys))}"
         )
-    key_id = settings.minio.access_key_ids.get(key, key) if settings else key
-    return key_id, credentials.minio_keys[key]
+    return settings.minio.access_key_ids.get(key, key), credentials.minio_keys[key]
 
 
 def s3_client(settings: Settings, credentials: Credentials, key: str) -> S3Client:

@@ -74,8 +74,9 @@ def change(settings: Settings, kind: Kind, action: Action, name: str) -> str | N
     """Apply `action` to `name` in `kind`, audit it, and return the new password of a
     reset (None otherwise)."""
     credentials = load(settings)
-    password = _change_trino(settings, credentials, action, name) if kind == "trino" else None
-    if kind == "superset":
+    if kind == "trino":
+        password = _change_trino(settings, credentials, action, name)
+    else:
         password = _change_superset(settings, action, name)
     audit_change(settings, credentials, action, name, {"kind": kind})
     return password

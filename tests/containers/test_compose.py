@@ -25,8 +25,7 @@ import pytest
 import yaml
 
 from lakehouse.config import default_settings
-from lakehouse.credentials import as_keys
-from lakehouse.deployment import compose_env
+from lakehouse.deployment import compose_env, secret_keys
 from lakehouse.devtools import docker_config_with_compose
 from tests.containers.conftest import lake_environment, mounted_secrets
 from tests.containers.podman import environment, podman
@@ -156,14 +155,8 @@ def test_the_one_shots_make_credentials_and_trinos_files_in_fresh_volumes(projec
     result = project("run", "--rm", "--no-deps", "--entrypoint", "python", "gateway", "-c", probe)
     assert result.returncode == 0, result.stderr[-3000:]
     listing = json.loads(result.stdout.strip().splitlines()[-1])
-    keys = len(as_keys_of_defaults())
+    keys = len(secret_keys())
     assert listing == [["0o750", "lakehouse"], ["0o640", "lakehouse"], keys, True]
-
-
-def as_keys_of_defaults() -> dict[str, str]:
-    from lakehouse.credentials import Credentials
-
-    return as_keys(Credentials.generate(default_settings()))
 
 
 SERVERS = {f"LAKEHOUSE_{s.upper()}_HOST": "127.0.0.1"
