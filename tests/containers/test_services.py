@@ -212,3 +212,28 @@ def test_trinos_init_container_writes_the_rules_the_native_stack_writes(
     ]
     assert users == native_users and users
     assert json.loads((written / "rules.json").read_text())["catalogs"]
+
+
+@pytest.mark.parametrize(
+    ("steps", "done"),
+    [
+        (["postgres", "minio", "serving"],
+         ["✓ postgres set up", "✓ minio set up", "✓ serving roles and policies set up"]),
+        (["nessie", "kafka"], ["✓ nessie set up", "✓ kafka set up"]),
+    ],
+)  # fmt: skip
+def test_compose_two_bootstrap_steps_each_set_up_only_their_servers(
+    platform_image, deployed, steps, done
+):
+    only = [arg for step in steps for arg in ("--only", step)]
+    result = run(platform_image, ["deploy", "bootstrap", "--wait", "60", *only], **deployed)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line.strip() for line in result.stderr.splitlines() if line.startswith("✓")] == done
+
+
+def test_an_unknown_bootstrap_step_is_refused_naming_the_steps(platform_image, deployed):
+    result = run(platform_image, ["deploy", "bootstrap", "--only", "trino"], **deployed)
+    assert result.returncode == 1
+    message = " ".join(result.stderr.split())
+    assert "unknown bootstrap step trino" in message
+    assert "choose among postgres, minio, nessie, kafka, serving" in message
