@@ -7,6 +7,7 @@ settings are built, and subprocesses of the tests inherit them.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,11 @@ from lakehouse.stack.manager import Stack
 
 # Ports from 21000 up (PostgreSQL 21000, MinIO 21001, … Trino 21005; see
 # lakehouse.config.ISOLATED_PORTS); a user's exported LAKEHOUSE_* variables are dropped
-# first.
+# first. TEST_FIRST_PORT moves the block, so two checkouts' suites can run side by side
+# (each keeps its own home under its checkout).
 TEST_ENVIRONMENT = isolate_process(
-    Path(__file__).resolve().parent.parent / ".lakehouse-test", first_port=21_000
+    Path(__file__).resolve().parent.parent / ".lakehouse-test",
+    first_port=int(os.environ.get("TEST_FIRST_PORT", "21000")),
 )
 
 
