@@ -15,8 +15,11 @@ Everyone sees and kills only their own queries (Trino always allows that), excep
 engineers. A tenant's analyst reads its rows of silver, gold and platinum and nothing
 else: not the Iceberg metadata tables (`readings$files`, `$partitions`: counts and
 bounds over every tenant), and of the `system` catalog only the JDBC metadata and their
-own queries. Every name is quoted into the rules (lakehouse.trino_patterns), so a rule
-for `ptx.g` never matches `ptx-g`.
+own queries. Table statistics (`SHOW STATS`, plan estimates: figures over every
+tenant's rows) are off in the `lake` and `pg` catalogs; engineers and the platform's
+own principals may turn them on for a session in `lake`, nobody else. Every name is
+quoted into the rules (lakehouse.trino_patterns), so a rule for `ptx.g` never matches
+`ptx-g`.
 
 Passwords are stored as bcrypt hashes (`password.db`); Trino re-reads every file within
 5 seconds, so adding, disabling or removing a user needs no restart.
@@ -137,8 +140,19 @@ def access_rules(everyone: list[Principal]) -> dict[str, Any]:
             },
         ],
         "system_session_properties": [{"allow": True}],
-        "catalog_session_properties": [{"allow": True}],
+        "catalog_session_properties": [
+            {"group": any_of(STATISTICS_GROUPS), "allow": True},
+            {"property": "statistics_enabled", "allow": False},
+            {"allow": True},
+        ],
     }
+
+
+# Statistics are whole-table figures (row counts, distinct values, minimum and maximum
+# of every column) that row filters do not touch: a tenant's analyst would read other
+# tenants' bounds in `SHOW STATS` or in EXPLAIN's estimates. The `lake` catalog has them
+# off (lakehouse.stack.trino); only these groups may turn them on for a session.
+STATISTICS_GROUPS = ("engineer", "transform", "ingest", "maintain")
 
 
 def _service_tables() -> list[dict[str, Any]]:

@@ -147,6 +147,8 @@ class Trino(Service):
                 # Read-only: Trino users must never reach tokens or receipts.
                 "connection-user": READER_ROLE,
                 "connection-password": "${ENV:LAKEHOUSE_PG_PASSWORD}",
+                # Whole-table figures a row filter does not touch (lakehouse.trino_access).
+                "statistics.enabled": "false",
             },
         )
 
@@ -307,6 +309,10 @@ def lake_catalog_properties(settings: Settings, ref: str = "main") -> dict[str, 
         # the dynamic filter from those rows arrives; waiting the default 1 s, the scan
         # starts without it and reads every row (10 M in anomaly_scores: 3 s more).
         "iceberg.dynamic-filtering.wait-timeout": DYNAMIC_FILTER_WAIT,
+        # Statistics cover every tenant's rows, whatever a row filter leaves: off where
+        # tenants' analysts read (engineers may turn them on for a session; see
+        # lakehouse.trino_access), on in a run's own catalog, where dbt plans its joins.
+        "iceberg.table-statistics-enabled": "false" if ref == "main" else "true",
         "fs.native-s3.enabled": "true",
         "s3.endpoint": s3_endpoint(settings),
         "s3.region": settings.minio.region,

@@ -106,6 +106,28 @@ def test_a_tenant_analyst_reads_no_metadata_tables_and_no_one_elses_tasks(
         assert message.startswith("Access Denied: "), (statement, message)
 
 
+def test_a_tenant_analyst_gets_no_statistics_and_cannot_turn_them_on(
+    stack_settings, lookalikes, probe
+):
+    """SHOW STATS and EXPLAIN's estimates are whole-table figures the row filter does not
+    touch: off for everyone, and only an engineer may turn them on."""
+    engineer = trino_connection(stack_settings)
+    assert run(engineer, f"show stats for {probe}")[-1][4] is None
+    run(engineer, "set session lake.statistics_enabled = true")
+    summary = run(engineer, f"show stats for {probe}")
+    assert summary[-1][4] == 5.0  # row_count over both tenants
+    assert [row[5:] for row in summary if row[0] == "v"] == [["1", "5"]]  # both tenants' bounds
+    name, password = lookalikes["tenant-01"]
+    connection = connect(stack_settings, name, password)
+    stats = run(connection, f"show stats for {probe}")
+    assert [row[0] for row in stats] == ["tenant", "v", None]
+    assert [value for row in stats for value in row[1:]] == [None] * 18
+    plan = run(connection, f"explain select * from {probe}")[0][0]
+    assert "rows: 5 " not in plan and "rows: ?" in plan
+    message = refused(connection, "set session lake.statistics_enabled = true")
+    assert message == "Access Denied: Cannot set catalog session property statistics_enabled"
+
+
 # -- queries: one's own only ------------------------------------------------------------
 
 
