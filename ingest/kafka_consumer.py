@@ -160,7 +160,7 @@ class BronzeConsumer:
         self._kafka_outage = Outage("Kafka", log, self.metrics.availability("kafka"))
 
         def open_tables() -> tuple[Table, Table]:
-            catalog = iceberg_catalog(settings, credentials, s3_key="ingest")
+            catalog = iceberg_catalog(settings, credentials, s3_key="ingest", principal="ingest")
             ensure_bronze_tables(catalog, *tables)
             return catalog.load_table(tables[0]), catalog.load_table(tables[1])
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from lakehouse.catalog_tokens import mint
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
 from lakehouse.credentials import load as load_credentials
@@ -31,12 +32,23 @@ def iceberg_rest_url(settings: Settings, ref: str = "main") -> str:
     return base if ref == "main" else f"{base}/{ref}"
 
 
+def nessie_token(credentials: Credentials, principal: str = "lakehouse") -> str:
+    """The bearer token `principal` presents to Nessie (lakehouse.catalog_tokens)."""
+    return mint(credentials.nessie_signing_key, principal)
+
+
 def iceberg_catalog_properties(
-    settings: Settings, credentials: Credentials, ref: str = "main", *, s3_key: str
+    settings: Settings,
+    credentials: Credentials,
+    ref: str = "main",
+    *,
+    s3_key: str,
+    principal: str = "lakehouse",
 ) -> dict[str, str]:
     properties = {
         "type": "rest",
         "uri": iceberg_rest_url(settings, ref),
+        "token": nessie_token(credentials, principal),
         "warehouse": settings.nessie.warehouse,
         "s3.endpoint": s3_endpoint(settings),
         "s3.region": settings.minio.region,
@@ -49,16 +61,23 @@ def iceberg_catalog_properties(
 
 
 def iceberg_catalog(
-    settings: Settings, credentials: Credentials, ref: str = "main", *, s3_key: str
+    settings: Settings,
+    credentials: Credentials,
+    ref: str = "main",
+    *,
+    s3_key: str,
+    principal: str = "lakehouse",
 ) -> RestCatalog:
     """A pyiceberg catalog on the Nessie branch `ref`, reading and writing files with the
-    MinIO key `s3_key` ("ingest" writes bronze, "reader" only reads)."""
+    MinIO key `s3_key` ("ingest" writes bronze, "reader" only reads), known to Nessie as
+    `principal`."""
     from pyiceberg.catalog.rest import RestCatalog
 
     name = "lake" if ref == "main" else f"lake_{ref}"
-    return RestCatalog(
-        name, **iceberg_catalog_properties(settings, credentials, ref, s3_key=s3_key)
+    properties = iceberg_catalog_properties(
+        settings, credentials, ref, s3_key=s3_key, principal=principal
     )
+    return RestCatalog(name, **properties)
 
 
 def trino_connection(

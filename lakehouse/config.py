@@ -89,9 +89,6 @@ class NessieSettings(BaseSettings):
     warehouse: str = "warehouse"
     heap: str = "512m"
     start_timeout: float = 120.0
-    # Nessie authenticates only through an OpenID Connect provider, which the platform
-    # does not run; so it stays on a loopback address unless this is set.
-    allow_unauthenticated_remote: bool = False
 
 
 class TrinoSettings(BaseSettings):

@@ -14,11 +14,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from lakehouse.catalog_tokens import generate_signing_key, public_key
 from lakehouse.config import Settings
 from lakehouse.errors import ConfigError
 from lakehouse.private_files import write_private
 
 CREDENTIALS_FILE = "credentials.json"
+# A Secret's key holding the public half of the Nessie signing key (derived by as_keys).
+NESSIE_PUBLIC_KEY = "nessie-public-key"
 # PostgreSQL roles created at bootstrap, one per consumer of the database.
 DATABASE_ROLES = ("nessie", "superset", "lakehouse")
 # Trino's `pg` catalog: reads devices, sites, tenants and run records; never tokens
@@ -74,6 +77,9 @@ class Credentials:
     minio_keys: dict[str, str] = field(default_factory=dict)
     # Trino's event listener presents it to the audit receiver.
     audit_token: str = ""
+    # Signs the bearer tokens every Nessie client presents (lakehouse.catalog_tokens);
+    # Nessie holds only its public half.
+    nessie_signing_key: str = ""
 
     @classmethod
     def generate(cls, settings: Settings) -> Credentials:
@@ -91,6 +97,7 @@ class Credentials:
             minio_kms_key=_encryption_key(),
             minio_keys={name: _token() for name in MINIO_KEYS},
             audit_token=secrets.token_urlsafe(32),
+            nessie_signing_key=generate_signing_key(),
         )
 
     def with_overrides(self, settings: Settings) -> Credentials:
@@ -114,6 +121,7 @@ class Credentials:
             minio_kms_key=self.minio_kms_key,
             minio_keys=dict(self.minio_keys),
             audit_token=self.audit_token,
+            nessie_signing_key=self.nessie_signing_key,
         )
 
 
@@ -137,6 +145,8 @@ def as_keys(credentials: Credentials) -> dict[str, str]:
             keys |= {f"{base}.{name}": value[name] for name in _PER_NAME_FIELDS[item.name]}
         else:
             keys[base] = value
+    # Derived, not read back: the one key Nessie's own pod needs.
+    keys[NESSIE_PUBLIC_KEY] = public_key(credentials.nessie_signing_key)
     return keys
 
 
@@ -213,6 +223,7 @@ def _complete(stored: Credentials) -> bool:
         "superset_admin_password": _token,
         "minio_kms_key": _encryption_key,
         "audit_token": lambda: secrets.token_urlsafe(32),
+        "nessie_signing_key": generate_signing_key,
     }
     for name, make in generated.items():
         if not getattr(stored, name):

@@ -7,8 +7,9 @@ from typing import Any
 
 import httpx
 
-from lakehouse.clients import nessie_api_url
+from lakehouse.clients import nessie_api_url, nessie_token
 from lakehouse.config import Settings
+from lakehouse.credentials import Credentials, load
 from lakehouse.errors import CatalogError, ReferenceConflictError
 from lakehouse.names import checked
 
@@ -28,8 +29,20 @@ class Reference:
 class NessieClient:
     """A small synchronous client for the reference operations the platform needs."""
 
-    def __init__(self, settings: Settings, *, timeout: float = 30.0) -> None:
-        self._http = httpx.Client(base_url=nessie_api_url(settings), timeout=timeout)
+    def __init__(
+        self,
+        settings: Settings,
+        credentials: Credentials | None = None,
+        *,
+        principal: str = "lakehouse",
+        timeout: float = 30.0,
+    ) -> None:
+        token = nessie_token(credentials or load(settings), principal)
+        self._http = httpx.Client(
+            base_url=nessie_api_url(settings),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
 
     def close(self) -> None:
         self._http.close()

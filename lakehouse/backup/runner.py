@@ -119,7 +119,7 @@ class Backup:
 
     def _dump_catalog(self, pg: Postgres, dumps: Path) -> str | None:
         """Nessie's database, at a commit of main named when main held still around it."""
-        with NessieClient(self.settings) as nessie:
+        with NessieClient(self.settings, self.credentials) as nessie:
             for _ in range(DUMP_ATTEMPTS):
                 before = nessie.reference("main").hash
                 pg.dump("nessie", dumps / "nessie.dump")

@@ -38,8 +38,10 @@ class LiveMetadata:
 class NessieWalker:
     """Reads references, entries and commit logs through Nessie's REST API v2."""
 
-    def __init__(self, api_url: str, *, timeout: float = 60.0) -> None:
-        self._http = httpx.Client(base_url=api_url, timeout=timeout)
+    def __init__(self, api_url: str, token: str, *, timeout: float = 60.0) -> None:
+        self._http = httpx.Client(
+            base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        )
 
     def close(self) -> None:
         self._http.close()

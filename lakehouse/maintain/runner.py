@@ -18,6 +18,7 @@ from lakehouse.clients import (
     iceberg_catalog_properties,
     kafka_config,
     nessie_api_url,
+    nessie_token,
     postgres_connection,
     trino_connection,
 )
@@ -141,7 +142,9 @@ class Maintainer:
         streaming = [(s, t) for s, t in tables if _is_bronze(s)]
         built = [(s, t) for s, t in tables if not _is_bronze(s)]
         if streaming:
-            catalog = iceberg_catalog(self.settings, self.credentials, s3_key="maintain")
+            catalog = iceberg_catalog(
+                self.settings, self.credentials, s3_key="maintain", principal="maintain"
+            )
         for schema, table in streaming:
             try:
                 policy = policy_for(self.settings, schema, table)
@@ -201,7 +204,9 @@ class Maintainer:
             # a longer retention now starts where that one stopped.
             history_from = max(self.clock() - history, records.collected_before(conn) or _EPOCH)
             report.gc_history_from = history_from
-            walker = NessieWalker(nessie_api_url(self.settings))
+            walker = NessieWalker(
+                nessie_api_url(self.settings), nessie_token(self.credentials, "maintain")
+            )
             try:
                 live = live_metadata(walker, history_from)
             finally:
@@ -246,7 +251,7 @@ class Maintainer:
         s = self.settings.maintain
         now = self.clock()
         try:
-            with NessieClient(self.settings) as nessie:
+            with NessieClient(self.settings, self.credentials, principal="maintain") as nessie:
                 report.branches_deleted = retention.expire_failed_branches(
                     conn, nessie, older_than=now - timedelta(days=s.failed_branch_days)
                 )
@@ -271,7 +276,9 @@ class Maintainer:
         from ingest.offsets import read_offsets
 
         topic = self.settings.kafka.topic
-        catalog = iceberg_catalog(self.settings, self.credentials, s3_key="maintain")
+        catalog = iceberg_catalog(
+            self.settings, self.credentials, s3_key="maintain", principal="maintain"
+        )
         # The stack's own consumers write this table from this topic.
         table = catalog.load_table(f"{self.settings.ingest.namespace}.readings")
         committed = read_offsets(table, topic)

@@ -109,7 +109,7 @@ class Reconciler:
     def _pin(self) -> tuple[dict[str, int | None], dict[str, dict[int, int]], list[Gap]]:
         """Snapshot ids of every table, bronze's committed offsets and its record of
         expired offsets, all of one commit of main."""
-        with NessieClient(self.settings) as nessie:
+        with NessieClient(self.settings, self.credentials) as nessie:
             for _ in range(5):
                 before = nessie.reference("main").hash
                 pinned = self._snapshots()

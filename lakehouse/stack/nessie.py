@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from lakehouse.config import Settings, is_loopback
+from lakehouse.catalog_tokens import ISSUER, public_key
+from lakehouse.clients import nessie_token
 from lakehouse.errors import StackError
 from lakehouse.s3 import s3_endpoint
 from lakehouse.stack.artifacts import NESSIE_SERVER
@@ -47,6 +48,12 @@ nessie.catalog.service.s3.default-options.request-signing-enabled=false
 nessie.catalog.validate-secrets=true
 lakehouse.s3.name=${{LAKEHOUSE_S3_ACCESS_KEY}}
 lakehouse.s3.secret=${{LAKEHOUSE_S3_SECRET_KEY}}
+
+# Every request but health (on the management port) carries a bearer token the platform
+# signed (lakehouse.catalog_tokens); checked here against the public key, no OIDC server.
+nessie.server.authentication.enabled={authentication}
+quarkus.oidc.public-key={public_key}
+quarkus.oidc.token.issuer={issuer}
 """
 
 
@@ -75,7 +82,6 @@ class Nessie(Service):
 
     def configure(self) -> None:
         s = self.settings
-        check_exposure(s)
         config_dir = self.state_dir / "config"
         config_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "tmp").mkdir(exist_ok=True)
@@ -89,6 +95,9 @@ class Nessie(Service):
                 bucket=s.minio.bucket,
                 s3_endpoint=s3_endpoint(s),
                 region=s.minio.region,
+                authentication=str(s.security).lower(),
+                public_key=public_key(self.ctx.credentials.nessie_signing_key),
+                issuer=ISSUER,
             )
         )
 
@@ -122,6 +131,7 @@ class Nessie(Service):
         config = httpx.get(
             f"{self.url}/iceberg/v1/config",
             params={"warehouse": self.settings.nessie.warehouse},
+            headers={"Authorization": f"Bearer {nessie_token(self.ctx.credentials)}"},
             timeout=10,
         )
         if config.status_code != 200:
@@ -149,17 +159,3 @@ class Nessie(Service):
                 + (lines[-1] if lines else f"exit {result.returncode}"),
                 fix="see `lakehouse stack logs nessie`",
             )
-
-
-def check_exposure(settings: Settings) -> None:
-    """Refuse to put Nessie, which has no authentication of its own, on a network."""
-    if is_loopback(settings.host) or settings.nessie.allow_unauthenticated_remote:
-        return
-    raise StackError(
-        f"Nessie would listen on {settings.host} without authentication (it can only "
-        "authenticate through an OpenID Connect provider), so anyone on that network could "
-        "move or delete branches",
-        fix="keep LAKEHOUSE_HOST on 127.0.0.1 and put only the upload gateway on the network "
-        "(LAKEHOUSE_GATEWAY_HOST); behind a network you control, "
-        "LAKEHOUSE_NESSIE_ALLOW_UNAUTHENTICATED_REMOTE=true accepts the risk",
-    )

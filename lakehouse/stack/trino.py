@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
-from lakehouse.clients import iceberg_rest_url, trino_connection
+from lakehouse.clients import iceberg_rest_url, nessie_token, trino_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import READER_ROLE, Credentials
 from lakehouse.errors import FetchError
@@ -242,6 +242,7 @@ class Trino(Service):
             "LAKEHOUSE_S3_SECRET_KEY": creds.minio_keys["trino"],
             "LAKEHOUSE_PG_PASSWORD": creds.database_passwords[READER_ROLE],
             "LAKEHOUSE_TRINO_SHARED_SECRET": creds.trino_shared_secret,
+            "LAKEHOUSE_NESSIE_TOKEN": nessie_token(creds, "trino"),
         }
 
     def _trust(self) -> ssl.SSLContext | bool:
@@ -295,7 +296,9 @@ def lake_catalog_properties(settings: Settings, ref: str = "main") -> dict[str, 
         "connector.name": "iceberg",
         "iceberg.catalog.type": "rest",
         "iceberg.rest-catalog.uri": iceberg_rest_url(settings, ref),
-        "iceberg.rest-catalog.security": "NONE",
+        # Nessie's bearer token, minted when Trino starts (lakehouse.catalog_tokens).
+        "iceberg.rest-catalog.security": "OAUTH2",
+        "iceberg.rest-catalog.oauth2.token": "${ENV:LAKEHOUSE_NESSIE_TOKEN}",
         "iceberg.rest-catalog.vended-credentials-enabled": "false",
         # A backfill writes every day it spans in one statement (silver and
         # anomaly_scores are partitioned by day): the default of 100 fails any load

@@ -163,7 +163,7 @@ class TransformRunner:
             log.warning("run %s: serving publish failed, pending: %s", report.run_id, exc)
 
     def _run(self, conn: Any, report: RunReport, *, full_refresh: bool, force: bool) -> None:
-        with NessieClient(self.settings) as nessie:
+        with NessieClient(self.settings, self.credentials, principal="transform") as nessie:
             self._drop_orphan_catalogs(nessie)
             branch = nessie.create_branch(report.branch, "main")
             report.main_before = branch.hash
@@ -227,12 +227,16 @@ class TransformRunner:
             nessie.delete_branch(report.branch)
 
     def _audit(self, conn: Any, report: RunReport) -> None:
-        with NessieClient(self.settings) as nessie:
+        with NessieClient(self.settings, self.credentials, principal="transform") as nessie:
             self._drop_orphan_catalogs(nessie)
             branch = nessie.create_branch(report.branch, "main")
             report.main_before = report.main_after = branch.hash
             catalog = iceberg_catalog(
-                self.settings, self.credentials, ref=report.branch, s3_key="reader"
+                self.settings,
+                self.credentials,
+                ref=report.branch,
+                s3_key="reader",
+                principal="transform",
             )
             if not catalog.table_exists(f"{self.prefix}silver.readings"):
                 nessie.delete_branch(report.branch)
@@ -286,7 +290,9 @@ class TransformRunner:
         }
 
     def _window(self, branch: str, conn: Any, *, full_refresh: bool) -> BronzeWindow:
-        catalog = iceberg_catalog(self.settings, self.credentials, ref=branch, s3_key="reader")
+        catalog = iceberg_catalog(
+            self.settings, self.credentials, ref=branch, s3_key="reader", principal="transform"
+        )
         bronze_name = f"{self.prefix}bronze.readings"
         if not catalog.table_exists(bronze_name):
             raise TransformError(f"there is no {bronze_name} table to transform")
@@ -371,7 +377,7 @@ class TransformRunner:
         """Drop a kept (failed) run's catalog and branch."""
         branch = branch_of(run_id)
         self._drop_catalog(branch)
-        with NessieClient(self.settings) as nessie:
+        with NessieClient(self.settings, self.credentials, principal="transform") as nessie:
             try:
                 nessie.delete_branch(branch)
             except CatalogError as exc:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from lakehouse.config import Settings
+from lakehouse.config import Settings, is_loopback
 from lakehouse.errors import ConfigError
 
 
@@ -135,3 +135,12 @@ def test_an_isolated_stack_refuses_ports_it_could_not_rely_on(first_port):
 
     with pytest.raises(ConfigError, match=r"must lie between 1024 and 32767"):
         isolated_environment(Path("/x"), first_port)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("localhost", True),
+     ("0.0.0.0", False), ("192.168.1.20", False), ("::", False), ("lakehouse.lan", False)],
+)  # fmt: skip
+def test_only_loopback_addresses_count_as_loopback(host, loopback):
+    assert is_loopback(host) is loopback

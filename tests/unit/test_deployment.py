@@ -23,7 +23,7 @@ def test_a_native_consumer_is_a_replica_of_the_consumers_component():
 def test_every_secret_key_is_one_credential():
     keys = deployment.secret_keys()
     assert keys == list(as_keys(Credentials.generate(default_settings())))
-    assert len(keys) == len(set(keys)) == 28
+    assert len(keys) == len(set(keys)) == 30
 
 
 def test_the_compose_variables_are_the_settings_themselves(monkeypatch):
