@@ -115,6 +115,21 @@ def trino_security(
         err.print(f"wrote {path}")
 
 
+@deploy_app.command("nessie-token")
+def nessie_token_file(
+    ctx: typer.Context,
+    principal: Annotated[str, typer.Option(help="Who the token names (trino, ingest, …).")],
+    target: Annotated[Path, typer.Option("--out", help="File to write the token to (0600).")],
+) -> None:
+    """A bearer token for Nessie, signed with the credentials' key, valid for a year."""
+    from lakehouse.clients import nessie_token
+    from lakehouse.names import checked
+
+    settings = settings_of(ctx)
+    write_private(target, nessie_token(load(settings), checked("principal", principal)))
+    err.print(f"wrote {target} (a token for {principal})")
+
+
 @deploy_app.command("tls")
 def tls(
     ctx: typer.Context,

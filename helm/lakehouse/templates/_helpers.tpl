@@ -299,6 +299,7 @@ spec:
             -Dfile.encoding=UTF-8 -XX:+EnableDynamicAgentLoading -Djava.io.tmpdir=/tmp \
             > /etc/trino/jvm.config
           mkdir -p /etc/trino/security /etc/trino/catalog
+          lakehouse deploy nessie-token --principal trino --out /etc/trino/nessie-token
           {{- if eq $role "coordinator" }}
           cp /config/password-authenticator.properties /config/group-provider.properties \
             /config/access-control.properties /etc/trino/
@@ -327,6 +328,13 @@ spec:
       image: {{ include "lakehouse.image" (dict "root" $root "image" $root.Values.trino.image) }}
       imagePullPolicy: IfNotPresent
       {{- include "lakehouse.containerSecurityContext" $root | nindent 6 }}
+      # Nessie's token, minted by the prepare step (the catalogs read it as an ENV secret).
+      command:
+        - sh
+        - -ec
+        - |
+          export LAKEHOUSE_NESSIE_TOKEN="$(cat /etc/trino/nessie-token)"
+          exec /usr/lib/trino/bin/run-trino
       env:
         {{- if ne (include "lakehouse.s3Ambient" $root) "true" }}
         {{- include "lakehouse.secretEnv" (dict "root" $root "env" "LAKEHOUSE_S3_SECRET_KEY" "key" "minio-keys.trino") | nindent 8 }}
