@@ -1,5 +1,6 @@
 """Tenant isolation tried as an attacker would: look-alike names, other users' queries,
-metadata tables, impersonation in the audit log, and access taken away."""
+metadata tables, impersonation in the audit log, access taken away, and Superset's
+business users (statistics functions, other schemas, other tenants' users and objects)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 import uuid
 
 import httpx
+import psycopg
 import pytest
 import requests
 import trino
@@ -16,8 +18,10 @@ from trino.exceptions import HttpError, TrinoQueryError
 
 from lakehouse import audit
 from lakehouse.clients import postgres_connection, trino_connection
+from lakehouse.serving import roles
 from lakehouse.tls import ca_path
 from tests.integration.conftest import lakehouse
+from tests.integration.test_superset import SupersetClient
 
 pytestmark = pytest.mark.integration
 
@@ -242,3 +246,78 @@ def test_a_disabled_superset_users_open_session_stops_working(stack, stack_setti
             json={"username": name, "password": password, "provider": "db"},
         )
         assert again.status_code == 401
+
+
+# -- Superset's business users: no statistics, no other schema, no other tenant -------------
+
+
+@pytest.fixture(scope="module")
+def business(stack, stack_settings, credentials):
+    """A business user of each of two new tenants (`a`, `b`), logged in, and the admin."""
+    u = uuid.uuid4().hex[:6]
+    url = f"http://{stack_settings.host}:{stack_settings.superset.port}"
+    tenants = {"a": f"acme-{u}", "b": f"globex-{u}"}
+    users = {key: f"biz-{key}-{u}" for key in tenants}
+    clients = {
+        key: SupersetClient(url, users[key], add(users[key], "--tenant", tenants[key]))
+        for key in tenants
+    }
+    clients["admin"] = SupersetClient(
+        url, stack_settings.superset.admin_user, credentials.superset_admin_password
+    )
+    yield {"tenants": tenants, "users": users, "clients": clients}
+    for client in clients.values():
+        client.close()
+
+
+def test_a_serving_role_can_call_no_statistics_function_and_reach_no_other_database(
+    stack_settings, credentials, business
+):
+    statements = {
+        "select pg_stat_get_live_tuples('serving.sites'::regclass)":
+            "permission denied for function pg_stat_get_live_tuples",
+        "select n_live_tup from pg_stat_user_tables":
+            "permission denied for function pg_stat_get_live_tuples",
+        "select pg_relation_size('serving.sites')":
+            "permission denied for function pg_relation_size",
+        "select query_to_xml('explain select * from serving.sites', true, false, '')":
+            "permission denied for function query_to_xml",
+        "select reltuples from pg_class where oid = 'serving.sites'::regclass":
+            "permission denied for table pg_class",
+        "select * from pg_class": "permission denied for table pg_class",
+    }  # fmt: skip
+    logins = [roles.tenant_role(t) for t in business["tenants"].values()]
+    for role in (*logins, roles.ANONYMOUS_ROLE, roles.ALL_TENANTS_ROLE):
+        params = {
+            "host": stack_settings.server_host("postgres"), "port": stack_settings.postgres.port,
+            "user": role, "password": roles.role_password(credentials, role), "autocommit": True,
+        }  # fmt: skip
+        with psycopg.connect(dbname="lakehouse", **params) as conn:
+            for statement, error in statements.items():
+                with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
+                    conn.execute(statement)
+                assert str(info.value) == error, (role, statement)
+            # What a catalog query still needs works; only the counts are gone.
+            assert conn.execute(
+                "select relname from pg_class where oid = 'serving.sites'::regclass"
+            ).fetchall() == [("sites",)]
+            usable = conn.execute(
+                "select nspname from pg_namespace where has_schema_privilege(oid, 'usage') "
+                "and nspname not in ('pg_catalog', 'information_schema') order by 1"
+            ).fetchall()
+            assert usable == [("serving",)], role
+        for database in ("superset", "nessie", "postgres"):
+            with pytest.raises(psycopg.OperationalError) as refused_connect:
+                psycopg.connect(dbname=database, **params)
+            assert f'permission denied for database "{database}"' in str(refused_connect.value)
+
+
+def test_a_chart_column_calling_a_statistics_function_is_refused(business):
+    client = business["clients"]["a"]
+    response = client.chart_data(
+        client.datasets()["sites"], [], "MAX(pg_stat_get_live_tuples('serving.sites'::regclass))"
+    )
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "message": "Error: permission denied for function pg_stat_get_live_tuples\n"
+    }
