@@ -4,6 +4,7 @@ business users (statistics functions, other schemas, other tenants' users and ob
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -19,6 +20,7 @@ from trino.exceptions import HttpError, TrinoQueryError
 from lakehouse import audit
 from lakehouse.clients import postgres_connection, trino_connection
 from lakehouse.serving import roles
+from lakehouse.serving.tables import TABLES
 from lakehouse.tls import ca_path
 from tests.integration.conftest import lakehouse
 from tests.integration.test_superset import SupersetClient
@@ -270,6 +272,22 @@ def business(stack, stack_settings, credentials):
         client.close()
 
 
+def serving_id(client: SupersetClient) -> int:
+    response = client.http.get("/api/v1/database/")
+    assert response.status_code == 200, response.text
+    return next(r["id"] for r in response.json()["result"] if r["database_name"] == "Serving")
+
+
+def new_chart(client: SupersetClient, name: str, dashboards: list[int] | None = None) -> int:
+    response = client.http.post("/api/v1/chart/", json={
+        "slice_name": name, "viz_type": "table", "datasource_type": "table",
+        "datasource_id": client.datasets()["sites"], "dashboards": dashboards or [],
+        "params": json.dumps({"viz_type": "table", "query_mode": "raw", "all_columns": ["site"]}),
+    })  # fmt: skip
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
 def test_a_serving_role_can_call_no_statistics_function_and_reach_no_other_database(
     stack_settings, credentials, business
 ):
@@ -321,3 +339,94 @@ def test_a_chart_column_calling_a_statistics_function_is_refused(business):
     assert response.json() == {
         "message": "Error: permission denied for function pg_stat_get_live_tuples\n"
     }
+
+
+def test_a_business_user_sees_the_serving_schema_only(business):
+    client = business["clients"]["a"]
+    database = serving_id(client)
+    schemas = client.http.get(f"/api/v1/database/{database}/schemas/")
+    assert schemas.status_code == 200, schemas.text
+    assert schemas.json()["result"] == ["serving"]
+    for schema in ("registry", "audit", "transform", "maintenance", "public"):
+        tables = client.http.get(
+            f"/api/v1/database/{database}/tables/", params={"q": f"(schema_name:{schema})"}
+        )
+        assert tables.status_code == 200, (schema, tables.text)
+        assert tables.json() == {"count": 0, "result": []}, schema
+    served = client.http.get(
+        f"/api/v1/database/{database}/tables/", params={"q": "(schema_name:serving)"}
+    )
+    assert {t.name for t in TABLES} <= {row["value"] for row in served.json()["result"]}
+    metadata = client.http.get(
+        f"/api/v1/database/{database}/table_metadata/",
+        params={"name": "device_tokens", "schema": "registry"},
+    )
+    assert metadata.status_code == 404, metadata.text
+    assert metadata.json() == {"errors": [{
+        "message": "No such table", "error_type": "TABLE_NOT_FOUND_ERROR", "level": "error",
+        "extra": None,
+    }]}  # fmt: skip
+    admin = business["clients"]["admin"]
+    assert "registry" in admin.http.get(f"/api/v1/database/{database}/schemas/").json()["result"]
+
+
+def test_the_owners_list_holds_the_users_own_tenant_only(business):
+    for key in ("a", "b"):
+        client = business["clients"][key]
+        for resource in ("chart", "dashboard", "dataset"):
+            response = client.http.get(f"/api/v1/{resource}/related/owners")
+            assert response.status_code == 200, response.text
+            listed = response.json()["result"]
+            assert [r["text"] for r in listed] == [
+                f"{business['users'][key]} {business['tenants'][key]}"
+            ], resource
+            assert [r["extra"]["email"] for r in listed] == [
+                f"{business['users'][key]}@{business['tenants'][key]}.lakehouse.invalid"
+            ]
+
+
+def test_another_tenants_chart_is_not_found(business):
+    globex, acme = business["clients"]["b"], business["clients"]["a"]
+    chart = new_chart(globex, f"globex-only-{uuid.uuid4().hex[:6]}")
+    assert globex.http.get(f"/api/v1/chart/{chart}").status_code == 200
+    assert acme.http.get(f"/api/v1/chart/{chart}").status_code == 404
+    listed = acme.http.get("/api/v1/chart/", params={"q": "(page_size:100)"})
+    assert listed.status_code == 200
+    assert chart not in [row["id"] for row in listed.json()["result"]]
+    # The platform's own charts stay shared.
+    assert "Sites" in [row["slice_name"] for row in listed.json()["result"]]
+
+
+def test_business_users_change_no_theme(business):
+    globex, acme = business["clients"]["b"], business["clients"]["a"]
+    admin = business["clients"]["admin"]
+    made = globex.http.post("/api/v1/theme/", json={"theme_name": "globex", "json_data": "{}"})
+    assert made.status_code == 403, made.text
+    name = f"shared-{uuid.uuid4().hex[:6]}"
+    made = admin.http.post("/api/v1/theme/", json={"theme_name": name, "json_data": "{}"})
+    assert made.status_code == 201, made.text
+    theme = made.json()["id"]
+    renamed = acme.http.put(f"/api/v1/theme/{theme}", json={"theme_name": "acme was here"})
+    assert renamed.status_code == 403, renamed.text
+    assert acme.http.delete(f"/api/v1/theme/{theme}").status_code == 403
+    kept = admin.http.get(f"/api/v1/theme/{theme}")
+    assert kept.status_code == 200 and kept.json()["result"]["theme_name"] == name
+    assert admin.http.delete(f"/api/v1/theme/{theme}").status_code == 200
+
+
+def test_a_chart_cannot_be_attached_to_another_tenants_dashboard(business):
+    globex, acme = business["clients"]["b"], business["clients"]["a"]
+    u = uuid.uuid4().hex[:6]
+    made = globex.http.post(
+        "/api/v1/dashboard/", json={"dashboard_title": f"globex-{u}", "published": True}
+    )
+    assert made.status_code == 201, made.text
+    dashboard = made.json()["id"]
+    new_chart(globex, f"globex-{u}", dashboards=[dashboard])
+    assert acme.http.get(f"/api/v1/dashboard/{dashboard}").status_code == 404
+    chart = new_chart(acme, f"acme-{u}")
+    attached = acme.http.put(f"/api/v1/chart/{chart}", json={"dashboards": [dashboard]})
+    assert attached.status_code == 422, attached.text
+    assert attached.json() == {"message": {"dashboards": ["Dashboards do not exist"]}}
+    charts = business["clients"]["admin"].http.get(f"/api/v1/dashboard/{dashboard}/charts")
+    assert [c["slice_name"] for c in charts.json()["result"]] == [f"globex-{u}"]
