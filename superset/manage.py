@@ -93,17 +93,36 @@ def ensure_admin(sm: Any) -> None:
         sm.reset_password(user.id, admin["password"])
 
 
+# Gamma permissions a business user does not get: themes are shared by every tenant and
+# have no owner, so writing one would change (or delete) what other tenants see; user
+# registrations are the administrators' business.
+NOT_FOR_BUSINESS = {("can_write", "Theme")}
+NOT_FOR_BUSINESS_VIEWS = {"UserRegistrationsRestAPI"}
+
+
 def ensure_business_role(sm: Any) -> Any:
-    """Gamma's permissions (dashboards, charts, no SQL Lab) plus the serving database."""
+    """Gamma's permissions (dashboards, charts, no SQL Lab) but writing themes, plus the
+    serving schema (not the whole serving database: its other schemas, listed by
+    PostgreSQL's catalogs to anyone, stay out of Superset's schema and table lists)."""
     from superset.models.core import Database
 
     from superset import db
 
     role = sm.find_role(BUSINESS_ROLE) or sm.add_role(BUSINESS_ROLE)
-    permissions = list(sm.find_role("Gamma").permissions)
+    permissions = [
+        pv
+        for pv in sm.find_role("Gamma").permissions
+        if (pv.permission.name, pv.view_menu.name) not in NOT_FOR_BUSINESS
+        and pv.view_menu.name not in NOT_FOR_BUSINESS_VIEWS
+    ]
     serving = db.session.query(Database).filter_by(database_name="Serving").one_or_none()
     if serving is not None:
-        permissions.append(sm.add_permission_view_menu("database_access", serving.perm))
+        # Datasets name no catalog; the API qualifies a table it is asked about with the
+        # database's default one: both spellings of the one schema.
+        schema = RUNTIME["serving"]["schema"]
+        for catalog in (None, serving.get_default_catalog()):
+            perm = sm.get_schema_perm(serving.database_name, catalog, schema)
+            permissions.append(sm.add_permission_view_menu("schema_access", perm))
     role.permissions = permissions
     db.session.commit()
     return role

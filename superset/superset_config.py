@@ -10,6 +10,10 @@ below), so PostgreSQL's row-level security, not Superset, decides which rows the
 Administrators connect as the all-tenants role. Anyone else (a user without exactly
 one tenant) connects as the anonymous role, which sees no rows. Business users have no
 SQL Lab; the Trino database is for administrators and analysts.
+
+Which of Superset's own objects (charts, dashboards, the users in owner lists) a
+business user reaches is limited to their tenant by lakehouse_tenancy.py, beside this
+file; their role (manage.py) holds the serving schema only and no theme writes.
 """
 
 from __future__ import annotations
@@ -19,8 +23,12 @@ import hashlib
 import hmac
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lakehouse_tenancy import related_users, scope_to_tenants  # beside this file
 
 _RUNTIME = json.loads(Path(os.environ["LAKEHOUSE_SUPERSET_RUNTIME"]).read_text())
 _SERVING = _RUNTIME["serving"]
@@ -55,6 +63,10 @@ FAB_ADD_SECURITY_API = True
 SUPERSET_WEBSERVER_TIMEOUT = 120
 SQLLAB_CTAS_NO_LIMIT = False
 ROW_LIMIT = 10000
+
+# Charts, dashboards and user lists of a business user's own tenant only.
+FLASK_APP_MUTATOR = scope_to_tenants
+EXTRA_RELATED_QUERY_FILTERS = {"user": related_users}
 
 
 def role_password(role: str) -> str:

@@ -13,6 +13,14 @@
 
 Passwords are derived from the stack's serving secret (HMAC), so Superset and the CLI
 agree on them without another secrets file.
+
+Row-level security filters rows, not what PostgreSQL knows about a whole table. In the
+serving database every role (PUBLIC) therefore loses what counts or measures other
+tenants' rows: the statistics functions (`pg_stat_*`, and so the `pg_stat_*` views),
+the size functions, the functions that run a query string (`query_to_xml` runs
+EXPLAIN, whose estimates count every row) and `pg_class`'s row and page counts. The
+platform's own roles get `pg_class` back whole. Catalogs still list every schema's
+name to anyone; Superset shows business users the serving schema only.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from typing import Any
 
 from psycopg import sql
 
-from lakehouse.credentials import Credentials
+from lakehouse.credentials import AUDIT_WRITER_ROLE, Credentials
+from lakehouse.credentials import READER_ROLE as TRINO_READER_ROLE
 from lakehouse.errors import UnsafeServingRoleError
 from lakehouse.names import checked
 
@@ -35,6 +44,20 @@ ALL_TENANTS_ROLE = "serving_all"
 ANONYMOUS_ROLE = "serving_anonymous"
 TENANT_PREFIX = "tenant_"
 _MAX_IDENTIFIER = 63
+
+# What PUBLIC may not run in the serving database: statistics and sizes count every
+# tenant's rows, and these functions run a query string (EXPLAIN among them).
+STATISTICS_FUNCTION_PREFIX = "pg_stat_"
+HIDDEN_FUNCTIONS = (
+    "pg_relation_size", "pg_table_size", "pg_indexes_size", "pg_total_relation_size",
+    "pg_database_size", "pg_tablespace_size",
+    "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
+)  # fmt: skip
+# pg_class columns that count a table's rows (relallfrozen is new in PostgreSQL 18).
+COUNTING_COLUMNS = ("reltuples", "relpages", "relallvisible", "relallfrozen")
+# Platform roles of the serving database that read pg_class whole (Trino's `pg` catalog
+# plans with reltuples); never a dashboard role.
+CATALOG_READERS = (OWNER_ROLE, TRINO_READER_ROLE, AUDIT_WRITER_ROLE)
 
 
 def tenant_role(tenant: str) -> str:
@@ -85,6 +108,59 @@ def ensure_roles(superuser: Any, credentials: Credentials, tenants: list[str]) -
         )
     for role in (ALL_TENANTS_ROLE, ANONYMOUS_ROLE, *(tenant_role(t) for t in tenants)):
         _ensure_login(superuser, role, role_password(credentials, role))
+    hide_counts(superuser)
+
+
+_HIDDEN_FUNCTIONS_SQL = """
+select format('pg_catalog.%%I(%%s)', p.proname, pg_get_function_identity_arguments(p.oid))
+from pg_proc as p
+where p.pronamespace = 'pg_catalog'::regnamespace
+    and (starts_with(p.proname, %(prefix)s) or p.proname = any(%(names)s))
+    and has_function_privilege('public', p.oid, 'execute')
+"""
+
+
+def hide_counts(superuser: Any) -> None:
+    """Take from PUBLIC, in the serving database, what counts rows past row-level
+    security (see the module docstring); idempotent, and cheap once done."""
+    functions = superuser.execute(
+        _HIDDEN_FUNCTIONS_SQL,
+        {"prefix": STATISTICS_FUNCTION_PREFIX, "names": list(HIDDEN_FUNCTIONS)},
+    ).fetchall()
+    for (signature,) in functions:  # qualified and quoted by format() above
+        superuser.execute(
+            sql.SQL("revoke execute on function {} from public").format(sql.SQL(signature))
+        )
+    whole = superuser.execute(
+        "select has_table_privilege('public', 'pg_catalog.pg_class', 'select')"
+    ).fetchone()
+    if whole and whole[0]:
+        columns = [
+            row[0]
+            for row in superuser.execute(
+                "select attname from pg_attribute where attrelid = 'pg_catalog.pg_class'::regclass"
+                " and attnum > 0 and not attisdropped and attname <> all(%s) order by attnum",
+                (list(COUNTING_COLUMNS),),
+            )
+        ]
+        with superuser.transaction():
+            superuser.execute("revoke select on pg_catalog.pg_class from public")
+            superuser.execute(
+                sql.SQL("grant select ({}) on pg_catalog.pg_class to public").format(
+                    sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+                )
+            )
+    readers = [
+        row[0]
+        for row in superuser.execute(
+            "select rolname from pg_roles where rolname = any(%s)", (list(CATALOG_READERS),)
+        )
+    ]
+    for role in readers:
+        superuser.execute(
+            sql.SQL("grant select on pg_catalog.pg_class to {}").format(sql.Identifier(role))
+        )
+    superuser.execute("revoke all on schema public from public")
 
 
 @dataclass(frozen=True)

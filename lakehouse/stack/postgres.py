@@ -122,7 +122,8 @@ class Postgres(Service):
         return True
 
     def bootstrap(self) -> None:
-        """One login role and one database per consumer; never superuser or BYPASSRLS."""
+        """One login role and one database per consumer, which only it (and the superuser)
+        may connect to; never superuser or BYPASSRLS."""
         passwords = self.ctx.credentials.database_passwords
         with self.connect() as conn:
             for role in DATABASE_ROLES:
@@ -150,6 +151,18 @@ class Postgres(Service):
                         "{} role {} login nosuperuser nobypassrls nocreaterole nocreatedb "
                         "password {}"
                     ).format(sql.SQL(verb), sql.Identifier(role), sql.Literal(passwords[role]))
+                )
+            # Each database but the platform's opens to its owner only (PUBLIC may
+            # connect to any by default): a serving role reaches `lakehouse` alone.
+            others = conn.execute(
+                "select datname from pg_database where datallowconn and datname <> 'lakehouse' "
+                "and has_database_privilege('public', oid, 'connect')"
+            ).fetchall()
+            for (database,) in others:
+                conn.execute(
+                    sql.SQL("revoke connect, temporary on database {} from public").format(
+                        sql.Identifier(str(database))
+                    )
                 )
         # The registry exists before the first device registers or uploads; created
         # by its owner, which also grants the read-only role what it may read.

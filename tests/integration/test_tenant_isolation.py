@@ -1,13 +1,16 @@
 """Tenant isolation tried as an attacker would: look-alike names, other users' queries,
-metadata tables, impersonation in the audit log, and access taken away."""
+metadata tables, impersonation in the audit log, access taken away, and Superset's
+business users (statistics functions, other schemas, other tenants' users and objects)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
 
 import httpx
+import psycopg
 import pytest
 import requests
 import trino
@@ -16,8 +19,11 @@ from trino.exceptions import HttpError, TrinoQueryError
 
 from lakehouse import audit
 from lakehouse.clients import postgres_connection, trino_connection
+from lakehouse.serving import roles
+from lakehouse.serving.tables import TABLES
 from lakehouse.tls import ca_path
 from tests.integration.conftest import lakehouse
+from tests.integration.test_superset import SupersetClient
 
 pytestmark = pytest.mark.integration
 
@@ -264,3 +270,185 @@ def test_a_disabled_superset_users_open_session_stops_working(stack, stack_setti
             json={"username": name, "password": password, "provider": "db"},
         )
         assert again.status_code == 401
+
+
+# -- Superset's business users: no statistics, no other schema, no other tenant -------------
+
+
+@pytest.fixture(scope="module")
+def business(stack, stack_settings, credentials):
+    """A business user of each of two new tenants (`a`, `b`), logged in, and the admin."""
+    u = uuid.uuid4().hex[:6]
+    url = f"http://{stack_settings.host}:{stack_settings.superset.port}"
+    tenants = {"a": f"acme-{u}", "b": f"globex-{u}"}
+    users = {key: f"biz-{key}-{u}" for key in tenants}
+    clients = {
+        key: SupersetClient(url, users[key], add(users[key], "--tenant", tenants[key]))
+        for key in tenants
+    }
+    clients["admin"] = SupersetClient(
+        url, stack_settings.superset.admin_user, credentials.superset_admin_password
+    )
+    yield {"tenants": tenants, "users": users, "clients": clients}
+    for client in clients.values():
+        client.close()
+
+
+def serving_id(client: SupersetClient) -> int:
+    response = client.http.get("/api/v1/database/")
+    assert response.status_code == 200, response.text
+    return next(r["id"] for r in response.json()["result"] if r["database_name"] == "Serving")
+
+
+def new_chart(client: SupersetClient, name: str, dashboards: list[int] | None = None) -> int:
+    response = client.http.post("/api/v1/chart/", json={
+        "slice_name": name, "viz_type": "table", "datasource_type": "table",
+        "datasource_id": client.datasets()["sites"], "dashboards": dashboards or [],
+        "params": json.dumps({"viz_type": "table", "query_mode": "raw", "all_columns": ["site"]}),
+    })  # fmt: skip
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def test_a_serving_role_can_call_no_statistics_function_and_reach_no_other_database(
+    stack_settings, credentials, business
+):
+    statements = {
+        "select pg_stat_get_live_tuples('serving.sites'::regclass)":
+            "permission denied for function pg_stat_get_live_tuples",
+        "select n_live_tup from pg_stat_user_tables":
+            "permission denied for function pg_stat_get_live_tuples",
+        "select pg_relation_size('serving.sites')":
+            "permission denied for function pg_relation_size",
+        "select query_to_xml('explain select * from serving.sites', true, false, '')":
+            "permission denied for function query_to_xml",
+        "select reltuples from pg_class where oid = 'serving.sites'::regclass":
+            "permission denied for table pg_class",
+        "select * from pg_class": "permission denied for table pg_class",
+    }  # fmt: skip
+    logins = [roles.tenant_role(t) for t in business["tenants"].values()]
+    for role in (*logins, roles.ANONYMOUS_ROLE, roles.ALL_TENANTS_ROLE):
+        params = {
+            "host": stack_settings.server_host("postgres"), "port": stack_settings.postgres.port,
+            "user": role, "password": roles.role_password(credentials, role), "autocommit": True,
+        }  # fmt: skip
+        with psycopg.connect(dbname="lakehouse", **params) as conn:
+            for statement, error in statements.items():
+                with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
+                    conn.execute(statement)
+                assert str(info.value) == error, (role, statement)
+            # What a catalog query still needs works; only the counts are gone.
+            assert conn.execute(
+                "select relname from pg_class where oid = 'serving.sites'::regclass"
+            ).fetchall() == [("sites",)]
+            usable = conn.execute(
+                "select nspname from pg_namespace where has_schema_privilege(oid, 'usage') "
+                "and nspname not in ('pg_catalog', 'information_schema') order by 1"
+            ).fetchall()
+            assert usable == [("serving",)], role
+        for database in ("superset", "nessie", "postgres"):
+            with pytest.raises(psycopg.OperationalError) as refused_connect:
+                psycopg.connect(dbname=database, **params)
+            assert f'permission denied for database "{database}"' in str(refused_connect.value)
+
+
+def test_a_chart_column_calling_a_statistics_function_is_refused(business):
+    client = business["clients"]["a"]
+    response = client.chart_data(
+        client.datasets()["sites"], [], "MAX(pg_stat_get_live_tuples('serving.sites'::regclass))"
+    )
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "message": "Error: permission denied for function pg_stat_get_live_tuples\n"
+    }
+
+
+def test_a_business_user_sees_the_serving_schema_only(business):
+    client = business["clients"]["a"]
+    database = serving_id(client)
+    schemas = client.http.get(f"/api/v1/database/{database}/schemas/")
+    assert schemas.status_code == 200, schemas.text
+    assert schemas.json()["result"] == ["serving"]
+    for schema in ("registry", "audit", "transform", "maintenance", "public"):
+        tables = client.http.get(
+            f"/api/v1/database/{database}/tables/", params={"q": f"(schema_name:{schema})"}
+        )
+        assert tables.status_code == 200, (schema, tables.text)
+        assert tables.json() == {"count": 0, "result": []}, schema
+    served = client.http.get(
+        f"/api/v1/database/{database}/tables/", params={"q": "(schema_name:serving)"}
+    )
+    assert {t.name for t in TABLES} <= {row["value"] for row in served.json()["result"]}
+    metadata = client.http.get(
+        f"/api/v1/database/{database}/table_metadata/",
+        params={"name": "device_tokens", "schema": "registry"},
+    )
+    assert metadata.status_code == 404, metadata.text
+    assert metadata.json() == {"errors": [{
+        "message": "No such table", "error_type": "TABLE_NOT_FOUND_ERROR", "level": "error",
+        "extra": None,
+    }]}  # fmt: skip
+    admin = business["clients"]["admin"]
+    assert "registry" in admin.http.get(f"/api/v1/database/{database}/schemas/").json()["result"]
+
+
+def test_the_owners_list_holds_the_users_own_tenant_only(business):
+    for key in ("a", "b"):
+        client = business["clients"][key]
+        for resource in ("chart", "dashboard", "dataset"):
+            response = client.http.get(f"/api/v1/{resource}/related/owners")
+            assert response.status_code == 200, response.text
+            listed = response.json()["result"]
+            assert [r["text"] for r in listed] == [
+                f"{business['users'][key]} {business['tenants'][key]}"
+            ], resource
+            assert [r["extra"]["email"] for r in listed] == [
+                f"{business['users'][key]}@{business['tenants'][key]}.lakehouse.invalid"
+            ]
+
+
+def test_another_tenants_chart_is_not_found(business):
+    globex, acme = business["clients"]["b"], business["clients"]["a"]
+    chart = new_chart(globex, f"globex-only-{uuid.uuid4().hex[:6]}")
+    assert globex.http.get(f"/api/v1/chart/{chart}").status_code == 200
+    assert acme.http.get(f"/api/v1/chart/{chart}").status_code == 404
+    listed = acme.http.get("/api/v1/chart/", params={"q": "(page_size:100)"})
+    assert listed.status_code == 200
+    assert chart not in [row["id"] for row in listed.json()["result"]]
+    # The platform's own charts stay shared.
+    assert "Sites" in [row["slice_name"] for row in listed.json()["result"]]
+
+
+def test_business_users_change_no_theme(business):
+    globex, acme = business["clients"]["b"], business["clients"]["a"]
+    admin = business["clients"]["admin"]
+    made = globex.http.post("/api/v1/theme/", json={"theme_name": "globex", "json_data": "{}"})
+    assert made.status_code == 403, made.text
+    name = f"shared-{uuid.uuid4().hex[:6]}"
+    made = admin.http.post("/api/v1/theme/", json={"theme_name": name, "json_data": "{}"})
+    assert made.status_code == 201, made.text
+    theme = made.json()["id"]
+    renamed = acme.http.put(f"/api/v1/theme/{theme}", json={"theme_name": "acme was here"})
+    assert renamed.status_code == 403, renamed.text
+    assert acme.http.delete(f"/api/v1/theme/{theme}").status_code == 403
+    kept = admin.http.get(f"/api/v1/theme/{theme}")
+    assert kept.status_code == 200 and kept.json()["result"]["theme_name"] == name
+    assert admin.http.delete(f"/api/v1/theme/{theme}").status_code == 200
+
+
+def test_a_chart_cannot_be_attached_to_another_tenants_dashboard(business):
+    globex, acme = business["clients"]["b"], business["clients"]["a"]
+    u = uuid.uuid4().hex[:6]
+    made = globex.http.post(
+        "/api/v1/dashboard/", json={"dashboard_title": f"globex-{u}", "published": True}
+    )
+    assert made.status_code == 201, made.text
+    dashboard = made.json()["id"]
+    new_chart(globex, f"globex-{u}", dashboards=[dashboard])
+    assert acme.http.get(f"/api/v1/dashboard/{dashboard}").status_code == 404
+    chart = new_chart(acme, f"acme-{u}")
+    attached = acme.http.put(f"/api/v1/chart/{chart}", json={"dashboards": [dashboard]})
+    assert attached.status_code == 422, attached.text
+    assert attached.json() == {"message": {"dashboards": ["Dashboards do not exist"]}}
+    charts = business["clients"]["admin"].http.get(f"/api/v1/dashboard/{dashboard}/charts")
+    assert [c["slice_name"] for c in charts.json()["result"]] == [f"globex-{u}"]
