@@ -113,6 +113,10 @@ class TransformLockedError(TransformError):
     """Another transform run holds the lock."""
 
 
+class ServersAwayError(TransformError):
+    """A server a run needs accepts no connection: wait for it, nothing was started."""
+
+
 class TransformFailedError(TransformError):
     """dbt failed on the run's branch: main is untouched and the branch is kept."""
 

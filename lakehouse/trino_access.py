@@ -85,6 +85,8 @@ def access_rules(everyone: list[Principal]) -> dict[str, Any]:
     return {
         "catalogs": [
             *refused,
+            # `reconcile` reads main through a catalog on a branch of its own.
+            {"group": "engineer", "catalog": "reconcile_.*", "allow": "owner"},
             {"group": "engineer", "catalog": "lake|pg|system|transform_.*", "allow": "all"},
             # "owner" is what CREATE and DROP CATALOG need: only for the run catalogs.
             {"group": "transform", "catalog": "transform_.*", "allow": "owner"},

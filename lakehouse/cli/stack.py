@@ -91,6 +91,10 @@ def stack_status(
             if s.state == "failed" and s.last_error:
                 err.print(f"[red]{s.name}[/] failed: {s.last_exit}", highlight=False)
                 err.print(s.last_error.rstrip(), markup=False, highlight=False)
+        if any(s.name == "transform" for s in statuses):
+            health = _transform_health(_settings(ctx))
+            if health:
+                out.print(health, markup=False, highlight=False)
     if not all(s.healthy for s in statuses):
         raise typer.Exit(1)
 
@@ -153,6 +157,20 @@ def stack_logs(
                     sys.stdout.flush()
                 else:
                     time.sleep(0.5)
+
+
+def _transform_health(settings: Settings) -> str | None:
+    """The transform loop's last run and last failure, from its run records; nothing
+    when PostgreSQL does not answer (the table above says so)."""
+    from lakehouse.clients import postgres_connection
+    from lakehouse.credentials import load
+    from lakehouse.transform import runs
+
+    try:
+        with postgres_connection(settings, load(settings)) as conn:
+            return runs.loop_health(runs.recent(conn, limit=200))
+    except Exception:  # status must print whatever is down
+        return None
 
 
 def _status_table(statuses: list[ServiceStatus]) -> Table:

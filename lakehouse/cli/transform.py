@@ -14,7 +14,7 @@ from lakehouse.cli.common import err, out, settings_of
 from lakehouse.clients import postgres_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import load
-from lakehouse.errors import LakehouseError, TransformLockedError
+from lakehouse.errors import LakehouseError, ServersAwayError, TransformLockedError
 from lakehouse.metrics import serve
 from lakehouse.names import checked
 from lakehouse.retry import Backoff
@@ -86,12 +86,20 @@ def _loop(
         signal.signal(signum, lambda *_: stop.set())
     first = True
     failures = 0
+    waiting_for: str | None = None  # the servers away, said once until they are back
     while not stop.is_set():
         started = time.monotonic()
         try:
             # Only the first run of a loop rebuilds everything when asked to.
             report = runner.run(full_refresh=full_refresh and first, force=force)
+            if waiting_for is not None:
+                err.print("servers answer again: runs resume", highlight=False)
+                waiting_for = None
             _print_report(report)
+            if report.outcome == "interrupted":
+                failures += 1
+            else:
+                failures = 0
             # Layers first: a scrape that sees the run counted sees its figures too.
             _refresh_layers(runner, metrics)
             metrics.record_run(report.outcome, report.seconds)
@@ -102,6 +110,11 @@ def _loop(
         except TransformLockedError as exc:
             err.print(f"[yellow]skipped:[/] {exc.message}", highlight=False)
             failures = 0
+        except ServersAwayError as exc:
+            failures += 1
+            if exc.message != waiting_for:
+                err.print(f"[yellow]waiting:[/] {exc.message}", highlight=False)
+                waiting_for = exc.message
         except LakehouseError as exc:
             metrics.record_run("error", time.monotonic() - started)
             err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
@@ -143,6 +156,13 @@ def _print_report(report: RunReport) -> None:
         + (f", {len(window.files)} new file(s)" if window and window.files else ""),
         highlight=False,
     )
+    if report.outcome == "interrupted":
+        err.print(
+            f"[yellow]{report.error}[/]; its branch is dropped and the next run does the "
+            "same work again",
+            highlight=False,
+        )
+        return
     if report.outcome == "published":
         err.print(f"main is now at {report.main_after}", highlight=False)
         if report.serving is not None:

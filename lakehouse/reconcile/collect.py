@@ -1,8 +1,11 @@
 """Count every stage of the pipeline for one window and find what does not add up.
 
-All lake tables are read at the snapshots of one Nessie commit of main, so a transform
-publishing meanwhile cannot mix two states; bronze's committed Kafka offsets come from
-the same snapshot. The counts are aggregates per device computed by Trino (one query
+All lake tables are read at one Nessie commit of main: a branch of reconcile's own is
+made at main's head and read through a Trino catalog on it, both dropped at the end.
+A transform publishing or maintenance compacting meanwhile moves main, not the
+branch, and garbage collection keeps every file a live branch reaches, so the state
+read stays whole for as long as reconcile runs; bronze's committed Kafka offsets come
+from the same commit. The counts are aggregates per device computed by Trino (one query
 per table, run in parallel); readings are listed one by one only where a device's
 counts disagree, so a clean lakehouse costs a handful of scans.
 """
@@ -13,14 +16,16 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
+from lakehouse.branch_catalogs import create_branch_catalog, drop_catalog
 from lakehouse.clients import iceberg_catalog, kafka_config, postgres_connection, trino_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
@@ -31,6 +36,9 @@ from lakehouse.reconcile.model import Discrepancy, Report, Window, seq_ranges
 from lakehouse.transform.window import Gap, committed_offsets, expired_offsets
 
 log = logging.getLogger(__name__)
+
+# Reconcile's own branches (and Trino catalogs): `reconcile_<12 hex digits>`.
+BRANCH_PREFIX = "reconcile_"
 
 # Tables read, by role: (layer, table).
 TABLES = {
@@ -70,14 +78,18 @@ class Reconciler:
         self.prefix = settings.transform.schema_prefix
 
     def run(self, window: Window, progress: Callable[[str], None] = lambda _: None) -> Report:
+        with self._pinned() as branch:
+            return self._run(window, progress, branch)
+
+    def _run(self, window: Window, progress: Callable[[str], None], branch: str) -> Report:
         started = time.perf_counter()
         report = Report(window)
-        snapshots, committed, gaps = self._pin()
+        snapshots, committed, gaps = self._snapshots(branch)
         if snapshots["bronze"] is None:
             raise ReconcileError(
                 f"there is no {self.prefix}bronze.readings table with data to reconcile"
             )
-        tables = {role: self._table(role, snap) for role, snap in snapshots.items()}
+        tables = {role: self._table(branch, role, snap) for role, snap in snapshots.items()}
         progress("counting every stage")
         queries = _Queries(tables, window)
         span = self._query(queries.event_span_sql())
@@ -106,19 +118,28 @@ class Reconciler:
 
     # -- state ---------------------------------------------------------------------------
 
-    def _pin(self) -> tuple[dict[str, int | None], dict[str, dict[int, int]], list[Gap]]:
-        """Snapshot ids of every table, bronze's committed offsets and its record of
-        expired offsets, all of one commit of main."""
+    @contextmanager
+    def _pinned(self) -> Iterator[str]:
+        """A branch at main's head and a Trino catalog of the same name on it."""
+        branch = f"{BRANCH_PREFIX}{uuid.uuid4().hex[:12]}"
         with NessieClient(self.settings, self.credentials) as nessie:
-            for _ in range(5):
-                before = nessie.reference("main").hash
-                pinned = self._snapshots()
-                if nessie.reference("main").hash == before:
-                    return pinned
-        raise ReconcileError("main kept moving while its tables were read; try again")
+            nessie.create_branch(branch, "main")
+            try:
+                cursor = self._trino("system")
+                create_branch_catalog(cursor, self.settings, branch)
+                try:
+                    yield branch
+                finally:
+                    drop_catalog(self._trino("system"), branch)
+            finally:
+                nessie.delete_branch(branch)
 
-    def _snapshots(self) -> tuple[dict[str, int | None], dict[str, dict[int, int]], list[Gap]]:
-        catalog = iceberg_catalog(self.settings, self.credentials, s3_key="reader")
+    def _snapshots(
+        self, branch: str
+    ) -> tuple[dict[str, int | None], dict[str, dict[int, int]], list[Gap]]:
+        """Whether each table has data on the branch, bronze's committed offsets and
+        its record of expired offsets."""
+        catalog = iceberg_catalog(self.settings, self.credentials, ref=branch, s3_key="reader")
         snapshots: dict[str, int | None] = {}
         committed: dict[str, dict[int, int]] = {}
         gaps: list[Gap] = []
@@ -135,16 +156,21 @@ class Reconciler:
                 gaps = expired_offsets(table.properties)
         return snapshots, committed, gaps
 
-    def _table(self, role: str, snapshot: int | None) -> str | None:
+    def _table(self, branch: str, role: str, snapshot: int | None) -> str | None:
         if snapshot is None:
             return None
         layer, name = TABLES[role]
-        return f'lake."{self.prefix}{layer}".{name} for version as of {snapshot}'
+        return f'"{branch}"."{self.prefix}{layer}".{name}'
+
+    def _trino(self, catalog: str = "lake") -> Any:
+        return trino_connection(
+            self.settings, catalog=catalog, credentials=self.credentials
+        ).cursor()
 
     def _query(self, sql: str | None) -> list[list[Any]]:
         if sql is None:
             return []
-        cursor = trino_connection(self.settings, credentials=self.credentials).cursor()
+        cursor = self._trino()
         cursor.execute(sql)
         return list(cursor.fetchall())
 

@@ -9,7 +9,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-OUTCOMES = ("published", "failed", "up_to_date", "error", "audited", "audit_failed")
+OUTCOMES = (
+    "published", "failed", "up_to_date", "error", "audited", "audit_failed", "interrupted",
+)  # fmt: skip
 LAYERS = {
     # layer: (table, column holding the newest event time it covers)
     "silver": ("silver.readings", "ts"),

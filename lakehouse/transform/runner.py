@@ -25,14 +25,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from lakehouse import audit, registry
+from lakehouse.branch_catalogs import create_branch_catalog, drop_catalog
 from lakehouse.clients import iceberg_catalog, postgres_connection, trino_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
-from lakehouse.errors import CatalogError, LakehouseError, TransformError
+from lakehouse.errors import CatalogError, LakehouseError, ServersAwayError, TransformError
 from lakehouse.names import checked
 from lakehouse.nessie import NessieClient
 from lakehouse.serving.publish import PublishReport, ServingPublisher
-from lakehouse.transform import dbt, runs
+from lakehouse.transform import dbt, runs, servers
 from lakehouse.transform.window import BronzeWindow, committed_offsets, compute_window
 
 if TYPE_CHECKING:
@@ -94,7 +95,12 @@ class TransformRunner:
         self.clock = clock
 
     def run(self, *, full_refresh: bool = False, force: bool = False) -> RunReport:
-        """One run; returns its report (outcome published, failed or up_to_date)."""
+        """One run; returns its report (outcome published, failed, interrupted or
+        up_to_date). Raises ServersAwayError, having started nothing, while a server the
+        run needs accepts no connection."""
+        missing = servers.away(self.settings)
+        if missing:
+            raise ServersAwayError(f"{', '.join(missing)} not answering; no run started")
         report = self._recorded(
             lambda conn, report: self._run(conn, report, full_refresh=full_refresh, force=force),
             full_refresh=full_refresh,
@@ -209,6 +215,7 @@ class TransformRunner:
             if not result.success:
                 report.outcome = "failed"
                 report.error = result.error or _summary(report.failed_nodes)
+                self._unless_interrupted(nessie, report, result)
                 return
             merged = nessie.merge(
                 report.branch,
@@ -225,6 +232,26 @@ class TransformRunner:
             )  # fmt: skip
             self._drop_catalog(report.branch)
             nessie.delete_branch(report.branch)
+
+    def _unless_interrupted(
+        self, nessie: NessieClient, report: RunReport, result: dbt.BuildResult
+    ) -> None:
+        """A build that failed because a server went away is no failure of the data:
+        its branch and catalog are dropped (main never saw the run) and the next run
+        does the same work again. Anything else stays `failed`, branch kept."""
+        missing = servers.away(self.settings)
+        messages = [result.error or ""] + [n.message or "" for n in report.failed_nodes]
+        if not missing and not any(_outage_message(m) for m in messages):
+            return
+        try:
+            self._drop_catalog(report.branch)
+            nessie.delete_branch(report.branch)
+        except Exception as exc:  # the server is still away: keep it as a failed run
+            log.warning("run %s: branch of an interrupted run kept: %s", report.run_id, exc)
+            return
+        cause = f"{', '.join(missing)} went away" if missing else "a server went away"
+        report.outcome = "interrupted"
+        report.error = f"{cause} during the build ({report.error}); main is untouched"
 
     def _audit(self, conn: Any, report: RunReport) -> None:
         with NessieClient(self.settings, self.credentials, principal="transform") as nessie:
@@ -346,23 +373,10 @@ class TransformRunner:
         ).cursor()  # fmt: skip
 
     def _create_catalog(self, branch: str) -> None:
-        from lakehouse.stack.trino import lake_catalog_properties
-
-        properties = lake_catalog_properties(self.settings, ref=branch)
-        connector = properties.pop("connector.name")
-        assignments = ", ".join(
-            f"\"{key}\" = '{value.replace(chr(39), chr(39) * 2)}'"
-            for key, value in properties.items()
-        )
-        cursor = self._trino()
-        name = checked("catalog", branch)
-        cursor.execute(f'create catalog "{name}" using {connector} with ({assignments})')
-        cursor.fetchall()
+        create_branch_catalog(self._trino(), self.settings, branch)
 
     def _drop_catalog(self, name: str) -> None:
-        cursor = self._trino()
-        cursor.execute(f'drop catalog if exists "{checked("catalog", name)}"')
-        cursor.fetchall()
+        drop_catalog(self._trino(), name)
 
     def _drop_orphan_catalogs(self, nessie: NessieClient) -> None:
         """Catalogs of runs whose branch is gone (discarded) are dropped."""
@@ -382,6 +396,20 @@ class TransformRunner:
                 nessie.delete_branch(branch)
             except CatalogError as exc:
                 raise TransformError(f"run {run_id} has no branch {branch}: {exc.message}") from exc
+
+
+# What dbt reports when a query lost its server rather than failed on the data.
+_OUTAGE_MARKERS = (
+    "connection refused", "no_nodes_available", "failed to establish a new connection",
+    "max retries exceeded", "server refused connection", "connection reset",
+    "remotedisconnected", "name or service not known", "service unavailable",
+    "connection aborted",
+)  # fmt: skip
+
+
+def _outage_message(message: str) -> bool:
+    lowered = message.lower()
+    return any(marker in lowered for marker in _OUTAGE_MARKERS)
 
 
 def _summary(nodes: list[runs.NodeResult]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -60,7 +60,7 @@ alter table transform.runs add column if not exists schema_prefix text;
 alter table transform.runs drop constraint if exists runs_outcome_check;
 alter table transform.runs add constraint runs_outcome_check check (
     outcome in ('running', 'published', 'failed', 'up_to_date', 'error', 'abandoned',
-                'audited', 'audit_failed')
+                'audited', 'audit_failed', 'interrupted')
 );
 -- Analysts read the run records through Trino's read-only pg catalog.
 do $$ begin
@@ -261,3 +261,33 @@ def recent(conn: psycopg.Connection[Any], limit: int = 20) -> list[RunRecord]:
         (limit,),
     ).fetchall()
     return [RunRecord(*row) for row in rows]
+
+
+# Outcomes of runs that did their job; anything else is a failure to show.
+SUCCEEDED = ("published", "up_to_date", "audited", "running")
+
+
+def loop_health(newest_first: list[RunRecord]) -> str | None:
+    """One line on how the transform runs go: the last run, and the last failure with
+    whether a run succeeded after it (`stack status` prints it)."""
+    if not newest_first:
+        return None
+    last = newest_first[0]
+    line = f"transform: last run {last.outcome} at {_clock(last.started_at)}"
+    failure = next((r for r in newest_first if r.outcome not in SUCCEEDED), None)
+    if failure is None:
+        return line
+    why = f" ({(failure.error or '').splitlines()[0][:120]})" if failure.error else ""
+    if failure is last:
+        first = failure
+        for record in newest_first[1:]:
+            if record.outcome in SUCCEEDED:
+                break
+            first = record
+        return f"{line}; failing since {_clock(first.started_at)}{why}"
+    when = _clock(failure.started_at)
+    return f"{line}; last failure {failure.outcome} at {when}{why}, recovered since"
+
+
+def _clock(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -23,7 +23,13 @@ from confluent_kafka import Consumer, TopicPartition
 from lakehouse import registry
 from lakehouse.backup.archive import MANIFEST, Manifest, read_manifest, resolve
 from lakehouse.backup.databases import Postgres
-from lakehouse.clients import iceberg_catalog, kafka_config, nessie_api_url, postgres_connection
+from lakehouse.clients import (
+    iceberg_catalog,
+    kafka_config,
+    nessie_api_url,
+    nessie_token,
+    postgres_connection,
+)
 from lakehouse.config import Settings, environment_variables, isolated_environment
 from lakehouse.credentials import load
 from lakehouse.nessie import NessieClient
@@ -67,6 +73,7 @@ def branch_at(settings: Settings, name: str, commit: str) -> None:
     response = httpx.post(
         f"{nessie_api_url(settings)}/trees", params={"name": name, "type": "BRANCH"},
         json={"type": "BRANCH", "name": "main", "hash": commit}, timeout=30,
+        headers={"Authorization": f"Bearer {nessie_token(load(settings))}"},
     )  # fmt: skip
     response.raise_for_status()
 

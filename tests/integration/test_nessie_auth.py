@@ -17,6 +17,8 @@ from lakehouse.nessie import NessieClient
 
 pytestmark = pytest.mark.integration
 
+PRINTABLE = st.characters(min_codepoint=33, max_codepoint=126)
+
 
 @pytest.fixture(scope="module")
 def nessie(stack, stack_settings) -> str:
@@ -73,10 +75,8 @@ def test_the_platforms_client_makes_and_removes_a_branch(stack_settings, credent
 )
 @given(
     header=st.one_of(
-        st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=200),
-        st.builds(lambda t: f"Bearer {t}", st.text(
-            alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=400
-        )),
+        st.text(alphabet=PRINTABLE, min_size=1, max_size=200),
+        st.builds(lambda t: f"Bearer {t}", st.text(alphabet=PRINTABLE, min_size=1, max_size=400)),
         st.builds(lambda a, b, c: f"Bearer {a}.{b}.{c}", *[st.text(
             alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
             max_size=120,

@@ -25,7 +25,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from lakehouse import registry
-from lakehouse.clients import iceberg_catalog, kafka_config, postgres_connection
+from lakehouse.clients import iceberg_catalog, kafka_config, postgres_connection, trino_connection
+from lakehouse.nessie import NessieClient
 from lakehouse.reconcile.collect import Reconciler
 from lakehouse.reconcile.model import Report, Window
 from lakehouse.transform.runner import TransformRunner
@@ -205,6 +206,38 @@ def test_a_clean_pipeline_is_accounted_for_and_a_loss_and_a_duplicate_are_named(
     assert [(d["kind"], d["seq_ranges"]) for d in document["discrepancies"]] == [
         ("lost_before_bronze", [[121, 160]])
     ]
+
+
+def test_reconcile_reads_one_state_of_main_while_main_moves(pipeline):
+    """Between pinning and counting, new readings are consumed and a transform publishes:
+    the counts are those of the pinned state, and the run's branch and catalog go."""
+    first, second = sorted(pipeline.tokens)
+    pipeline.post(first, 0)
+    pipeline.post(second, 0)
+    pipeline.wait_for_bronze(first, PER_BATCH)
+    pipeline.wait_for_bronze(second, PER_BATCH)
+    pipeline.transform()
+
+    def move_main(step: str) -> None:
+        if step == "counting every stage":
+            pipeline.post(first, 1)
+            pipeline.wait_for_bronze(first, 2 * PER_BATCH)
+            pipeline.transform()
+
+    pinned = Reconciler(pipeline.settings, pipeline.credentials).run(Window(), move_main)
+    assert pinned.accounted, [d.describe() for d in pinned.discrepancies]
+    counts = pinned.devices[first]
+    assert (counts.receipted, counts.kafka_pending, counts.bronze, counts.silver,
+            counts.gold) == (2 * PER_BATCH, PER_BATCH, PER_BATCH, PER_BATCH, PER_BATCH)  # fmt: skip
+    with NessieClient(pipeline.settings, pipeline.credentials) as nessie:
+        assert not [r.name for r in nessie.references() if r.name.startswith("reconcile_")]
+    cursor = trino_connection(pipeline.settings).cursor()
+    cursor.execute("show catalogs like 'reconcile%'")
+    assert cursor.fetchall() == []
+
+    moved = pipeline.reconcile()
+    assert moved.accounted
+    assert (moved.devices[first].bronze, moved.devices[first].silver) == (2 * PER_BATCH,) * 2
 
 
 def test_offsets_that_expired_before_they_were_consumed_are_reported(pipeline, tmp_path):

@@ -8,6 +8,7 @@ offsets in one snapshot), or by the real consumer process.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import shutil
 import statistics
@@ -17,6 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,10 +27,11 @@ from confluent_kafka import Producer
 
 from lakehouse import audit, registry
 from lakehouse.clients import iceberg_catalog, kafka_config, postgres_connection, trino_connection
+from lakehouse.errors import ServersAwayError
 from lakehouse.nessie import NessieClient
 from lakehouse.transform.runner import RunReport, TransformRunner
 from tests.bronze_writer import append_file, append_from_kafka, create_environment, drop_environment
-from tests.integration.conftest import start_consumer, stop_consumer
+from tests.integration.conftest import lakehouse, start_consumer, stop_consumer
 
 pytestmark = pytest.mark.integration
 
@@ -226,9 +229,11 @@ def expected_features(kept: list[Row]) -> dict[tuple[str, str, datetime], dict[s
     return features
 
 
-def expected_scores(kept: list[Row]) -> dict[tuple[str, int], tuple[float | None, bool]]:
+def expected_scores(kept: list[Row]) -> dict[tuple[str, int], tuple[float | None, bool | None]]:
     """The model's definition: a reading's own hour when it holds 12 readings or more,
-    otherwise the trailing day's hours that hold fewer than 12."""
+    otherwise the trailing day's hours that hold fewer than 12; the spread is at least
+    the metric's noise floor, and only a baseline of 8 readings or more flags."""
+    floors = noise_floors()
     hours: dict[tuple[str, str, datetime], list[float]] = defaultdict(list)
     for r in kept:
         hours[(r.identity[0], r.reading["metric"], _hour(_ts(r)))].append(r.reading["value"])
@@ -242,17 +247,25 @@ def expected_scores(kept: list[Row]) -> dict[tuple[str, int], tuple[float | None
         median = statistics.median(values)
         deviations = [abs(v - median) for v in values]
         mad, mean_ad = statistics.median(deviations), statistics.fmean(deviations)
+        spread = max(mad, floors.get(metric, 0.0))
         v = r.reading["value"]
         if len(values) < 3:
             z = None
-        elif mad > 0:
-            z = 0.6745 * (v - median) / mad
+        elif spread > 0:
+            z = 0.6745 * (v - median) / spread
         elif mean_ad > 0:
             z = (v - median) / (1.2533 * mean_ad)
         else:
             z = 0.0
-        scores[(device, r.reading["seq"])] = (z, z is not None and abs(z) > 3.5)
+        flag = None if len(values) < 8 or z is None else abs(z) > 3.5
+        scores[(device, r.reading["seq"])] = (z, flag)
     return scores
+
+
+def noise_floors() -> dict[str, float]:
+    seed = Path(__file__).resolve().parents[2] / "dbt" / "seeds" / "metric_noise_floors.csv"
+    with seed.open() as handle:
+        return {row["metric"]: float(row["noise_floor"]) for row in csv.DictReader(handle)}
 
 
 def assert_env_accounted(env: Env) -> None:
@@ -358,13 +371,18 @@ def test_golden_numbers(env):
         )  # fmt: skip
 
     scores = env.query(
-        "select device_id, seq, robust_z, is_anomaly from {p}platinum.anomaly_scores"
+        "select device_id, seq, robust_z, is_anomaly, unflagged_reason "
+        "from {p}platinum.anomaly_scores"
     )
     expected_s = expected_scores(kept)
     assert len(scores) == len(expected_s) == 20
-    for device, seq, z, flag in scores:
+    for device, seq, z, flag, reason in scores:
         assert (z, flag) == (approx(expected_s[(device, seq)][0]), expected_s[(device, seq)][1])
-    assert {(d, s) for d, s, _, flag in scores if flag} == {(a[0], 5)}
+        assert reason == (None if flag is not None else "small_baseline")
+    # a's 40 °C stands far from its hour's other readings, but a handful of readings is
+    # no baseline to judge by: it is left unflagged, and says why.
+    outlier = next(row for row in scores if (row[0], row[1]) == (a[0], 5))
+    assert outlier[2] > 3.5 and outlier[3:] == [None, "small_baseline"]
 
     # Running again with no new data changes nothing: no branch, no commit on main.
     before = env.contents()
@@ -752,9 +770,32 @@ def test_the_analysts_table_reference_lists_what_a_run_publishes(env):
     append_from_kafka(env.table, [(a, reading(1, 0, "temperature", 20))], partition=0)
     assert env.run().outcome == "published"
     columns = lake_columns(trino_connection(env.settings).cursor(), env.prefix)
-    assert len(columns) == 15  # 13 models and 2 seeds
+    assert len(columns) == 16  # 13 models and 3 seeds
     text = render(columns, descriptions(env.settings.transform.project_dir))
     assert text == REFERENCE.read_text(), "docs/tables.md is out of date: run `make docs`"
+
+
+def test_a_run_waits_for_a_server_that_is_away_and_starts_nothing(env):
+    """With Nessie stopped, a run makes no branch and no run record: it says which
+    server it waits for; once Nessie is back, the same work publishes."""
+    a = env.devices["a"]
+    append_from_kafka(env.table, [(a, reading(1, 0, "temperature", 20))], partition=0)
+    with postgres_connection(env.settings, env.credentials) as conn:
+        before = conn.execute("select count(*) from transform.runs").fetchone()
+    stopped = lakehouse("stack", "stop", "nessie")
+    assert stopped.returncode == 0, stopped.stderr
+    try:
+        with pytest.raises(ServersAwayError) as away:
+            env.run()
+        assert away.value.message == "nessie not answering; no run started"
+        with postgres_connection(env.settings, env.credentials) as conn:
+            assert conn.execute("select count(*) from transform.runs").fetchone() == before
+    finally:
+        started = lakehouse("stack", "start", "nessie")
+        assert started.returncode == 0, started.stderr
+    report = env.run()
+    assert report.outcome == "published", report.error
+    assert report.counts["silver"] == 1
 
 
 def test_a_second_run_is_refused_while_one_holds_the_lock(env, stack_settings, credentials):

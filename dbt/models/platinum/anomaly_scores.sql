@@ -4,13 +4,17 @@
     - a slower one is compared with a trailing day: the readings of its hour and the 23
       before it, counting only hours with fewer than 12 readings (so a device reporting
       hourly or half-hourly is scored, and a burst of fast readings never floods it).
-        z = 0.6745 * (value - median) / MAD
-    (Iglewicz and Hoaglin's modified z-score; MAD is the median absolute deviation).
-    When MAD is 0 the mean absolute deviation is used instead, z = (value - median) /
-    (1.2533 * meanAD), and z = 0 when that is 0 too. A reading whose baseline holds
-    fewer than 3 readings is not scored. is_anomaly: |z| > 3.5. Medians are exact
-    (middle values). An incremental run rescores the touched series from the hour of
-    their first new reading to 23 hours after their last. -#}
+        z = 0.6745 * (value - median) / greatest(MAD, floor)
+    (Iglewicz and Hoaglin's modified z-score; MAD is the median absolute deviation,
+    floor the metric's noise floor from the seed metric_noise_floors, 0 for a metric
+    not listed there). When both are 0 the mean absolute deviation is used instead,
+    z = (value - median) / (1.2533 * meanAD), and z = 0 when that is 0 too. A reading
+    whose baseline holds fewer than 3 readings is not scored. is_anomaly: |z| > 3.5,
+    and only on a baseline of at least 8 readings; below that it is null, with
+    unflagged_reason 'small_baseline' (a few readings give a median and a MAD that
+    ordinary noise departs from). Medians are exact (middle values). An incremental
+    run rescores the touched series from the hour of their first new reading to 23
+    hours after their last. -#}
 {{ config(
     materialized='incremental',
     incremental_strategy='merge',
@@ -20,6 +24,7 @@
 ) }}
 
 {%- set dense_hour = 12 %}
+{%- set min_flag_baseline = 8 %}
 
 with
 {% if is_incremental() %}
@@ -101,9 +106,11 @@ spreads as (
 
 baselines as (
     select
-        *,
-        {{ middle_value('deviations', 'baseline_readings') }} as baseline_mad
-    from spreads
+        s.*,
+        {{ middle_value('s.deviations', 's.baseline_readings') }} as baseline_mad,
+        coalesce(f.noise_floor, 0e0) as noise_floor
+    from spreads as s
+    left join {{ ref('metric_noise_floors') }} as f on f.metric = s.metric
 ),
 
 scored as (
@@ -121,7 +128,9 @@ scored as (
         b.baseline_mad,
         case
             when b.baseline_readings < 3 then null
-            when b.baseline_mad > 0 then 0.6745e0 * (r.value - b.baseline_median) / b.baseline_mad
+            when greatest(b.baseline_mad, b.noise_floor) > 0
+                then 0.6745e0 * (r.value - b.baseline_median)
+                    / greatest(b.baseline_mad, b.noise_floor)
             when b.mean_abs_deviation > 0
                 then (r.value - b.baseline_median) / (1.2533e0 * b.mean_abs_deviation)
             else 0e0
@@ -149,7 +158,8 @@ final as (
         baseline_median,
         baseline_mad,
         robust_z,
-        coalesce(abs(robust_z) > 3.5e0, false) as is_anomaly,
+        if(baseline_readings >= {{ min_flag_baseline }}, abs(robust_z) > 3.5e0) as is_anomaly,
+        if(baseline_readings < {{ min_flag_baseline }}, 'small_baseline') as unflagged_reason,
         baseline_readings,
         cast({{ current_run_id() }} as varchar) as run_id
     from scored

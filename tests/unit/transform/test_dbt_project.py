@@ -69,7 +69,10 @@ def test_profile_takes_connection_details_from_the_environment():
 
 def test_only_dimensions_and_seeds_are_reference_tables(manifest):
     tagged = {n.name for n in manifest.nodes.values() if "reference" in n.tags}
-    assert tagged == {"dim_tenant", "dim_site", "dim_device", "metric_ranges", "unit_conversions"}
+    assert tagged == {
+        "dim_tenant", "dim_site", "dim_device", "metric_ranges", "metric_noise_floors",
+        "unit_conversions",
+    }  # fmt: skip
 
 
 def test_every_incremental_model_records_the_run_that_wrote_a_row(manifest):
