@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import psycopg
@@ -252,7 +255,10 @@ def test_a_disabled_superset_users_open_session_stops_working(stack, stack_setti
     name = f"bizleaver-{uuid.uuid4().hex[:6]}"
     password = add(name, "--tenant", "tenant-01")
     url = f"http://{stack_settings.host}:{stack_settings.superset.port}"
-    with httpx.Client(base_url=url, timeout=60) as http:
+    with (
+        httpx.Client(base_url=url, timeout=60) as http,
+        _browser_session(url, name, password) as browser,
+    ):
         login = http.post(
             "/api/v1/security/login",
             json={"username": name, "password": password, "provider": "db"},
@@ -260,9 +266,11 @@ def test_a_disabled_superset_users_open_session_stops_working(stack, stack_setti
         assert login.status_code == 200, login.text
         http.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
         assert http.get("/api/v1/me/").status_code == 200
+        assert browser.get("/api/v1/me/").status_code == 200
 
         assert lakehouse("users", "disable", name, "--kind", "superset").returncode == 0
         assert http.get("/api/v1/me/").status_code == 401  # the token issued before
+        assert browser.get("/api/v1/me/").status_code == 401  # the session cookie too
 
         assert lakehouse("users", "remove", name, "--kind", "superset").returncode == 0
         again = http.post(
@@ -270,6 +278,20 @@ def test_a_disabled_superset_users_open_session_stops_working(stack, stack_setti
             json={"username": name, "password": password, "provider": "db"},
         )
         assert again.status_code == 401
+
+
+@contextmanager
+def _browser_session(url: str, name: str, password: str) -> Iterator[httpx.Client]:
+    """A client logged in through the login form, as a browser is: a session cookie."""
+    with httpx.Client(base_url=url, timeout=60, follow_redirects=False) as browser:
+        form = browser.get("/login/")
+        csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', form.text)
+        assert csrf, "no CSRF token on the login form"
+        signed_in = browser.post(
+            "/login/", data={"username": name, "password": password, "csrf_token": csrf[1]}
+        )
+        assert signed_in.status_code == 302 and "session" in browser.cookies, signed_in.text
+        yield browser
 
 
 # -- Superset's business users: no statistics, no other schema, no other tenant -------------
