@@ -6,10 +6,30 @@ branch of its own, which stays readable however main moves meanwhile.
 
 from __future__ import annotations
 
+import re
+import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 from lakehouse.config import Settings
 from lakehouse.names import checked
+
+# Reconcile's branches and catalogs: `reconcile_<UTC time made>_<6 hex digits>`. The time
+# in the name lets maintenance delete what a killed reconcile left behind.
+RECONCILE_PREFIX = "reconcile_"
+_RECONCILE_NAME = re.compile(r"^reconcile_(\d{14})_[0-9a-f]{6}$")
+
+
+def reconcile_branch(now: datetime) -> str:
+    return f"{RECONCILE_PREFIX}{now.astimezone(UTC):%Y%m%d%H%M%S}_{secrets.token_hex(3)}"
+
+
+def reconcile_made_at(name: str) -> datetime | None:
+    """When a reconcile branch was made, read from its name; None for other names."""
+    match = _RECONCILE_NAME.match(name)
+    if match is None:
+        return None
+    return datetime.strptime(match[1], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
 
 
 def create_branch_catalog(cursor: Any, settings: Settings, branch: str) -> str:

@@ -1,6 +1,7 @@
 """Retention: what the platform keeps for a while and then lets go.
 
 - A failed transform run's branch stays for inspection, then is deleted.
+- A branch a killed `reconcile` left behind is deleted after a few hours.
 - Upload receipts are kept as long as an agent may still retry the batch.
 - Kafka keeps messages for its retention time only: a partition whose unconsumed
   messages would expire soon is reported before anything is lost.
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from lakehouse.branch_catalogs import reconcile_made_at
 from lakehouse.errors import CatalogError
 from lakehouse.nessie import NessieClient
 from lakehouse.transform.runner import BRANCH_PREFIX
@@ -47,6 +49,24 @@ def expire_failed_branches(conn: Any, nessie: NessieClient, *, older_than: datet
             continue
         log.info("deleted branch %s of run %s (failed over the inspection window)", branch, run_id)
         deleted.append(branch)
+    return deleted
+
+
+def expire_reconcile_branches(nessie: NessieClient, *, older_than: datetime) -> list[str]:
+    """Delete reconcile branches made before `older_than` (a reconcile that ran that
+    long ago was killed before it cleaned up); their names."""
+    deleted: list[str] = []
+    for ref in nessie.references():
+        made = reconcile_made_at(ref.name)
+        if made is None or made >= older_than:
+            continue
+        try:
+            nessie.delete_branch(ref.name)
+        except CatalogError as exc:
+            log.warning("branch %s left by reconcile not deleted: %s", ref.name, exc)
+            continue
+        log.info("deleted branch %s, left by a reconcile that did not finish", ref.name)
+        deleted.append(ref.name)
     return deleted
 
 

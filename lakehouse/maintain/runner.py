@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A reconcile takes minutes: a branch of one made this long ago was left by one killed.
+RECONCILE_BRANCH_HOURS = timedelta(hours=6)
 
 
 @dataclass
@@ -254,6 +256,8 @@ class Maintainer:
             with NessieClient(self.settings, self.credentials, principal="maintain") as nessie:
                 report.branches_deleted = retention.expire_failed_branches(
                     conn, nessie, older_than=now - timedelta(days=s.failed_branch_days)
+                ) + retention.expire_reconcile_branches(
+                    nessie, older_than=now - RECONCILE_BRANCH_HOURS
                 )
         except Exception as exc:
             report.fail("branch retention", exc)
@@ -315,7 +319,7 @@ def describe(report: MaintenanceReport) -> str:
             f"{report.gc.deleted_bytes} bytes deleted; {report.gc.live_files} live"
         )
     if report.branches_deleted:
-        lines.append(f"  failed-run branches deleted: {', '.join(report.branches_deleted)}")
+        lines.append(f"  branches deleted: {', '.join(report.branches_deleted)}")
     if report.receipts_deleted:
         lines.append(f"  upload receipts deleted: {report.receipts_deleted}")
     lines += [f"  warning: {w}" for w in report.warnings]

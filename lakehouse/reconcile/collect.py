@@ -20,12 +20,17 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from lakehouse.branch_catalogs import create_branch_catalog, drop_catalog
+from lakehouse.branch_catalogs import (
+    RECONCILE_PREFIX,
+    create_branch_catalog,
+    drop_catalog,
+    reconcile_branch,
+)
 from lakehouse.clients import iceberg_catalog, kafka_config, postgres_connection, trino_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
@@ -37,8 +42,6 @@ from lakehouse.transform.window import Gap, committed_offsets, expired_offsets
 
 log = logging.getLogger(__name__)
 
-# Reconcile's own branches (and Trino catalogs): `reconcile_<12 hex digits>`.
-BRANCH_PREFIX = "reconcile_"
 
 # Tables read, by role: (layer, table).
 TABLES = {
@@ -121,8 +124,9 @@ class Reconciler:
     @contextmanager
     def _pinned(self) -> Iterator[str]:
         """A branch at main's head and a Trino catalog of the same name on it."""
-        branch = f"{BRANCH_PREFIX}{uuid.uuid4().hex[:12]}"
+        branch = reconcile_branch(datetime.now(UTC))
         with NessieClient(self.settings, self.credentials) as nessie:
+            self._drop_orphan_catalogs(nessie)
             nessie.create_branch(branch, "main")
             try:
                 cursor = self._trino("system")
@@ -133,6 +137,15 @@ class Reconciler:
                     drop_catalog(self._trino("system"), branch)
             finally:
                 nessie.delete_branch(branch)
+
+    def _drop_orphan_catalogs(self, nessie: NessieClient) -> None:
+        """Catalogs a killed reconcile left, whose branch maintenance has since deleted."""
+        branches = {ref.name for ref in nessie.references()}
+        cursor = self._trino("system")
+        cursor.execute(f"show catalogs like '{RECONCILE_PREFIX}%'")
+        for (name,) in cursor.fetchall():
+            if name not in branches:
+                drop_catalog(self._trino("system"), name)
 
     def _snapshots(
         self, branch: str
