@@ -23,12 +23,12 @@ if TYPE_CHECKING:
 
 def nessie_api_url(settings: Settings) -> str:
     """Base of Nessie's native REST API (v2)."""
-    return f"http://{settings.server_host('nessie')}:{settings.nessie.port}/api/v2"
+    return f"{settings.nessie_url()}/api/v2"
 
 
 def iceberg_rest_url(settings: Settings, ref: str = "main") -> str:
     """Iceberg REST endpoint for one Nessie branch (`main` unless told otherwise)."""
-    base = f"http://{settings.server_host('nessie')}:{settings.nessie.port}/iceberg"
+    base = f"{settings.nessie_url()}/iceberg"
     return base if ref == "main" else f"{base}/{ref}"
 
 
@@ -44,8 +44,11 @@ def iceberg_catalog_properties(
     *,
     s3_key: str,
     principal: str = "lakehouse",
-) -> dict[str, str]:
-    properties = {
+) -> dict[str, Any]:
+    """pyiceberg's catalog properties: Nessie's Iceberg REST endpoint for `ref` with a
+    token for `principal`, and the object store signed with the MinIO key `s3_key`.
+    Private CAs (settings' `nessie.ca_file`, `minio.ca_file`) verify both."""
+    properties: dict[str, Any] = {
         "type": "rest",
         "uri": iceberg_rest_url(settings, ref),
         "token": nessie_token(credentials, principal),
@@ -57,6 +60,15 @@ def iceberg_catalog_properties(
     if not settings.minio.ambient_credentials:  # else the environment's credential chain
         access_key, secret = s3_keys(credentials, s3_key, settings)
         properties |= {"s3.access-key-id": access_key, "s3.secret-access-key": secret}
+    if settings.nessie.ca_file is not None:
+        properties["ssl"] = {"cabundle": str(settings.nessie.ca_file)}
+    if settings.minio.ca_file is not None:
+        from lakehouse.iceberg_io import S3_CA_FILE
+
+        properties |= {
+            "py-io-impl": "lakehouse.iceberg_io.CaVerifyingFileIO",
+            S3_CA_FILE: str(settings.minio.ca_file),
+        }
     return properties
 
 

@@ -74,6 +74,8 @@ class MinioSettings(BaseSettings):
     # Sign with the environment's credentials (a workload identity, an instance role)
     # instead of service keys; the store's bucket and permissions are the operator's.
     ambient_credentials: bool = False
+    # The CA (PEM) that signed an https endpoint's certificate; unset: the system's CAs.
+    ca_file: Path | None = None
 
 
 class NessieSettings(BaseSettings):
@@ -86,6 +88,11 @@ class NessieSettings(BaseSettings):
     host: str = ""
     port: int = 19120
     management_port: int = 19121
+    # How clients reach the API: plain HTTP (the native stack, on loopback) or HTTPS
+    # (a cluster), verified against `ca_file` (unset: the system's CAs). The
+    # management port (health) stays plain HTTP.
+    scheme: Literal["http", "https"] = "http"
+    ca_file: Path | None = None
     warehouse: str = "warehouse"
     heap: str = "512m"
     start_timeout: float = 120.0
@@ -393,6 +400,10 @@ class Settings(BaseSettings):
 
     def s3_endpoint(self) -> str:
         return self.minio.endpoint or f"http://{self.server_host('minio')}:{self.minio.port}"
+
+    def nessie_url(self) -> str:
+        """Base URL of Nessie's API port (its REST APIs live under it)."""
+        return f"{self.nessie.scheme}://{self.server_host('nessie')}:{self.nessie.port}"
 
     def kafka_bootstrap(self) -> str:
         return self.kafka.bootstrap_servers or f"{self.server_host('kafka')}:{self.kafka.port}"

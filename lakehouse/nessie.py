@@ -12,6 +12,7 @@ from lakehouse.config import Settings
 from lakehouse.credentials import Credentials, load
 from lakehouse.errors import CatalogError, ReferenceConflictError
 from lakehouse.names import checked
+from lakehouse.tls import verification
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class NessieClient:
             base_url=nessie_api_url(settings),
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
+            verify=verification(settings.nessie.ca_file),
         )
 
     def close(self) -> None:

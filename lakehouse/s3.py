@@ -50,6 +50,8 @@ def s3_client(settings: Settings, credentials: Credentials, key: str) -> S3Clien
         aws_access_key_id=access_key,
         aws_secret_access_key=secret,
         region_name=settings.minio.region,
+        # A private CA's file, else botocore's default (the system's CAs).
+        verify=str(settings.minio.ca_file) if settings.minio.ca_file is not None else None,
         config=Config(
             s3={"addressing_style": "path" if settings.minio.path_style else "virtual"},
             retries={"max_attempts": 3},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -27,6 +28,14 @@ _CA_KEY_USAGE = x509.KeyUsage(
     key_encipherment=False, data_encipherment=False, key_agreement=False,
     encipher_only=False, decipher_only=False,
 )  # fmt: skip
+
+
+def verification(ca_file: Path | None) -> ssl.SSLContext | bool:
+    """What an HTTPS client verifies a server against: `ca_file` (a deployment's private
+    CA), else the system's CAs (`True`, for httpx's `verify=`)."""
+    if ca_file is None:
+        return True
+    return ssl.create_default_context(cafile=str(ca_file))
 
 
 def tls_dir(home: Path) -> Path:

@@ -13,6 +13,7 @@ Everything else was only reachable from expired commits.
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,9 +39,19 @@ class LiveMetadata:
 class NessieWalker:
     """Reads references, entries and commit logs through Nessie's REST API v2."""
 
-    def __init__(self, api_url: str, token: str, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        token: str,
+        *,
+        timeout: float = 60.0,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self._http = httpx.Client(
-            base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+            base_url=api_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            verify=verify,
         )
 
     def close(self) -> None:

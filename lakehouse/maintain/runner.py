@@ -32,6 +32,7 @@ from lakehouse.maintain.live import NessieWalker, live_metadata
 from lakehouse.maintain.rewrite import compact_streaming_table
 from lakehouse.nessie import NessieClient
 from lakehouse.registry import ensure_schema as ensure_registry
+from lakehouse.tls import verification
 from lakehouse.transform import runs
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,9 @@ class Maintainer:
             history_from = max(self.clock() - history, records.collected_before(conn) or _EPOCH)
             report.gc_history_from = history_from
             walker = NessieWalker(
-                nessie_api_url(self.settings), nessie_token(self.credentials, "maintain")
+                nessie_api_url(self.settings),
+                nessie_token(self.credentials, "maintain"),
+                verify=verification(self.settings.nessie.ca_file),
             )
             try:
                 live = live_metadata(walker, history_from)

@@ -15,6 +15,7 @@ from lakehouse.stack.artifacts import MINIO_MIN_GO, MINIO_MODULE, MINIO_PACKAGES
 from lakehouse.stack.fetch import count_lines, require_tool, run_step
 from lakehouse.stack.minio_access import ensure_service_keys
 from lakehouse.stack.service import Service
+from lakehouse.tls import verification
 
 # The name MinIO gives its one encryption key (it shows in object metadata).
 SSE_KEY_NAME = "lakehouse-sse"
@@ -112,7 +113,11 @@ class Minio(Service):
     def ready(self) -> bool:
         if self.operators_store:
             return True
-        response = httpx.get(f"{self.url}/minio/health/ready", timeout=2)
+        response = httpx.get(
+            f"{self.url}/minio/health/ready",
+            timeout=2,
+            verify=verification(self.settings.minio.ca_file),
+        )
         return response.status_code == 200
 
     def bootstrap(self) -> None:

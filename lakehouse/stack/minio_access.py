@@ -67,11 +67,22 @@ def ensure_service_keys(settings: Settings, credentials: Credentials) -> None:
     from minio.credentials.providers import StaticProvider
 
     endpoint = urlsplit(settings.s3_endpoint())
+    http_client = None
+    if settings.minio.ca_file is not None:  # a private CA (the chart's in-cluster MinIO)
+        from urllib3 import PoolManager, Retry, Timeout
+
+        http_client = PoolManager(
+            timeout=Timeout(connect=30, read=300),
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=str(settings.minio.ca_file),
+            retries=Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        )
     admin = MinioAdmin(
         endpoint=endpoint.netloc,
         credentials=StaticProvider(credentials.minio_root_user, credentials.minio_root_password),
         secure=endpoint.scheme == "https",
         region=settings.minio.region,
+        http_client=http_client,
     )
     for key, document in policies(settings).items():
         admin.policy_add(policy_name(key), policy=document)

@@ -15,6 +15,7 @@ from lakehouse.s3 import s3_endpoint
 from lakehouse.stack.artifacts import NESSIE_SERVER
 from lakehouse.stack.java import min_heap
 from lakehouse.stack.service import Service
+from lakehouse.tls import verification
 
 LAKE_SETUP_TIMEOUT = 120
 
@@ -67,7 +68,7 @@ class Nessie(Service):
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.server_host('nessie')}:{self.settings.nessie.port}"
+        return self.settings.nessie_url()
 
     @property
     def start_timeout(self) -> float:
@@ -133,6 +134,7 @@ class Nessie(Service):
             params={"warehouse": self.settings.nessie.warehouse},
             headers={"Authorization": f"Bearer {nessie_token(self.ctx.credentials)}"},
             timeout=10,
+            verify=verification(self.settings.nessie.ca_file),
         )
         if config.status_code != 200:
             raise StackError(

@@ -286,8 +286,11 @@ def test_network_policies_let_in_only_who_needs_it(rendered, scenario):
             assert name not in policies
             continue
         assert sorted(ingress_sources(policies[name], ports[name])) == clients, name
-    internal = FACTS["ports"]["trinoInternal"]
-    assert sorted(ingress_sources(policies["trino"], internal)) == ["trino", "trino-worker"]
+    # Trino's nodes reach the coordinator on its HTTPS port (internal TLS, the default;
+    # test_chart_tls checks the plain internal port of tls.internal=false).
+    coordinator = ingress_sources(policies["trino"], ports["trino"])
+    assert "trino" in coordinator and "trino-worker" in coordinator
+    assert ingress_sources(policies["trino"], FACTS["ports"]["trinoInternal"]) == []
 
 
 def test_disabled_servers_are_absent_and_their_external_endpoints_wired_in(rendered):
@@ -313,7 +316,7 @@ def test_disabled_servers_are_absent_and_their_external_endpoints_wired_in(rende
     assert "s3.region=eu-west-1" in trino["lake.properties"]
     default_env = named(rendered["default"], "ConfigMap", "env")["data"]
     assert default_env["LAKEHOUSE_POSTGRES_HOST"] == "lh-lakehouse-postgres"
-    assert default_env["LAKEHOUSE_MINIO_ENDPOINT"] == "http://lh-lakehouse-minio:9000"
+    assert default_env["LAKEHOUSE_MINIO_ENDPOINT"] == "https://lh-lakehouse-minio:9000"
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

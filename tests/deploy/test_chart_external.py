@@ -184,12 +184,13 @@ def test_postgres_sslmode_without_a_ca(rendered):
 def test_the_release_servers_take_none_of_the_external_settings(rendered):
     env = env_of(rendered["default"])
     assert env["LAKEHOUSE_MINIO_PATH_STYLE"] == "true"
-    for variable in (
-        "PGSSLMODE",
-        "LAKEHOUSE_KAFKA_SECURITY_PROTOCOL",
-        "LAKEHOUSE_KAFKA_CA_FILE",
-        "LAKEHOUSE_MINIO_ACCESS_KEY_IDS",
-        "LAKEHOUSE_MINIO_AMBIENT_CREDENTIALS",
-    ):
-        assert variable not in env, variable  # fmt: skip
+    for variable in ("LAKEHOUSE_MINIO_ACCESS_KEY_IDS", "LAKEHOUSE_MINIO_AMBIENT_CREDENTIALS"):
+        assert variable not in env, variable
+    # TLS to the release's own servers is tls.internal's (test_chart_tls), not
+    # postgres.external.sslmode's (`require` by default) or kafka.external's.
+    assert env["PGSSLMODE"] == "verify-full"
+    assert env["LAKEHOUSE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    volumes = {v["name"]: v for v in pods_by_component(rendered["default"])["gateway"]["volumes"]}
+    for server in ("postgres", "kafka"):
+        assert volumes[f"{server}-ca"]["secret"]["secretName"] == "lh-lakehouse-trino-tls"
     assert "s3.aws-access-key=trino" in catalog(rendered["default"], "lake.properties")

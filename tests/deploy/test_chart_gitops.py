@@ -161,7 +161,9 @@ def test_a_component_may_run_as_a_service_account_of_its_own(helm_binary):
 
 
 STARTUP = {
-    "trino": {"httpGet": {"path": "/v1/info", "port": "internal"}},
+    # Trino's nodes answer HTTPS only (tls.internal): the coordinator on its client port.
+    "trino": {"httpGet": {"path": "/v1/info", "port": "https", "scheme": "HTTPS"}},
+    "trino-worker": {"httpGet": {"path": "/v1/info", "port": "internal", "scheme": "HTTPS"}},
     "nessie": {"httpGet": {"path": "/q/health/started", "port": "management"}},
     "kafka": {"tcpSocket": {"port": "controller"}},
 }
@@ -177,7 +179,7 @@ def test_the_jvm_servers_have_startup_probes(rendered, scenario):
             continue
         server = component(obj).removesuffix("-worker")
         container = obj["spec"]["template"]["spec"]["containers"][0]
-        expected = STARTUP[server] | {
+        expected = STARTUP[component(obj)] | {
             "periodSeconds": 5,
             "failureThreshold": STARTUP_LIMITS[server],
         }
@@ -185,21 +187,30 @@ def test_the_jvm_servers_have_startup_probes(rendered, scenario):
         assert "initialDelaySeconds" not in container["livenessProbe"], obj["metadata"]["name"]
 
 
-def test_trinos_internal_port_is_never_on_a_load_balancer(helm_binary):
+@pytest.mark.parametrize("internal_tls", [True, False])
+def test_trinos_internal_port_is_never_on_a_load_balancer(helm_binary, internal_tls):
     objects = render(
         helm_binary, "ha", "--set", "trino.service.type=LoadBalancer",
         "--set", "superset.service.type=LoadBalancer", "--set", "gateway.service.type=NodePort",
+        "--set", f"tls.internal={str(internal_tls).lower()}",
     )  # fmt: skip
     services = {o["metadata"]["name"]: o["spec"] for o in of_kind(objects, "Service")}
     assert services["lh-lakehouse-trino"]["type"] == "LoadBalancer"
     assert [p["port"] for p in services["lh-lakehouse-trino"]["ports"]] == [8080]
-    assert services["lh-lakehouse-trino-internal"]["type"] == "ClusterIP"
-    assert [p["port"] for p in services["lh-lakehouse-trino-internal"]["ports"]] == [8081]
+    internal = services["lh-lakehouse-trino-internal"]
+    properties = named(objects, "ConfigMap", "trino")["data"]["worker.properties"]
+    if internal_tls:  # headless: the coordinator's own address, on its HTTPS port
+        assert internal["clusterIP"] == "None" and "type" not in internal
+        assert [p["port"] for p in internal["ports"]] == [8080]
+        discovery = "discovery.uri=https://lh-lakehouse-trino-internal:8080"
+    else:
+        assert internal["type"] == "ClusterIP"
+        assert [p["port"] for p in internal["ports"]] == [8081]
+        discovery = "discovery.uri=http://lh-lakehouse-trino-internal:8081"
     for name, spec in services.items():
         if spec.get("type") in ("LoadBalancer", "NodePort"):
             assert 8081 not in [p["port"] for p in spec["ports"]], name
-    properties = named(objects, "ConfigMap", "trino")["data"]["worker.properties"]
-    assert "discovery.uri=http://lh-lakehouse-trino-internal:8081" in properties.splitlines()
+    assert discovery in properties.splitlines()
 
 
 def replicas_of(objects: list[dict[str, Any]], selector: dict[str, str]) -> int:

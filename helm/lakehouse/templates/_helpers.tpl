@@ -67,6 +67,33 @@ the TLS commands of the README, or by the platform's own secret management). */}
 {{- default (include "lakehouse.component" (dict "root" . "name" "trino-tls")) .Values.tls.existingSecret }}
 {{- end }}
 
+{{/* Whether connections to the in-cluster servers use TLS ("true" or ""). */}}
+{{- define "lakehouse.internalTls" -}}
+{{- if .Values.tls.internal }}true{{ end }}
+{{- end }}
+
+{{/* The names the platform certificate must cover with `tls.internal`: every Service
+clients reach an in-cluster server by (and each Kafka broker by its own name). */}}
+{{- define "lakehouse.tlsHosts" -}}
+{{- $hosts := list (include "lakehouse.trinoHost" .) }}
+{{- $hosts = append $hosts (printf "%s.%s.svc" (include "lakehouse.trinoHost" .) .Release.Namespace) }}
+{{- $hosts = append $hosts (include "lakehouse.component" (dict "root" . "name" "nessie")) }}
+{{- if .Values.postgres.enabled }}
+{{- $hosts = append $hosts (include "lakehouse.component" (dict "root" . "name" "postgres")) }}
+{{- end }}
+{{- if .Values.minio.enabled }}
+{{- $hosts = append $hosts (include "lakehouse.component" (dict "root" . "name" "minio")) }}
+{{- end }}
+{{- if .Values.kafka.enabled }}
+{{- $name := include "lakehouse.component" (dict "root" . "name" "kafka") }}
+{{- $headless := include "lakehouse.component" (dict "root" . "name" "kafka-headless") }}
+{{- range $i := until (int .Values.kafka.replicas) }}
+{{- $hosts = append $hosts (printf "%s-%d.%s" $name $i $headless) }}
+{{- end }}
+{{- end }}
+{{- join " " $hosts }}
+{{- end }}
+
 {{/* Where clients reach each server: in the release, or the external endpoint. */}}
 {{- define "lakehouse.postgresHost" -}}
 {{- if .Values.postgres.enabled }}{{ include "lakehouse.component" (dict "root" . "name" "postgres") }}{{ else }}{{ required "postgres.external.host is required when postgres.enabled is false" .Values.postgres.external.host }}{{ end }}
@@ -84,7 +111,7 @@ the TLS commands of the README, or by the platform's own secret management). */}
 
 {{- define "lakehouse.s3Endpoint" -}}
 {{- $facts := include "lakehouse.facts" . | fromJson }}
-{{- if .Values.minio.enabled }}{{ printf "http://%s:%v" (include "lakehouse.component" (dict "root" . "name" "minio")) $facts.components.minio.port }}{{ else }}{{ required "minio.external.endpoint is required when minio.enabled is false" .Values.minio.external.endpoint }}{{ end }}
+{{- if .Values.minio.enabled }}{{ printf "%s://%s:%v" (ternary "https" "http" (eq (include "lakehouse.internalTls" .) "true")) (include "lakehouse.component" (dict "root" . "name" "minio")) $facts.components.minio.port }}{{ else }}{{ required "minio.external.endpoint is required when minio.enabled is false" .Values.minio.external.endpoint }}{{ end }}
 {{- end }}
 
 {{- define "lakehouse.s3Region" -}}
@@ -209,7 +236,7 @@ envFrom:
   mountPath: {{ (include "lakehouse.facts" . | fromJson).paths.home }}/tls/ca.pem
   subPath: ca.crt
   readOnly: true
-{{- include "lakehouse.caVolumeMounts" (dict "root" . "servers" (list "postgres" "kafka")) }}
+{{- include "lakehouse.caVolumeMounts" (dict "root" . "servers" (list "postgres" "kafka" "minio" "nessie")) }}
 {{- end }}
 
 {{- define "lakehouse.ownVolumes" -}}
@@ -227,7 +254,7 @@ envFrom:
     items:
       - key: ca.crt
         path: ca.crt
-{{- include "lakehouse.caVolumes" (dict "root" . "servers" (list "postgres" "kafka")) }}
+{{- include "lakehouse.caVolumes" (dict "root" . "servers" (list "postgres" "kafka" "minio" "nessie")) }}
 {{- end }}
 
 {{/* Annotations that roll a pod when its configuration changes. The Secrets are the
@@ -245,15 +272,27 @@ checksum/env: {{ include (print .Template.BasePath "/configmap-env.yaml") . | sh
       key: {{ .key }}
 {{- end }}
 
-{{/* Trino settings coordinator and workers share. Nodes talk over HTTP on a port only
-Trino pods may reach, authenticated by the shared secret. */}}
+{{/* Trino settings coordinator and workers share, authenticated by the shared secret.
+With `tls.internal`, nodes talk HTTPS only: Trino's automatic internal TLS gives each
+node a certificate for its own address from a CA derived from the shared secret (pods'
+addresses are known only once they run, so no certificate made beforehand could name
+them), and the nodes announce themselves by address. Workers find the coordinator
+through a headless Service, whose name resolves to the coordinator's own address, on its
+HTTPS port. Without it, nodes talk plain HTTP on a port only Trino pods may reach. */}}
 {{- define "lakehouse.trinoCommon" -}}
 {{- $facts := include "lakehouse.facts" . | fromJson -}}
+{{- if eq (include "lakehouse.internalTls" .) "true" -}}
+discovery.uri=https://{{ include "lakehouse.component" (dict "root" . "name" "trino-internal") }}:{{ $facts.components.trino.port }}
+http-server.http.enabled=false
+internal-communication.https.required=true
+internal-communication.shared-secret=${ENV:LAKEHOUSE_TRINO_SHARED_SECRET}
+{{- else -}}
 discovery.uri=http://{{ include "lakehouse.component" (dict "root" . "name" "trino-internal") }}:{{ $facts.ports.trinoInternal }}
 http-server.http.enabled=true
 http-server.http.port={{ $facts.ports.trinoInternal }}
 internal-communication.shared-secret=${ENV:LAKEHOUSE_TRINO_SHARED_SECRET}
 node.internal-address-source=IP
+{{- end }}
 spill-enabled=true
 spiller-spill-path=/data/trino/spill
 http-server.log.enabled=false
@@ -266,6 +305,8 @@ http-server.log.enabled=false
 {{- $facts := include "lakehouse.facts" $root | fromJson }}
 {{- $settings := ternary $root.Values.trino.coordinator $root.Values.trino.worker (eq $role "coordinator") }}
 {{- $component := ternary "trino" "trino-worker" (eq $role "coordinator") }}
+{{- $tls := eq (include "lakehouse.internalTls" $root) "true" }}
+{{- $truststore := "/etc/trino/security/truststore.p12" }}
 {{- $checksums := printf "%s\nchecksum/config: %s" (include "lakehouse.checksums" $root) (include (print $root.Template.BasePath "/trino-config.yaml") $root | sha256sum) }}
 metadata:
   {{- include "lakehouse.podMetadata" (dict "root" $root "name" $component "pod" $settings.pod "annotations" $checksums) | nindent 2 }}
@@ -298,6 +339,11 @@ spec:
             -Djdk.attach.allowAttachSelf=true -Djdk.nio.maxCachedBufferSize=2000000 \
             -Dfile.encoding=UTF-8 -XX:+EnableDynamicAgentLoading -Djava.io.tmpdir=/tmp \
             > /etc/trino/jvm.config
+          {{- if $tls }}
+          # Nessie's and MinIO's certificates are the platform's: the JVM trusts its CA
+          # (the trust store itself is written where keytool is, in Trino's image).
+          printf '%s\n' {{ include "lakehouse.javaTruststoreOptions" $truststore }} >> /etc/trino/jvm.config
+          {{- end }}
           mkdir -p /etc/trino/security /etc/trino/catalog
           lakehouse deploy nessie-token --principal trino --out /etc/trino/nessie-token
           {{- if eq $role "coordinator" }}
@@ -333,6 +379,9 @@ spec:
         - sh
         - -ec
         - |
+          {{- if $tls }}
+          {{- include "lakehouse.javaTruststore" (dict "out" $truststore "ca" "/etc/trino/tls/ca.crt") | nindent 10 }}
+          {{- end }}
           export LAKEHOUSE_NESSIE_TOKEN="$(cat /etc/trino/nessie-token)"
           exec /usr/lib/trino/bin/run-trino
       env:
@@ -342,29 +391,43 @@ spec:
         {{- include "lakehouse.secretEnv" (dict "root" $root "env" "LAKEHOUSE_PG_PASSWORD" "key" (printf "database-passwords.%s" $facts.postgres.readerRole)) | nindent 8 }}
         {{- include "lakehouse.secretEnv" (dict "root" $root "env" "LAKEHOUSE_TRINO_SHARED_SECRET" "key" "trino-shared-secret") | nindent 8 }}
         {{- include "lakehouse.secretEnv" (dict "root" $root "env" "AUDIT_TOKEN" "key" "audit-token") | nindent 8 }}
+      {{- /* With internal TLS the coordinator has one port (HTTPS, clients and nodes),
+      a worker one HTTPS port of its own; without, both also listen on the internal port. */}}
+      {{- $probePort := ternary (ternary "https" "internal" (eq $role "coordinator")) "internal" $tls }}
       ports:
         {{- if eq $role "coordinator" }}
         - name: https
           containerPort: {{ $facts.components.trino.port }}
         {{- end }}
+        {{- if or (not $tls) (eq $role "worker") }}
         - name: internal
           containerPort: {{ $facts.ports.trinoInternal }}
+        {{- end }}
       # Liveness starts once the server answers: loading plugins takes minutes on a busy node.
       startupProbe:
         httpGet:
           path: /v1/info
-          port: internal
+          port: {{ $probePort }}
+          {{- if $tls }}
+          scheme: HTTPS
+          {{- end }}
         periodSeconds: 5
         failureThreshold: 60
       readinessProbe:
         httpGet:
           path: /v1/info
-          port: internal
+          port: {{ $probePort }}
+          {{- if $tls }}
+          scheme: HTTPS
+          {{- end }}
         periodSeconds: 5
       livenessProbe:
         httpGet:
           path: /v1/info
-          port: internal
+          port: {{ $probePort }}
+          {{- if $tls }}
+          scheme: HTTPS
+          {{- end }}
         periodSeconds: 10
         failureThreshold: 6
       resources:
@@ -511,10 +574,10 @@ spec:
           value: "superset.app:create_app()"
         - name: PYTHONDONTWRITEBYTECODE
           value: "1"
-        {{- if not $root.Values.postgres.enabled }}
+        {{- with include "lakehouse.postgresSslmode" $root }}
         - name: PGSSLMODE
-          value: {{ $root.Values.postgres.external.sslmode | quote }}
-        {{- if hasKey (include "lakehouse.externalCas" (dict "root" $root "servers" (list "postgres")) | fromJson) "postgres" }}
+          value: {{ . | quote }}
+        {{- if hasKey (include "lakehouse.serverCas" (dict "root" $root "servers" (list "postgres")) | fromJson) "postgres" }}
         - name: PGSSLROOTCERT
           value: {{ include "lakehouse.caPath" "postgres" }}
         {{- end }}
@@ -575,27 +638,36 @@ MinIO (the bootstrap makes the keys), the operator's id on an external store. */
 {{- if .root.Values.minio.enabled }}{{ .name }}{{ else }}{{ index .root.Values.minio.external.accessKeyIds .name | default .name }}{{ end }}
 {{- end }}
 
-{{/* Where clients find the CAs of external servers (mounted from the operator's Secret
-or ConfigMap; see lakehouse.caVolumes). */}}
+{{/* Where clients find the CA of each server they verify (mounted from the operator's
+Secret or ConfigMap, or the platform certificate's; see lakehouse.caVolumes). */}}
 {{- define "lakehouse.caPath" -}}
 /etc/lakehouse/ca/{{ . }}.crt
 {{- end }}
 
-{{/* The external servers' CAs a pod needs: `servers`, a list of "postgres" and "kafka". */}}
-{{- define "lakehouse.externalCas" -}}
+{{/* The CAs of the servers a pod verifies: `servers`, a list of "postgres", "kafka",
+"minio" and "nessie". An external PostgreSQL or Kafka: the CA its values name. An
+in-cluster server with `tls.internal`: the platform certificate's `ca.crt`. */}}
+{{- define "lakehouse.serverCas" -}}
 {{- $root := .root }}
+{{- $internal := eq (include "lakehouse.internalTls" $root) "true" }}
+{{- $platform := dict "secretName" (include "lakehouse.tlsSecretName" $root) "key" "ca.crt" }}
 {{- $found := dict }}
 {{- range .servers }}
 {{- $server := index $root.Values . }}
-{{- if and (not $server.enabled) (or $server.external.ca.secretName $server.external.ca.configMapName) }}
+{{- $inCluster := or (eq . "nessie") (and (hasKey $server "enabled") $server.enabled) }}
+{{- if and $inCluster $internal }}
+{{- $_ := set $found . $platform }}
+{{- else if and (not $inCluster) (hasKey $server "external") (hasKey $server.external "ca") }}
+{{- if or $server.external.ca.secretName $server.external.ca.configMapName }}
 {{- $_ := set $found . $server.external.ca }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- toJson $found }}
 {{- end }}
 
 {{- define "lakehouse.caVolumeMounts" -}}
-{{- range $server, $ca := include "lakehouse.externalCas" . | fromJson }}
+{{- range $server, $ca := include "lakehouse.serverCas" . | fromJson }}
 - name: {{ $server }}-ca
   mountPath: {{ include "lakehouse.caPath" $server }}
   subPath: {{ $ca.key }}
@@ -604,7 +676,7 @@ or ConfigMap; see lakehouse.caVolumes). */}}
 {{- end }}
 
 {{- define "lakehouse.caVolumes" -}}
-{{- range $server, $ca := include "lakehouse.externalCas" . | fromJson }}
+{{- range $server, $ca := include "lakehouse.serverCas" . | fromJson }}
 - name: {{ $server }}-ca
   {{- if $ca.secretName }}
   secret:
@@ -616,14 +688,40 @@ or ConfigMap; see lakehouse.caVolumes). */}}
 {{- end }}
 {{- end }}
 
-{{/* JDBC URL parameters for PostgreSQL (Nessie, Trino): the external server's sslmode,
-and its CA when one is mounted. */}}
+{{/* The libpq/JDBC sslmode of every PostgreSQL client: the external server's, or
+`verify-full` for the in-cluster one with `tls.internal`; empty: libpq's default. */}}
+{{- define "lakehouse.postgresSslmode" -}}
+{{- if not .Values.postgres.enabled }}{{ .Values.postgres.external.sslmode }}
+{{- else if eq (include "lakehouse.internalTls" .) "true" }}verify-full
+{{- end }}
+{{- end }}
+
+{{/* JDBC URL parameters for PostgreSQL (Nessie, Trino): the sslmode, and the server's CA
+when one is mounted. */}}
 {{- define "lakehouse.postgresJdbcParams" -}}
-{{- if not .Values.postgres.enabled }}
-{{- $params := list (printf "sslmode=%s" .Values.postgres.external.sslmode) }}
-{{- if hasKey (include "lakehouse.externalCas" (dict "root" . "servers" (list "postgres")) | fromJson) "postgres" }}
+{{- with include "lakehouse.postgresSslmode" . }}
+{{- $params := list (printf "sslmode=%s" .) }}
+{{- if hasKey (include "lakehouse.serverCas" (dict "root" $ "servers" (list "postgres")) | fromJson) "postgres" }}
 {{- $params = append $params (printf "sslrootcert=%s" (include "lakehouse.caPath" "postgres")) }}
 {{- end }}
 {{- printf "?%s" (join "&" $params) }}
 {{- end }}
+{{- end }}
+
+{{/* Shell lines that write `out`, a PKCS#12 trust store for a JVM: the JDK's own CAs
+plus `ca` (the platform's), for clients that take no CA file of their own (Nessie's and
+Trino's S3 clients, Trino's Iceberg REST client). It holds certificates only, so its
+password (the JDK's well-known default) guards nothing secret. */}}
+{{- define "lakehouse.javaTruststore" -}}
+keytool="${JAVA_HOME:?the image sets JAVA_HOME}/bin/keytool"
+rm -f {{ .out }}
+"$keytool" -importkeystore -noprompt -srckeystore "$JAVA_HOME/lib/security/cacerts" \
+  -srcstorepass changeit -destkeystore {{ .out }} -deststoretype PKCS12 -deststorepass changeit >/dev/null
+"$keytool" -importcert -noprompt -alias lakehouse-ca -file {{ .ca }} \
+  -keystore {{ .out }} -storetype PKCS12 -storepass changeit >/dev/null
+{{- end }}
+
+{{/* The JVM options that make `path` (lakehouse.javaTruststore) the default trust store. */}}
+{{- define "lakehouse.javaTruststoreOptions" -}}
+-Djavax.net.ssl.trustStore={{ . }} -Djavax.net.ssl.trustStoreType=PKCS12 -Djavax.net.ssl.trustStorePassword=changeit
 {{- end }}
