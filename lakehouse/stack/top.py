@@ -162,9 +162,14 @@ def _sum_matching(samples: Samples, name: str, label: str, prefix: str) -> float
 
 
 def _failed_runs(samples: Samples) -> float | None:
-    failed = total(samples, "lakehouse_transform_runs_total", outcome="failed")
-    errors = total(samples, "lakehouse_transform_runs_total", outcome="error")
-    return None if failed is None and errors is None else (failed or 0) + (errors or 0)
+    """Runs that did not publish: failed on the data, errors, and builds a server
+    that went away interrupted."""
+    counts = [
+        total(samples, "lakehouse_transform_runs_total", outcome=outcome)
+        for outcome in ("failed", "error", "interrupted")
+    ]
+    known = [c for c in counts if c is not None]
+    return sum(known) if known else None
 
 
 def _bronze_files(samples: Samples) -> float | None:
