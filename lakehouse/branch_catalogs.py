@@ -50,3 +50,12 @@ def create_branch_catalog(cursor: Any, settings: Settings, branch: str) -> str:
 def drop_catalog(cursor: Any, name: str) -> None:
     cursor.execute(f'drop catalog if exists "{checked("catalog", name)}"')
     cursor.fetchall()
+
+
+def drop_orphan_catalogs(cursor: Any, prefix: str, branches: set[str]) -> None:
+    """Drop the catalogs named `prefix…` whose branch is not among `branches` (a run
+    discarded, or a killed reconcile's branch that maintenance deleted)."""
+    cursor.execute("show catalogs")
+    for (name,) in cursor.fetchall():
+        if name.startswith(prefix) and name not in branches:
+            drop_catalog(cursor, name)

@@ -29,6 +29,7 @@ from lakehouse.branch_catalogs import (
     RECONCILE_PREFIX,
     create_branch_catalog,
     drop_catalog,
+    drop_orphan_catalogs,
     reconcile_branch,
 )
 from lakehouse.clients import iceberg_catalog, kafka_config, postgres_connection, trino_connection
@@ -141,11 +142,7 @@ class Reconciler:
     def _drop_orphan_catalogs(self, nessie: NessieClient) -> None:
         """Catalogs a killed reconcile left, whose branch maintenance has since deleted."""
         branches = {ref.name for ref in nessie.references()}
-        cursor = self._trino("system")
-        cursor.execute(f"show catalogs like '{RECONCILE_PREFIX}%'")
-        for (name,) in cursor.fetchall():
-            if name not in branches:
-                drop_catalog(self._trino("system"), name)
+        drop_orphan_catalogs(self._trino("system"), RECONCILE_PREFIX, branches)
 
     def _snapshots(
         self, branch: str

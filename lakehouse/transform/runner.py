@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from lakehouse import audit, registry
-from lakehouse.branch_catalogs import create_branch_catalog, drop_catalog
+from lakehouse.branch_catalogs import create_branch_catalog, drop_catalog, drop_orphan_catalogs
 from lakehouse.clients import iceberg_catalog, postgres_connection, trino_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
@@ -381,11 +381,7 @@ class TransformRunner:
     def _drop_orphan_catalogs(self, nessie: NessieClient) -> None:
         """Catalogs of runs whose branch is gone (discarded) are dropped."""
         branches = {ref.name for ref in nessie.references()}
-        cursor = self._trino()
-        cursor.execute("show catalogs")
-        for (name,) in cursor.fetchall():
-            if name.startswith(BRANCH_PREFIX) and name not in branches:
-                self._drop_catalog(name)
+        drop_orphan_catalogs(self._trino(), BRANCH_PREFIX, branches)
 
     def discard(self, run_id: str) -> None:
         """Drop a kept (failed) run's catalog and branch."""
