@@ -16,6 +16,7 @@ from lakehouse.errors import ConfigError
 from lakehouse.s3 import s3_endpoint, s3_keys
 
 if TYPE_CHECKING:
+    import httpx
     import psycopg
     from pyiceberg.catalog.rest import RestCatalog
     from trino.dbapi import Connection as TrinoConnection
@@ -35,6 +36,23 @@ def iceberg_rest_url(settings: Settings, ref: str = "main") -> str:
 def nessie_token(credentials: Credentials, principal: str = "lakehouse") -> str:
     """The bearer token `principal` presents to Nessie (lakehouse.catalog_tokens)."""
     return mint(credentials.nessie_signing_key, principal)
+
+
+def nessie_http(
+    settings: Settings, credentials: Credentials, principal: str, *, timeout: float
+) -> httpx.Client:
+    """An HTTP client on Nessie's REST API v2 as `principal`: its token on every request,
+    the server verified against the deployment's CA when one is set."""
+    import httpx
+
+    from lakehouse.tls import verification
+
+    return httpx.Client(
+        base_url=nessie_api_url(settings),
+        headers={"Authorization": f"Bearer {nessie_token(credentials, principal)}"},
+        timeout=timeout,
+        verify=verification(settings.nessie.ca_file),
+    )
 
 
 def iceberg_catalog_properties(

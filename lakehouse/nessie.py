@@ -7,12 +7,11 @@ from typing import Any
 
 import httpx
 
-from lakehouse.clients import nessie_api_url, nessie_token
+from lakehouse.clients import nessie_http
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials, load
 from lakehouse.errors import CatalogError, ReferenceConflictError
 from lakehouse.names import checked
-from lakehouse.tls import verification
 
 
 @dataclass(frozen=True)
@@ -38,12 +37,8 @@ class NessieClient:
         principal: str = "lakehouse",
         timeout: float = 30.0,
     ) -> None:
-        token = nessie_token(credentials or load(settings), principal)
-        self._http = httpx.Client(
-            base_url=nessie_api_url(settings),
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-            verify=verification(settings.nessie.ca_file),
+        self._http = nessie_http(
+            settings, credentials or load(settings), principal, timeout=timeout
         )
 
     def close(self) -> None:

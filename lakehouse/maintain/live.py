@@ -13,7 +13,6 @@ Everything else was only reachable from expired commits.
 from __future__ import annotations
 
 import logging
-import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,22 +36,11 @@ class LiveMetadata:
 
 
 class NessieWalker:
-    """Reads references, entries and commit logs through Nessie's REST API v2."""
+    """Reads references, entries and commit logs through Nessie's REST API v2 (`http`,
+    from lakehouse.clients.nessie_http; closed with the walker)."""
 
-    def __init__(
-        self,
-        api_url: str,
-        token: str,
-        *,
-        timeout: float = 60.0,
-        verify: ssl.SSLContext | bool = True,
-    ) -> None:
-        self._http = httpx.Client(
-            base_url=api_url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-            verify=verify,
-        )
+    def __init__(self, http: httpx.Client) -> None:
+        self._http = http
 
     def close(self) -> None:
         self._http.close()

@@ -17,8 +17,7 @@ from lakehouse.clients import (
     iceberg_catalog,
     iceberg_catalog_properties,
     kafka_config,
-    nessie_api_url,
-    nessie_token,
+    nessie_http,
     postgres_connection,
     trino_connection,
 )
@@ -32,7 +31,6 @@ from lakehouse.maintain.live import NessieWalker, live_metadata
 from lakehouse.maintain.rewrite import compact_streaming_table
 from lakehouse.nessie import NessieClient
 from lakehouse.registry import ensure_schema as ensure_registry
-from lakehouse.tls import verification
 from lakehouse.transform import runs
 
 log = logging.getLogger(__name__)
@@ -208,9 +206,7 @@ class Maintainer:
             history_from = max(self.clock() - history, records.collected_before(conn) or _EPOCH)
             report.gc_history_from = history_from
             walker = NessieWalker(
-                nessie_api_url(self.settings),
-                nessie_token(self.credentials, "maintain"),
-                verify=verification(self.settings.nessie.ca_file),
+                nessie_http(self.settings, self.credentials, "maintain", timeout=60.0)
             )
             try:
                 live = live_metadata(walker, history_from)
