@@ -33,7 +33,7 @@ down: setup ## Stop the lakehouse (data kept)
 	$(LAKEHOUSE) stack down
 
 .PHONY: status
-status: setup ## Show each service's health, pid, port and URL
+status: setup ## Show each service's state, health, pid and port (--wide: URLs)
 	$(LAKEHOUSE) stack status
 
 .PHONY: browser

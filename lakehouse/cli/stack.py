@@ -79,14 +79,17 @@ def stack_start(
 def stack_status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Add each service's URL and last exit.")
+    ] = False,
 ) -> None:
-    """Each service's state, pid, uptime, restarts, last exit and health; exit 1 if any is
-    not running healthy."""
+    """Each service's state, pid, port, uptime, restarts and health (--wide adds the URL
+    and the last exit); exit 1 if any is not running healthy."""
     statuses = Stack(_settings(ctx), err).status()
     if as_json:
         out.print_json(json.dumps([asdict(s) for s in statuses]))
     else:
-        out.print(_status_table(statuses))
+        out.print(status_table(statuses, wide=wide))
         for s in statuses:
             if s.state == "failed" and s.last_error:
                 err.print(f"[red]{s.name}[/] failed: {s.last_exit}", highlight=False)
@@ -173,14 +176,23 @@ def _transform_health(settings: Settings) -> str | None:
         return None
 
 
-def _status_table(statuses: list[ServiceStatus]) -> Table:
-    table = Table("service", "state", "pid", "uptime", "restarts", "health", "url", "last exit")
+def status_table(statuses: list[ServiceStatus], *, wide: bool = False) -> Table:
+    """The status table: its narrow form fits 80 columns with every name whole (the URL
+    and the last exit, the wide columns, only with `wide`)."""
+    table = Table("service", "state", "pid", "port", "uptime", "restarts", "health")
+    for column in table.columns:
+        column.no_wrap = True
+    table.columns[0].min_width = max((len(s.name) for s in statuses), default=0)
+    if wide:
+        table.add_column("url", no_wrap=True)
+        table.add_column("last exit")
     for s in statuses:
         health = "[green]healthy[/]" if s.healthy else "[red]down[/]"
-        table.add_row(
-            s.name, s.state, str(s.pid or "-"), _duration(s.uptime_seconds), str(s.restarts),
-            health, s.url, s.last_exit or "",
-        )  # fmt: skip
+        row = [
+            s.name, s.state, str(s.pid or "-"), str(s.port), _duration(s.uptime_seconds),
+            str(s.restarts), health,
+        ]  # fmt: skip
+        table.add_row(*row, *([s.url, s.last_exit or ""] if wide else []))
     return table
 
 

@@ -1,0 +1,1 @@
+"""End-to-end reconciliation: every reading accounted for from Kafka to gold."""
