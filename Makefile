@@ -61,10 +61,11 @@ deploy-facts: setup ## Write what the chart and compose take from the settings, 
 	$(BIN)/python -m lakehouse.deployment
 
 .PHONY: lint
-lint: setup ## Ruff (lint and format check) and mypy --strict
+lint: setup ## Ruff (lint and format check), mypy --strict and the import layers (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 .PHONY: lock
 lock: ## Write compose/constraints.txt, the versions the platform's image installs

@@ -101,9 +101,8 @@ def main() -> None:
             "LAKEHOUSE_SUPERVISOR_MAINTAIN_EVERY": "300",
         }
     )
-    from lakehouse.cli.demo import LOGINS
     from lakehouse.config import Settings
-    from lakehouse.demo import demo_dir
+    from lakehouse.demo import LOGINS, demo_dir
     from lakehouse.stack.manager import Stack
 
     settings = Settings()

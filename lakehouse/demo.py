@@ -49,6 +49,9 @@ class DemoSite:
     humidity: float
 
 
+# The demo logins `stack up` makes and prints, kept 0600 in the demo directory.
+LOGINS = "logins.json"
+ANALYST = "analyst"
 SITES = (
     DemoSite("acme", "acme-zurich", 47.3769, 8.5417, 19.0, 48.0),
     DemoSite("acme", "acme-basel", 47.5596, 7.5886, 20.0, 52.0),

@@ -18,6 +18,9 @@ from typing import Any
 
 import yaml
 
+from lakehouse.clients import trino_connection
+from lakehouse.config import Settings
+
 LAYERS = ("silver", "gold", "platinum")
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "tables.md"
 
@@ -77,9 +80,6 @@ def render(columns: Columns, described: dict[str, tuple[str, dict[str, str]]]) -
 
 
 def main() -> None:
-    from lakehouse.clients import trino_connection
-    from lakehouse.config import Settings
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="Compare, do not write.")
     args = parser.parse_args()

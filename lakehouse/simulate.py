@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from lakehouse.clients import kafka_config
+
 # metric: (base, diurnal amplitude, noise, unit)
 METRICS: dict[str, tuple[float, float, float, str]] = {
     "temperature": (20.0, 5.0, 0.4, "C"),
@@ -204,8 +206,6 @@ def send_to_kafka(
     Returns the number of readings sent; `rate` limits readings per second.
     """
     from confluent_kafka import Producer
-
-    from lakehouse.clients import kafka_config
 
     tuning: dict[str, Any] = {
         "acks": "all",

@@ -25,6 +25,7 @@ from lakehouse.backup.archive import (
     write_manifest,
 )
 from lakehouse.backup.databases import DATABASES, GLOBALS, Postgres
+from lakehouse.bronze_offsets import committed_offsets
 from lakehouse.clients import iceberg_catalog, kafka_config, postgres_connection
 from lakehouse.config import Settings
 from lakehouse.contracts import READINGS, REJECTED
@@ -34,7 +35,7 @@ from lakehouse.maintain import records
 from lakehouse.nessie import NessieClient
 from lakehouse.s3 import s3_client
 from lakehouse.stack.kafka_acl import ADMIN_PRINCIPAL
-from lakehouse.transform.window import committed_offsets
+from lakehouse.stack.manager import Stack
 
 # The bucket key that reads and writes every object of the warehouse.
 S3_KEY = "maintain"
@@ -163,8 +164,6 @@ class Restore:
         self.progress = progress
 
     def run(self, source: Path) -> Manifest:
-        from lakehouse.stack.manager import Stack
-
         backup = resolve(source)
         manifest = read_manifest(backup)
         if credentials_path(self.settings).exists():

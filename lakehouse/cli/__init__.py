@@ -1,4 +1,10 @@
-"""The `lakehouse` command line."""
+"""The `lakehouse` command line, the top layer: the only part that imports every other.
+
+Commands import the services they run (FastAPI apps, the consumers, the publisher…)
+inside the command: imported at the top of their modules, they would add about 0.6 s
+to every `lakehouse` start-up (python -X importtime: 1.5 s to 2.1 s for `lakehouse.cli`).
+The layers themselves are pyproject.toml's [tool.importlinter] contracts.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -14,15 +13,12 @@ import typer
 from lakehouse.cli.common import err, settings_of
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials, load
-from lakehouse.demo import TENANTS, DemoMetrics, demo_dir, enrol, fleet
+from lakehouse.demo import TENANTS, DemoMetrics, enrol, fleet
 from lakehouse.metrics import serve
-from lakehouse.private_files import write_private
 from lakehouse.retry import Backoff, Outage
 from lakehouse.stack.apps import gateway_url
 
 log = logging.getLogger(__name__)
-LOGINS = "logins.json"
-ANALYST = "analyst"
 
 
 def demo(
@@ -78,24 +74,3 @@ def _until_registered(
         outage.recovered()
         return tokens
     return None
-
-
-def ensure_logins(settings: Settings) -> dict[str, dict[str, str]]:
-    """One Superset login per demo tenant and a Trino analyst, made once and kept 0600
-    in the demo directory, for `stack up` to print."""
-    path = demo_dir(settings) / LOGINS
-    if path.exists():
-        stored: dict[str, dict[str, str]] = json.loads(path.read_text())
-        return stored
-    from lakehouse.cli.users import create_business_user
-    from lakehouse.stack.trino import apply_security
-    from lakehouse.trino_users import add_user
-
-    logins: dict[str, dict[str, str]] = {"superset": {}, "trino": {}}
-    for tenant in TENANTS:
-        name = f"viewer-{tenant}"
-        logins["superset"][name], _ = create_business_user(settings, name, tenant)
-    logins["trino"][ANALYST] = add_user(settings, ANALYST, "analyst", None)
-    apply_security(settings, load(settings))
-    write_private(path, json.dumps(logins, indent=2))
-    return logins

@@ -12,13 +12,20 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from lakehouse import transform_runs as runs
 from lakehouse.cli.common import err, out
 from lakehouse.cli.common import settings_of as _settings
+from lakehouse.cli.user_access import ensure_logins
+from lakehouse.clients import postgres_connection
 from lakehouse.config import Settings
+from lakehouse.credentials import load
+from lakehouse.demo import ANALYST
 from lakehouse.errors import LakehouseError
 from lakehouse.stack.manager import Stack
 from lakehouse.stack.process import tail
 from lakehouse.stack.service import ServiceStatus
+from lakehouse.stack.top import Top
+from lakehouse.tls import ca_path
 
 stack_app = typer.Typer(help="Run the lakehouse servers natively on this machine.")
 
@@ -32,8 +39,6 @@ def stack_up(ctx: typer.Context) -> None:
     err.print(f"stack ready in {time.monotonic() - started:.1f} s")
     out.print(_endpoints_table(settings, statuses))
     if any(s.name == "demo" and s.healthy for s in statuses):
-        from lakehouse.cli.demo import ensure_logins
-
         # Made here, as the user who runs the stack (Superset's and Trino's files are
         # theirs), not by the fleet's unprivileged process.
         try:
@@ -114,8 +119,6 @@ def stack_top(
     (ingest rate, lag, freshness per layer, runs, quarantine, files, disk)."""
     from rich.live import Live
 
-    from lakehouse.stack.top import Top
-
     settings = _settings(ctx)
     top = Top(settings, Stack(settings, err))
     top.previous = top.frame()
@@ -165,9 +168,6 @@ def stack_logs(
 def _transform_health(settings: Settings) -> str | None:
     """The transform loop's last run and last failure, from its run records; nothing
     when PostgreSQL does not answer (the table above says so)."""
-    from lakehouse.clients import postgres_connection
-    from lakehouse.credentials import load
-    from lakehouse.transform import runs
 
     try:
         with postgres_connection(settings, load(settings)) as conn:
@@ -209,8 +209,6 @@ def _demo_table(
 ) -> Table:
     """What to open on a platform with the demo fleet: a login per demo tenant, an
     analyst's Trino command, the live view."""
-    from lakehouse.cli.demo import ANALYST
-    from lakehouse.tls import ca_path
 
     by_name = {s.name: s for s in statuses}
     table = Table("open", "how", title="the demo fleet is sending: open these")

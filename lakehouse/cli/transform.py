@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from lakehouse import transform_runs as runs
 from lakehouse.cli.common import err, out, settings_of
 from lakehouse.clients import postgres_connection
 from lakehouse.config import Settings
@@ -19,7 +20,6 @@ from lakehouse.metrics import serve
 from lakehouse.names import checked
 from lakehouse.retry import Backoff
 from lakehouse.serving.publish import describe
-from lakehouse.transform import runs
 from lakehouse.transform.metrics import TransformMetrics
 from lakehouse.transform.runner import RunReport, TransformRunner
 

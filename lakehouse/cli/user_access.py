@@ -10,12 +10,16 @@ out, so sessions already open end with the change.
 
 from __future__ import annotations
 
+import json
 import logging
+import secrets
 from typing import Any, Literal
 
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials, load
+from lakehouse.demo import ANALYST, LOGINS, TENANTS, demo_dir
 from lakehouse.errors import ConfigError, LakehouseError
+from lakehouse.private_files import write_private
 from lakehouse.stack.superset import Superset
 
 log = logging.getLogger(__name__)
@@ -139,3 +143,46 @@ def kill_queries(settings: Settings, credentials: Credentials, name: str) -> int
         log.warning("running queries of %s not killed: %s", name, exc)
         return 0
     return len(running)
+
+
+def create_business_user(settings: Settings, name: str, tenant: str) -> tuple[str, str]:
+    """A Superset user whose queries run as the tenant's PostgreSQL role; its new
+    password and Superset's address."""
+    from lakehouse import registry
+    from lakehouse.clients import postgres_connection
+    from lakehouse.names import checked
+    from lakehouse.serving.publish import ServingPublisher
+    from lakehouse.stack.superset import add_business_user
+
+    checked("principal", name)
+    credentials = load(settings)
+    with postgres_connection(settings, credentials) as conn:
+        conn.autocommit = True
+        registry.ensure_schema(conn)
+        registry.ensure_tenant(conn, tenant)
+    ServingPublisher(settings, credentials).prepare()  # the tenant's login role
+    superset = superset_service(settings)
+    password = secrets.token_urlsafe(18)
+    add_business_user(superset, name, tenant, password)
+    audit_change(settings, credentials, "add", name, {"kind": "superset", "tenant": tenant})
+    return password, superset.url
+
+
+def ensure_logins(settings: Settings) -> dict[str, dict[str, str]]:
+    """One Superset login per demo tenant and a Trino analyst, made once and kept 0600
+    in the demo directory, for `stack up` to print."""
+    path = demo_dir(settings) / LOGINS
+    if path.exists():
+        stored: dict[str, dict[str, str]] = json.loads(path.read_text())
+        return stored
+    from lakehouse.stack.trino import apply_security
+    from lakehouse.trino_users import add_user
+
+    logins: dict[str, dict[str, str]] = {"superset": {}, "trino": {}}
+    for tenant in TENANTS:
+        name = f"viewer-{tenant}"
+        logins["superset"][name], _ = create_business_user(settings, name, tenant)
+    logins["trino"][ANALYST] = add_user(settings, ANALYST, "analyst", None)
+    apply_security(settings, load(settings))
+    write_private(path, json.dumps(logins, indent=2))
+    return logins

@@ -4,7 +4,6 @@ users of a tenant in Superset — added, listed, disabled, enabled, removed, res
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +16,7 @@ from lakehouse.cli.user_access import (
     Kind,
     audit_change,
     change,
+    create_business_user,
     kinds_of,
     superset_service,
 )
@@ -184,26 +184,3 @@ def _add_business_user(settings: Settings, name: str, tenant: str) -> None:
         "that tenant's rows only; the password is shown only now:"
     )
     out.print(password, markup=False, highlight=False)
-
-
-def create_business_user(settings: Settings, name: str, tenant: str) -> tuple[str, str]:
-    """A Superset user whose queries run as the tenant's PostgreSQL role; its new
-    password and Superset's address."""
-    from lakehouse import registry
-    from lakehouse.clients import postgres_connection
-    from lakehouse.names import checked
-    from lakehouse.serving.publish import ServingPublisher
-    from lakehouse.stack.superset import add_business_user
-
-    checked("principal", name)
-    credentials = load(settings)
-    with postgres_connection(settings, credentials) as conn:
-        conn.autocommit = True
-        registry.ensure_schema(conn)
-        registry.ensure_tenant(conn, tenant)
-    ServingPublisher(settings, credentials).prepare()  # the tenant's login role
-    superset = superset_service(settings)
-    password = secrets.token_urlsafe(18)
-    add_business_user(superset, name, tenant, password)
-    audit_change(settings, credentials, "add", name, {"kind": "superset", "tenant": tenant})
-    return password, superset.url

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 if TYPE_CHECKING:
-    from lakehouse.maintain.runner import MaintenanceReport
+    from lakehouse.maintain.report import MaintenanceReport
 
 
 class MaintenanceMetrics:

@@ -16,7 +16,7 @@ from lakehouse.ddl import apply_when_changed
 from lakehouse.errors import MaintenanceLockedError
 
 if TYPE_CHECKING:
-    from lakehouse.maintain.runner import MaintenanceReport
+    from lakehouse.maintain.report import MaintenanceReport
 
 # An arbitrary constant naming the maintenance lock among advisory locks.
 LOCK_KEY = 0x6D61696E7461696E

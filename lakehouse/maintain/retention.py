@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lakehouse.branch_catalogs import reconcile_made_at
+from lakehouse.branch_catalogs import TRANSFORM_PREFIX, reconcile_made_at
 from lakehouse.errors import CatalogError
 from lakehouse.nessie import NessieClient
-from lakehouse.transform.runner import BRANCH_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def expire_failed_branches(conn: Any, nessie: NessieClient, *, older_than: datet
     live = {ref.name for ref in nessie.references()}
     deleted: list[str] = []
     for run_id, branch in rows:
-        if not branch.startswith(BRANCH_PREFIX) or branch not in live:
+        if not branch.startswith(TRANSFORM_PREFIX) or branch not in live:
             continue
         try:
             nessie.delete_branch(branch)

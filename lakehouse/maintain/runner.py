@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from lakehouse import transform_runs as runs
+from lakehouse.bronze_offsets import committed_offsets
 from lakehouse.clients import (
     iceberg_catalog,
     iceberg_catalog_properties,
@@ -23,15 +24,15 @@ from lakehouse.clients import (
 )
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
-from lakehouse.errors import LakehouseError
 from lakehouse.maintain import records, retention
-from lakehouse.maintain.compact import TableResult, compact_table, lake_tables, policy_for
-from lakehouse.maintain.gc import ReachableFiles, SweepResult, object_key, sweep
+from lakehouse.maintain.compact import compact_table, lake_tables, policy_for
+from lakehouse.maintain.gc import ReachableFiles, object_key, sweep
 from lakehouse.maintain.live import NessieWalker, live_metadata
+from lakehouse.maintain.report import MaintenanceReport
 from lakehouse.maintain.rewrite import compact_streaming_table
 from lakehouse.nessie import NessieClient
 from lakehouse.registry import ensure_schema as ensure_registry
-from lakehouse.transform import runs
+from lakehouse.s3 import s3_client
 
 log = logging.getLogger(__name__)
 
@@ -39,30 +40,6 @@ log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A reconcile takes minutes: a branch of one made this long ago was left by one killed.
 RECONCILE_BRANCH_HOURS = timedelta(hours=6)
-
-
-@dataclass
-class MaintenanceReport:
-    run_id: str
-    started_at: datetime
-    finished_at: datetime | None = None
-    outcome: str = "done"
-    tables: list[TableResult] = field(default_factory=list)
-    gc: SweepResult | None = None
-    gc_cutoff: datetime | None = None
-    # The oldest instant of main's history this collection kept readable.
-    gc_history_from: datetime | None = None
-    branches_deleted: list[str] = field(default_factory=list)
-    receipts_deleted: int | None = None
-    warnings: list[str] = field(default_factory=list)
-    error: str | None = None
-    seconds: float = 0.0
-
-    def fail(self, part: str, exc: Exception) -> None:
-        message = exc.message if isinstance(exc, LakehouseError) else f"{type(exc).__name__}: {exc}"
-        log.error("maintenance %s failed: %s", part, message)
-        self.outcome = "error"
-        self.error = f"{self.error}; {part}: {message}" if self.error else f"{part}: {message}"
 
 
 class Maintainer:
@@ -217,8 +194,6 @@ class Maintainer:
             reachable.forget_except(live.locations)
             bucket = self.settings.minio.bucket
             live_keys = {object_key(location, bucket) for location in files}
-            from lakehouse.s3 import s3_client
-
             report.gc = sweep(
                 s3_client(self.settings, self.credentials, "maintain"),
                 bucket=bucket,
@@ -276,15 +251,13 @@ class Maintainer:
             report.fail("Kafka retention check", exc)
 
     def _kafka_risks(self, now: datetime) -> list[retention.PartitionRisk]:
-        from ingest.offsets import read_offsets
-
         topic = self.settings.kafka.topic
         catalog = iceberg_catalog(
             self.settings, self.credentials, s3_key="maintain", principal="maintain"
         )
         # The stack's own consumers write this table from this topic.
         table = catalog.load_table(f"{self.settings.ingest.namespace}.readings")
-        committed = read_offsets(table, topic)
+        committed = committed_offsets(table.properties).get(topic, {})
         return retention.kafka_expiry_risks(
             kafka_config(self.settings, "admin", credentials=self.credentials),
             topic,

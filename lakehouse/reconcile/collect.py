@@ -32,6 +32,7 @@ from lakehouse.branch_catalogs import (
     drop_orphan_catalogs,
     reconcile_branch,
 )
+from lakehouse.bronze_offsets import Gap, committed_offsets, expired_offsets
 from lakehouse.clients import iceberg_catalog, kafka_config, postgres_connection, trino_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
@@ -39,7 +40,6 @@ from lakehouse.errors import ReconcileError
 from lakehouse.names import checked
 from lakehouse.nessie import NessieClient
 from lakehouse.reconcile.model import Discrepancy, Report, Window, seq_ranges
-from lakehouse.transform.window import Gap, committed_offsets, expired_offsets
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from typing import Any
 from psycopg import sql
 from trino.exceptions import Error as TrinoError
 
+from lakehouse import transform_runs as runs
 from lakehouse.clients import postgres_connection, trino_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
@@ -31,7 +32,6 @@ from lakehouse.errors import ServingError
 from lakehouse.names import checked
 from lakehouse.serving import roles
 from lakehouse.serving.tables import TABLES, ServingTable
-from lakehouse.transform import runs
 
 log = logging.getLogger(__name__)
 

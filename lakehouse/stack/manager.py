@@ -24,23 +24,21 @@ from lakehouse.config import Settings
 from lakehouse.credentials import credentials_path, load, load_or_create
 from lakehouse.errors import ConfigError, ServiceStartError, StackError
 from lakehouse.stack import fetch, process
-from lakehouse.stack.apps import app_ports, app_services
-from lakehouse.stack.kafka import Kafka
-from lakehouse.stack.minio import Minio
-from lakehouse.stack.nessie import Nessie
-from lakehouse.stack.postgres import Postgres
+from lakehouse.stack.apps import app_ports
+from lakehouse.stack.servers import SERVER_NAMES, stack_services
 from lakehouse.stack.service import Service, ServiceStatus, StackContext
-from lakehouse.stack.state import ServiceState, SupervisorState
-from lakehouse.stack.superset import Superset
-from lakehouse.stack.supervisor import hold_file, pid_file, state_file, supervisor_log
-from lakehouse.stack.trino import Trino
+from lakehouse.stack.state import (
+    ServiceState,
+    SupervisorState,
+    hold_file,
+    pid_file,
+    state_file,
+    supervisor_log,
+)
 from lakehouse.stack.users import secure_home
 
 log = logging.getLogger(__name__)
 
-# Start order; each server only depends on the ones before it.
-SERVICE_TYPES: tuple[type[Service], ...] = (Postgres, Minio, Nessie, Kafka, Trino, Superset)
-SERVER_NAMES = tuple(service.name for service in SERVICE_TYPES)
 LOG_TAIL_LINES = 25
 # How long `up` waits for the services of ours once the servers are up.
 APP_START_SECONDS = 90.0
@@ -64,7 +62,7 @@ class Stack:
         """Every service in start order: the servers, then the enabled services of ours."""
         if self._services is None:
             ctx = self._context(create_credentials=create_credentials)
-            self._services = [t(ctx) for t in SERVICE_TYPES] + app_services(ctx)
+            self._services = stack_services(ctx)
         return self._services
 
     def names(self) -> list[str]:

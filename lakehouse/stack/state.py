@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from lakehouse.config import Settings
+
 State = Literal[
     "waiting", "starting", "running", "backoff", "failed", "held", "stopping", "stopped"
 ]
@@ -69,3 +71,19 @@ class SupervisorState:
 
     def service(self, name: str) -> ServiceState | None:
         return next((s for s in self.services if s.name == name), None)
+
+
+def state_file(settings: Settings) -> Path:
+    return settings.home / "run" / "supervisor.json"
+
+
+def pid_file(settings: Settings) -> Path:
+    return settings.home / "run" / "supervisor.pid"
+
+
+def supervisor_log(settings: Settings) -> Path:
+    return settings.home / "logs" / "supervisor.log"
+
+
+def hold_file(settings: Settings, name: str) -> Path:
+    return settings.home / "run" / "hold" / name

@@ -26,6 +26,7 @@ import httpx
 from lakehouse.errors import ServiceStartError, StackError
 from lakehouse.private_files import write_private
 from lakehouse.serving import roles
+from lakehouse.serving.publish import ServingPublisher
 from lakehouse.stack.fetch import BESIDE_A_BUILD, count_lines, run_step
 from lakehouse.stack.process import base_env
 from lakehouse.stack.service import Service
@@ -145,8 +146,6 @@ class Superset(Service):
         }
 
     def configure(self) -> None:
-        from lakehouse.serving.publish import ServingPublisher
-
         (self.state_dir / "data").mkdir(parents=True, exist_ok=True)
         write_private(self.runtime_file, json.dumps(self.runtime(), indent=2))
         user = self.run_as()

@@ -29,7 +29,6 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 from rich.console import Console
@@ -37,11 +36,22 @@ from rich.console import Console
 from lakehouse.config import Settings
 from lakehouse.credentials import load
 from lakehouse.errors import LakehouseError, ServiceStartError
+from lakehouse.metrics import serve
 from lakehouse.retry import Backoff
 from lakehouse.stack import process
 from lakehouse.stack.logrotate import rotate_if_large
+from lakehouse.stack.servers import stack_services
 from lakehouse.stack.service import Service, StackContext
-from lakehouse.stack.state import ServiceState, State, SupervisorState
+from lakehouse.stack.state import (
+    ServiceState,
+    State,
+    SupervisorState,
+    hold_file,
+    pid_file,
+    state_file,
+    supervisor_log,
+)
+from lakehouse.stack.supervisor_metrics import supervisor_registry
 from lakehouse.stack.users import prepare_state_dir
 
 log = logging.getLogger(__name__)
@@ -49,22 +59,6 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
 LOG_ROTATE_SECONDS = 10.0
 ERROR_LINES = 8
-
-
-def state_file(settings: Settings) -> Path:
-    return settings.home / "run" / "supervisor.json"
-
-
-def pid_file(settings: Settings) -> Path:
-    return settings.home / "run" / "supervisor.pid"
-
-
-def supervisor_log(settings: Settings) -> Path:
-    return settings.home / "logs" / "supervisor.log"
-
-
-def hold_file(settings: Settings, name: str) -> Path:
-    return settings.home / "run" / "hold" / name
 
 
 def describe_exit(code: int | None) -> str:
@@ -129,7 +123,7 @@ class Watcher(threading.Thread):
     def _spawn(self) -> None:
         self.service.configure()
         # After configure, which may create files as the supervisor's user.
-        prepare_state_dir(self.service)
+        prepare_state_dir(self.service.state_dir, self.service.run_as())
         self.pid = self.service.spawn()
 
     def _running(self, restarted: bool = False) -> None:
@@ -329,9 +323,6 @@ class Supervisor:
 
     def serve_metrics(self) -> WSGIServer | None:
         """Each service's state and restarts at http://host:metrics_port/metrics."""
-        from lakehouse.metrics import serve
-        from lakehouse.stack.supervisor_metrics import supervisor_registry
-
         registry = supervisor_registry(lambda: list(self.state.services), self.settings.home)
         try:
             return serve(registry, self.settings.host, self.settings.supervisor.metrics_port)
@@ -416,11 +407,7 @@ class Supervisor:
 
 def build_services(settings: Settings) -> list[Service]:
     """Every service of the stack in start order: the servers, then ours."""
-    from lakehouse.stack.apps import app_services
-    from lakehouse.stack.manager import SERVICE_TYPES
-
-    ctx = StackContext(settings, load(settings), Console(stderr=True, quiet=True))
-    return [service_type(ctx) for service_type in SERVICE_TYPES] + app_services(ctx)
+    return stack_services(StackContext(settings, load(settings), Console(stderr=True, quiet=True)))
 
 
 def main() -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
-from lakehouse.clients import iceberg_rest_url, nessie_token, trino_connection
+from lakehouse.branch_catalogs import lake_catalog_properties
+from lakehouse.clients import nessie_token, trino_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import READER_ROLE, Credentials
 from lakehouse.errors import FetchError
 from lakehouse.private_files import write_private
-from lakehouse.s3 import s3_endpoint
 from lakehouse.stack.artifacts import TRINO_SERVER
 from lakehouse.stack.fetch import progress_bar
 from lakehouse.stack.service import Service
@@ -279,50 +279,6 @@ def apply_security(settings: Settings, credentials: Credentials) -> None:
         owner = ensure_os_user(user)
         for path in written:
             os.chown(path, owner.pw_uid, owner.pw_gid)
-
-
-MAX_PARTITIONS_PER_WRITER = 4000
-WRITER_SORT_BUFFER = "4MB"
-DYNAMIC_FILTER_WAIT = "10s"
-
-
-def lake_catalog_properties(settings: Settings, ref: str = "main") -> dict[str, str]:
-    """Iceberg catalog properties for one Nessie branch through its REST endpoint.
-
-    S3 secrets stay `${ENV:…}` references resolved inside the Trino process, so they
-    appear neither in catalog files nor in a CREATE CATALOG statement.
-    """
-    return {
-        "connector.name": "iceberg",
-        "iceberg.catalog.type": "rest",
-        "iceberg.rest-catalog.uri": iceberg_rest_url(settings, ref),
-        # Nessie's bearer token, minted when Trino starts (lakehouse.catalog_tokens).
-        "iceberg.rest-catalog.security": "OAUTH2",
-        "iceberg.rest-catalog.oauth2.token": "${ENV:LAKEHOUSE_NESSIE_TOKEN}",
-        "iceberg.rest-catalog.vended-credentials-enabled": "false",
-        # A backfill writes every day it spans in one statement (silver and
-        # anomaly_scores are partitioned by day): the default of 100 fails any load
-        # longer than about three months. 4,000 days is eleven years.
-        "iceberg.max-partitions-per-writer": str(MAX_PARTITIONS_PER_WRITER),
-        # Sorted tables (silver) keep one sort buffer per open partition; at the default
-        # 64 MB, a full refresh of three months of readings needs 5.6 GB and fails on
-        # the query memory limit. Fuller buffers spill to sorted runs that are merged.
-        "iceberg.writer-sort-buffer-size": WRITER_SORT_BUFFER,
-        # A small run's MERGE reads the target only where its new rows' keys fall, once
-        # the dynamic filter from those rows arrives; waiting the default 1 s, the scan
-        # starts without it and reads every row (10 M in anomaly_scores: 3 s more).
-        "iceberg.dynamic-filtering.wait-timeout": DYNAMIC_FILTER_WAIT,
-        # Statistics cover every tenant's rows, whatever a row filter leaves: off where
-        # tenants' analysts read (engineers may turn them on for a session; see
-        # lakehouse.trino_access), on in a run's own catalog, where dbt plans its joins.
-        "iceberg.table-statistics-enabled": "false" if ref == "main" else "true",
-        "fs.native-s3.enabled": "true",
-        "s3.endpoint": s3_endpoint(settings),
-        "s3.region": settings.minio.region,
-        "s3.path-style-access": "true",
-        "s3.aws-access-key": "${ENV:LAKEHOUSE_S3_ACCESS_KEY}",
-        "s3.aws-secret-key": "${ENV:LAKEHOUSE_S3_SECRET_KEY}",
-    }
 
 
 def _megabytes(heap: str) -> int:

@@ -14,7 +14,6 @@ from lakehouse.errors import PrerequisiteError
 
 if TYPE_CHECKING:
     from lakehouse.config import Settings
-    from lakehouse.stack.service import Service
 
 
 def service_user(settings: Settings) -> str | None:
@@ -84,10 +83,9 @@ def secure_home(settings: Settings) -> None:
         credentials.chmod(0o600)
 
 
-def prepare_state_dir(service: Service) -> None:
-    """Create the service's state directory, owned by the user it runs as."""
-    service.state_dir.mkdir(parents=True, exist_ok=True)
-    user = service.run_as()
+def prepare_state_dir(state_dir: Path, user: str | None) -> None:
+    """Create a service's state directory, owned by the user it runs as."""
+    state_dir.mkdir(parents=True, exist_ok=True)
     if user is not None:
         owner = ensure_os_user(user)
-        chown_tree(service.state_dir, owner.pw_uid, owner.pw_gid)
+        chown_tree(state_dir, owner.pw_uid, owner.pw_gid)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from lakehouse.config import Settings, environment_variables
 from lakehouse.errors import TransformError
 from lakehouse.tls import ca_path
-from lakehouse.transform.runs import NodeResult
+from lakehouse.transform_runs import NodeResult
 
 
 @dataclass(frozen=True)

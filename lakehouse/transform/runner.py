@@ -25,7 +25,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from lakehouse import audit, registry
-from lakehouse.branch_catalogs import create_branch_catalog, drop_catalog, drop_orphan_catalogs
+from lakehouse import transform_runs as runs
+from lakehouse.branch_catalogs import (
+    TRANSFORM_PREFIX,
+    create_branch_catalog,
+    drop_catalog,
+    drop_orphan_catalogs,
+)
+from lakehouse.bronze_offsets import committed_offsets
 from lakehouse.clients import iceberg_catalog, postgres_connection, trino_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials
@@ -33,15 +40,13 @@ from lakehouse.errors import CatalogError, LakehouseError, ServersAwayError, Tra
 from lakehouse.names import checked
 from lakehouse.nessie import NessieClient
 from lakehouse.serving.publish import PublishReport, ServingPublisher
-from lakehouse.transform import dbt, runs, servers
-from lakehouse.transform.window import BronzeWindow, committed_offsets, compute_window
+from lakehouse.transform import dbt, servers
+from lakehouse.transform.window import BronzeWindow, compute_window
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
 log = logging.getLogger(__name__)
-
-BRANCH_PREFIX = "transform_"
 
 
 @dataclass
@@ -75,7 +80,7 @@ def new_run_id() -> str:
 
 def branch_of(run_id: str) -> str:
     """The Nessie branch and the Trino catalog of a run share this name."""
-    return f"{BRANCH_PREFIX}{checked('run id', run_id)}"
+    return f"{TRANSFORM_PREFIX}{checked('run id', run_id)}"
 
 
 class TransformRunner:
@@ -381,7 +386,7 @@ class TransformRunner:
     def _drop_orphan_catalogs(self, nessie: NessieClient) -> None:
         """Catalogs of runs whose branch is gone (discarded) are dropped."""
         branches = {ref.name for ref in nessie.references()}
-        drop_orphan_catalogs(self._trino(), BRANCH_PREFIX, branches)
+        drop_orphan_catalogs(self._trino(), TRANSFORM_PREFIX, branches)
 
     def discard(self, run_id: str) -> None:
         """Drop a kept (failed) run's catalog and branch."""

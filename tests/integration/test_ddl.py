@@ -39,7 +39,7 @@ def test_the_same_ddl_runs_once_and_a_changed_one_runs_again(registry_conn, uniq
 def test_a_transform_run_leaves_the_registry_tables_unlocked(registry_conn):
     """What the runner calls on every run takes no lock on the tables the gateway writes."""
     from lakehouse import registry
-    from lakehouse.transform import runs
+    from lakehouse import transform_runs as runs
 
     runs.ensure_schema(registry_conn)  # the first call after a change applies it
     with registry_conn.transaction():

@@ -799,8 +799,8 @@ def test_a_run_waits_for_a_server_that_is_away_and_starts_nothing(env):
 
 
 def test_a_second_run_is_refused_while_one_holds_the_lock(env, stack_settings, credentials):
+    from lakehouse import transform_runs as runs
     from lakehouse.errors import TransformLockedError
-    from lakehouse.transform import runs
 
     with postgres_connection(stack_settings, credentials) as holder:
         holder.autocommit = True

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from lakehouse.transform.runs import RunRecord, loop_health
+from lakehouse.transform_runs import RunRecord, loop_health
 
 T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 

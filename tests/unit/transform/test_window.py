@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from lakehouse.bronze_offsets import committed_offsets
 from lakehouse.errors import TransformError
 from lakehouse.transform.window import (
     PROJECT_STREAM,
     REGISTRY_STREAM,
     PartitionRange,
-    committed_offsets,
     compute_window,
     file_stream,
     kafka_stream,
