@@ -14,11 +14,11 @@ PYTEST_ARGS ?=
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-13s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(BIN)/.installed: pyproject.toml edge_agent/pyproject.toml scripts/prerequisites.sh
+$(BIN)/.installed: pyproject.toml edge_agent/pyproject.toml testing/pyproject.toml scripts/prerequisites.sh
 	@PYTHON=$(PYTHON) bash scripts/prerequisites.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./edge_agent
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./edge_agent -e ./testing
 	@touch $@
 
 .PHONY: setup

@@ -26,12 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lakehouse_testing.dashboards import CHROMIUM, DASHBOARDS
 from rich.console import Console
 
 import bench
 from bench.serving import platform_memory
 from lakehouse.config import isolated_environment
-from tests.integration.test_superset import CHROMIUM, DASHBOARDS
 
 console = Console()
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import psutil
+from lakehouse_testing.gateway_process import start_gateway
 from rich.console import Console
 
 from lakehouse import registry
@@ -25,7 +26,6 @@ from lakehouse.clients import postgres_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import load
 from lakehouse.stack.manager import Stack
-from tests.gateway_process import start_gateway
 
 
 def footprint(proc: psutil.Process, seconds: float) -> tuple[float, float]:

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from lakehouse_testing.bronze_writer import drop_environment
 from rich.console import Console
 
 import bench
@@ -51,7 +52,6 @@ from lakehouse import registry
 from lakehouse.clients import postgres_connection, trino_connection
 from lakehouse.config import Settings, SupervisorSettings
 from lakehouse.credentials import load
-from tests.bronze_writer import drop_environment
 
 console = Console()
 TARGET_P95 = 60.0

@@ -36,6 +36,7 @@ import httpx
 import orjson
 import psutil
 from confluent_kafka import Producer
+from lakehouse_testing.gateway_process import start_gateway
 from rich.console import Console
 
 from bench.ingest import drop_topic, make_topic
@@ -44,7 +45,6 @@ from lakehouse.clients import kafka_config, postgres_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import load
 from lakehouse.stack.manager import Stack
-from tests.gateway_process import start_gateway
 
 DEVICES = 500
 BATCH = 100

@@ -27,6 +27,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Producer
+from lakehouse_testing.bronze_writer import create_environment, drop_environment
 from pyiceberg.transforms import DayTransform
 from rich.console import Console
 
@@ -37,7 +38,6 @@ from lakehouse.config import Settings
 from lakehouse.credentials import load
 from lakehouse.maintain.runner import Maintainer
 from lakehouse.stack.manager import Stack
-from tests.bronze_writer import create_environment, drop_environment
 
 console = Console()
 PREFIX = "mbench_"

@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 import httpx
 import orjson
 from confluent_kafka import Producer
+from lakehouse_testing.lake import device_counts, readings_envelope
 from rich.console import Console
 
 from lakehouse.clients import kafka_config
-from tests.integration.conftest import device_counts, readings_envelope
 
 SERVERS = ("minio", "nessie", "kafka", "postgres", "trino")
 PER_MESSAGE = 50

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from lakehouse_testing.bronze_writer import create_environment, drop_environment
 from rich.console import Console
 
 from bench.transform import DEVICES, METRICS, commit, readings, register_fleet, timed_run
@@ -30,7 +31,6 @@ from lakehouse.reconcile.collect import Reconciler
 from lakehouse.reconcile.model import Report, Window
 from lakehouse.stack.manager import Stack
 from lakehouse.transform.runner import TransformRunner
-from tests.bronze_writer import create_environment, drop_environment
 
 console = Console()
 PREFIX = "rbench_"

@@ -31,6 +31,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lakehouse_testing.bronze_writer import create_environment, drop_environment
+from lakehouse_testing.gateway_process import start_gateway
+from lakehouse_testing.lake import free_port
 from rich.console import Console
 
 from bench import BENCH_ENVIRONMENT
@@ -42,9 +45,6 @@ from lakehouse.config import Settings, environment_variables, isolated_environme
 from lakehouse.credentials import load
 from lakehouse.stack.manager import Stack
 from lakehouse.transform.runner import TransformRunner
-from tests.bronze_writer import create_environment, drop_environment
-from tests.gateway_process import start_gateway
-from tests.integration.conftest import free_port
 
 console = Console(stderr=True)
 OPEN_ENVIRONMENT = {

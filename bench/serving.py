@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from lakehouse_testing.bronze_writer import create_environment, drop_environment
 from rich.console import Console
 
 from bench.transform import DEVICES, METRICS, load_seconds, p95, register_fleet, timed_run
@@ -41,7 +42,6 @@ from lakehouse.serving.publish import ServingPublisher, describe
 from lakehouse.stack import process
 from lakehouse.stack.manager import Stack
 from lakehouse.transform.runner import TransformRunner
-from tests.bronze_writer import create_environment, drop_environment
 
 console = Console()
 PREFIX = "sbench_"

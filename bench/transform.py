@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
+from lakehouse_testing.bronze_writer import create_environment, drop_environment
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 from rich.console import Console
@@ -35,7 +36,6 @@ from lakehouse.clients import iceberg_catalog, postgres_connection, trino_connec
 from lakehouse.config import Settings
 from lakehouse.credentials import Credentials, load
 from lakehouse.transform.runner import TransformRunner
-from tests.bronze_writer import create_environment, drop_environment
 
 console = Console()
 DEVICES = 100

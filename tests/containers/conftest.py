@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lakehouse_testing.bronze_writer import create_environment, drop_environment
 
 from lakehouse.clients import iceberg_catalog
 from lakehouse.config import default_settings
 from lakehouse.credentials import Credentials, as_keys
 from lakehouse.tls import ca_path
-from tests.bronze_writer import create_environment, drop_environment
 from tests.containers.podman import build, ensure_base_image, give_to_image_user
 
 IMAGE = "localhost/lakehouse:test"

@@ -23,13 +23,14 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from lakehouse_testing.devtools import docker_config_with_compose
+from lakehouse_testing.lake import free_port
 
 from lakehouse.config import default_settings
 from lakehouse.deployment import compose_env, secret_keys
-from lakehouse.devtools import docker_config_with_compose
 from tests.containers.conftest import lake_environment, mounted_secrets
 from tests.containers.podman import environment, podman
-from tests.integration.conftest import free_port, topic_factory, wait_for_device
+from tests.integration.conftest import topic_factory, wait_for_device
 
 pytestmark = [pytest.mark.containers, pytest.mark.integration]
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from lakehouse_testing.lake import free_port
 
 from lakehouse import registry
 from lakehouse.clients import postgres_connection, trino_connection
@@ -26,7 +27,7 @@ from lakehouse.trino_access import write_files
 from lakehouse.trino_users import principals
 from tests.containers.conftest import lake_environment, mounted_secrets
 from tests.containers.podman import Container, give_to_image_user, run
-from tests.integration.conftest import free_port, topic_factory, wait_for_device
+from tests.integration.conftest import topic_factory, wait_for_device
 
 pytestmark = [pytest.mark.containers, pytest.mark.integration]
 

@@ -1,5 +1,5 @@
 """The chart and the compose file, checked offline with the real tools (built once from
-their Go modules into the cache; see lakehouse.devtools), and the chart against a real
+their Go modules into the cache; see lakehouse_testing.devtools), and the chart against a real
 Kubernetes API server (tests.deploy.kube)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
+from lakehouse_testing.devtools import docker_config_with_compose, helm
 
 from lakehouse.config import default_settings
-from lakehouse.devtools import docker_config_with_compose, helm
 from lakehouse.stack.manager import Stack
 from tests.deploy.kube import ApiServer, start_api_server
 

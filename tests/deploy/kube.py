@@ -1,5 +1,5 @@
 """A real Kubernetes API server for the chart's tests: etcd and kube-apiserver on
-loopback, built from their Go modules (lakehouse.devtools).
+loopback, built from their Go modules (lakehouse_testing.devtools).
 
 Authentication is a static token kept in a 0600 file, service-account tokens are signed
 with a key made for the session, and the API is served over TLS from a CA of the
@@ -25,8 +25,8 @@ from typing import Any, TextIO
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from lakehouse_testing.devtools import etcd, kube_apiserver
 
-from lakehouse.devtools import etcd, kube_apiserver
 from lakehouse.private_files import write_private
 from lakehouse.tls import ca_path, server_certificate
 

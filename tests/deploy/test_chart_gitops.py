@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from lakehouse_testing.devtools import helm_version
 
-from lakehouse.devtools import helm_version
 from tests.deploy.conftest import CHART, SCENARIOS, render, render_text, run_helm
 from tests.deploy.test_chart import WORKLOADS, component, named, of_kind
 

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
+from lakehouse_testing.lake import device_counts
 from trino.exceptions import HttpError, TrinoConnectionError
 
 from lakehouse import registry
@@ -91,34 +92,12 @@ def stop_consumer(proc: subprocess.Popen, timeout: float = 60) -> int:
     return proc.wait(timeout)
 
 
-def readings_envelope(
-    device: str, number: int, per_envelope: int, *, tenant: str, site: str, ts: str, value: float
-) -> dict[str, Any]:
-    """The `number`-th envelope of `device` as the gateway produces it (seq from 1 on)."""
-    readings = [
-        {"seq": number * per_envelope + i + 1, "ts": ts, "metric": "temperature", "value": value}
-        for i in range(per_envelope)
-    ]
-    return {"device_id": device, "tenant": tenant, "site": site,
-            "batch_id": f"{device}-{number}", "readings": readings}  # fmt: skip
-
-
 def bronze_counts(settings, topic: str, table: str = "bronze.readings") -> tuple[int, int]:
     """(rows, distinct partition/offset pairs) in a readings table from one topic."""
     cursor = trino_connection(settings).cursor()
     cursor.execute(
         "select count(*), count(distinct (source_partition, source_offset)) "
         f"from lake.{table} where source_topic = '{topic}'"
-    )
-    rows, distinct = cursor.fetchall()[0]
-    return rows, distinct
-
-
-def device_counts(settings, device: str, table: str = "bronze.readings") -> tuple[int, int]:
-    """(rows, distinct seq) of one device in a readings table."""
-    cursor = trino_connection(settings).cursor()
-    cursor.execute(
-        f"select count(*), count(distinct seq) from lake.{table} where device_id = '{device}'"
     )
     rows, distinct = cursor.fetchall()[0]
     return rows, distinct
@@ -155,14 +134,6 @@ def wait_for_device(
 def wait_for_rows(settings, topic: str, expected: int, timeout: float = 180) -> tuple[int, int]:
     """Poll until the topic has `expected` bronze rows (or the time is up)."""
     return _poll(lambda: bronze_counts(settings, topic), expected, timeout)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def assert_accounted(settings, credentials, device: str, timeout: float = 120) -> Any:

@@ -21,14 +21,13 @@ from typing import Any
 
 import pytest
 from lakehouse_edge.queue import DurableQueue
+from lakehouse_testing.gateway_process import start_gateway
+from lakehouse_testing.lake import device_counts, free_port
 
 from lakehouse import registry
 from lakehouse.clients import postgres_connection, trino_connection
-from tests.gateway_process import start_gateway
 from tests.integration.conftest import (
     assert_accounted,
-    device_counts,
-    free_port,
     start_consumer,
     stop_consumer,
     wait_for_device,

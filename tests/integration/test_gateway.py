@@ -16,11 +16,12 @@ import httpx
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from lakehouse_testing.gateway_process import start_gateway
+from lakehouse_testing.lake import free_port
 
 from lakehouse import registry
 from lakehouse.clients import kafka_config
-from tests.gateway_process import start_gateway
-from tests.integration.conftest import assert_accounted, free_port
+from tests.integration.conftest import assert_accounted
 
 pytestmark = pytest.mark.integration
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from confluent_kafka import Producer
+from lakehouse_testing.lake import free_port
 
 from ingest.kafka_consumer import BronzeConsumer, CommitPolicy
 from ingest.offsets import commit_with_offsets, read_offsets
@@ -20,13 +21,7 @@ from lakehouse.contracts import READINGS
 from lakehouse.errors import FencedCommitError
 from lakehouse.simulate import Fleet, SimulationConfig, deliveries, send_to_kafka
 from tests.bad_records import BAD_RECORDS, good_message
-from tests.integration.conftest import (
-    bronze_counts,
-    free_port,
-    start_consumer,
-    stop_consumer,
-    wait_for_rows,
-)
+from tests.integration.conftest import bronze_counts, start_consumer, stop_consumer, wait_for_rows
 
 pytestmark = pytest.mark.integration
 

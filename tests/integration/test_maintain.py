@@ -20,6 +20,7 @@ import orjson
 import pyarrow as pa
 import pytest
 from confluent_kafka import Producer
+from lakehouse_testing.bronze_writer import append_from_kafka, create_environment, drop_environment
 from pyiceberg.schema import Schema
 from pyiceberg.types import LongType, NestedField, StringType
 
@@ -32,7 +33,6 @@ from lakehouse.maintain.retention import kafka_expiry_risks
 from lakehouse.maintain.runner import Maintainer
 from lakehouse.nessie import NessieClient
 from lakehouse.s3 import s3_client
-from tests.bronze_writer import append_from_kafka, create_environment, drop_environment
 from tests.integration.test_transform import env, reading  # noqa: F401 - the env fixture
 
 pytestmark = pytest.mark.integration

@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from lakehouse_testing.bronze_writer import append_from_kafka
+from lakehouse_testing.lake import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from lakehouse.config import (
@@ -35,8 +37,6 @@ from lakehouse.config import (
 )
 from lakehouse.stack.state import SupervisorState
 from lakehouse.stack.supervisor import state_file
-from tests.bronze_writer import append_from_kafka
-from tests.integration.conftest import free_port
 from tests.integration.test_transform import env, reading  # noqa: F401 - the env fixture
 
 pytestmark = pytest.mark.integration

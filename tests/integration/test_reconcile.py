@@ -23,6 +23,9 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from lakehouse_testing.bronze_writer import create_environment, drop_environment
+from lakehouse_testing.gateway_process import start_gateway
+from lakehouse_testing.lake import device_counts, free_port
 
 from lakehouse import registry
 from lakehouse.clients import iceberg_catalog, kafka_config, postgres_connection, trino_connection
@@ -30,14 +33,7 @@ from lakehouse.nessie import NessieClient
 from lakehouse.reconcile.collect import Reconciler
 from lakehouse.reconcile.model import Report, Window
 from lakehouse.transform.runner import TransformRunner
-from tests.bronze_writer import create_environment, drop_environment
-from tests.gateway_process import start_gateway
-from tests.integration.conftest import (
-    consumer_command,
-    device_counts,
-    free_port,
-    stop_consumer,
-)
+from tests.integration.conftest import consumer_command, stop_consumer
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from lakehouse_testing.bronze_writer import append_from_kafka, create_environment, drop_environment
 
 from lakehouse import registry
 from lakehouse.clients import iceberg_catalog, postgres_connection, trino_connection
@@ -24,7 +25,6 @@ from lakehouse.serving import roles
 from lakehouse.serving.publish import ServingPublisher, describe
 from lakehouse.serving.tables import TABLES
 from lakehouse.transform.runner import TransformRunner
-from tests.bronze_writer import append_from_kafka, create_environment, drop_environment
 
 pytestmark = pytest.mark.integration
 

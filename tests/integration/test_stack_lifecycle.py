@@ -16,10 +16,11 @@ import psutil
 import pyarrow as pa
 import pytest
 from confluent_kafka import Producer
+from lakehouse_testing.lake import readings_envelope
 
 from lakehouse.clients import iceberg_catalog, kafka_config, trino_connection
 from lakehouse.stack.manager import Stack
-from tests.integration.conftest import readings_envelope, wait_for_device
+from tests.integration.conftest import wait_for_device
 
 pytestmark = pytest.mark.integration
 

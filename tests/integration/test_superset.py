@@ -21,26 +21,20 @@ from typing import Any
 
 import httpx
 import pytest
+from lakehouse_testing.bronze_writer import append_from_kafka, create_environment, drop_environment
+from lakehouse_testing.dashboards import CHROMIUM, DASHBOARDS
 
 from lakehouse import registry
 from lakehouse.clients import iceberg_catalog, postgres_connection, trino_connection
 from lakehouse.serving.tables import TABLES
 from lakehouse.transform.runner import TransformRunner
-from tests.bronze_writer import append_from_kafka, create_environment, drop_environment
 
 pytestmark = pytest.mark.integration
 
 SINCE = datetime(2026, 10, 1, tzinfo=UTC)
 # Recent, so every chart has rows: Readings per hour shows the last 7 days.
 H0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
-DASHBOARDS = {
-    "fleet-overview": 4,
-    "site-kpis": 2,
-    "anomalies": 2,
-    "device-map": 2,
-}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "dashboards"
-CHROMIUM = "/usr/bin/chromium"
 
 
 class SupersetClient:

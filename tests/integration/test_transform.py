@@ -24,13 +24,18 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Producer
+from lakehouse_testing.bronze_writer import (
+    append_file,
+    append_from_kafka,
+    create_environment,
+    drop_environment,
+)
 
 from lakehouse import audit, registry
 from lakehouse.clients import iceberg_catalog, kafka_config, postgres_connection, trino_connection
 from lakehouse.errors import ServersAwayError
 from lakehouse.nessie import NessieClient
 from lakehouse.transform.runner import RunReport, TransformRunner
-from tests.bronze_writer import append_file, append_from_kafka, create_environment, drop_environment
 from tests.integration.conftest import lakehouse, start_consumer, stop_consumer
 
 pytestmark = pytest.mark.integration

@@ -25,8 +25,10 @@ def _copy(tmp_path: Path) -> Path:
     tree = tmp_path / "tree"
     tree.mkdir()
     shutil.copy(ROOT / "pyproject.toml", tree)
-    for package in ("lakehouse", "ingest"):
-        shutil.copytree(ROOT / package, tree / package, ignore=shutil.ignore_patterns("*.pyc"))
+    for package in ("lakehouse", "ingest", "testing/lakehouse_testing"):
+        shutil.copytree(
+            ROOT / package, tree / Path(package).name, ignore=shutil.ignore_patterns("*.pyc")
+        )
     return tree
 
 

@@ -65,7 +65,7 @@ def append_from_kafka(
     commit_with_offsets(
         table, data, topic=topic, expected={partition: start}, new={partition: offset + 1}
     )
-    return data.num_rows
+    return int(data.num_rows)
 
 
 def append_file(
@@ -79,4 +79,4 @@ def append_file(
         )
     data = builder.readings_table()
     table.append(data)
-    return data.num_rows
+    return int(data.num_rows)
