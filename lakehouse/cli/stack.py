@@ -189,7 +189,7 @@ def status_table(statuses: list[ServiceStatus], *, wide: bool = False) -> Table:
     for s in statuses:
         health = "[green]healthy[/]" if s.healthy else "[red]down[/]"
         row = [
-            s.name, s.state, str(s.pid or "-"), str(s.port), _duration(s.uptime_seconds),
+            s.name, s.state, str(s.pid or "-"), str(s.port or "-"), _duration(s.uptime_seconds),
             str(s.restarts), health,
         ]  # fmt: skip
         table.add_row(*row, *([s.url, s.last_exit or ""] if wide else []))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 from rich.console import Console
@@ -16,7 +17,7 @@ def _statuses(tmp_path) -> list[ServiceStatus]:
     names = Stack(Settings(home=tmp_path / "home"), Console(quiet=True)).names()
     names += [n for n in ("transform", "maintain", "demo", "consumer-12") if n not in names]
     widest = {
-        "pid": 4_194_304, "port": 65535, "state": "stopping", "restarts": 1000,
+        "pid": 4_194_304, "port": 65535, "state": "unsupervised", "restarts": 1000,
         "uptime_seconds": 999 * 3600.0 + 3599,
         "last_exit": "killed by SIGKILL (signal 9) after 2 h",
     }  # fmt: skip
@@ -29,7 +30,7 @@ def _statuses(tmp_path) -> list[ServiceStatus]:
 
 
 def _render(statuses: list[ServiceStatus], *, wide: bool = False, width: int = 80) -> list[str]:
-    console = Console(width=width, record=True, color_system=None)
+    console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
     console.print(status_table(statuses, wide=wide))
     return console.export_text().splitlines()
 
