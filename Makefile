@@ -91,6 +91,10 @@ bench: setup browser ## Run the benchmarks (prints ratios and absolute figures)
 	$(BIN)/python -m bench.security
 	$(BIN)/python -m bench.down
 
+.PHONY: soak
+soak: setup ## The whole platform plus 1,000 readings/s for an hour (MINUTES=60)
+	$(BIN)/python -m bench.soak --minutes $(or $(MINUTES),60)
+
 .PHONY: clean
 clean: ## Stop the stack, delete its state and the virtualenv (the download cache is kept)
 	-@test -x $(LAKEHOUSE) && $(LAKEHOUSE) stack down --purge

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from pyiceberg.catalog.rest import RestCatalog
     from trino.dbapi import Connection as TrinoConnection
 
+# pyiceberg's file IO for every catalog (named, not imported: it loads pyarrow), and
+# the property that gives it a private CA's PEM file.
+ICEBERG_FILE_IO = "lakehouse.iceberg_io.LakehouseFileIO"
+S3_CA_FILE = "s3.ca-file"
+
 
 def nessie_api_url(settings: Settings) -> str:
     """Base of Nessie's native REST API (v2)."""
@@ -74,6 +79,7 @@ def iceberg_catalog_properties(
         "s3.endpoint": s3_endpoint(settings),
         "s3.region": settings.minio.region,
         "s3.force-virtual-addressing": "false" if settings.minio.path_style else "true",
+        "py-io-impl": ICEBERG_FILE_IO,
     }
     if not settings.minio.ambient_credentials:  # else the environment's credential chain
         access_key, secret = s3_keys(credentials, s3_key, settings)
@@ -81,12 +87,7 @@ def iceberg_catalog_properties(
     if settings.nessie.ca_file is not None:
         properties["ssl"] = {"cabundle": str(settings.nessie.ca_file)}
     if settings.minio.ca_file is not None:
-        from lakehouse.iceberg_io import S3_CA_FILE
-
-        properties |= {
-            "py-io-impl": "lakehouse.iceberg_io.CaVerifyingFileIO",
-            S3_CA_FILE: str(settings.minio.ca_file),
-        }
+        properties[S3_CA_FILE] = str(settings.minio.ca_file)
     return properties
 
 

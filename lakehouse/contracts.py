@@ -49,7 +49,8 @@ READINGS = "bronze.readings"
 REJECTED = "bronze.readings_rejected"
 
 # Keeps commit cost flat as a streaming writer adds thousands of snapshots: manifests
-# are merged, and old metadata files are cleaned up on commit.
+# are merged. Old metadata files are cleaned up on commit by catalogs that keep a
+# metadata log; Nessie keeps none, so the maintenance garbage collector removes them.
 STREAMING_TABLE_PROPERTIES = {
     "format-version": "2",
     "write.parquet.compression-codec": "zstd",

@@ -113,8 +113,8 @@ class TransformLockedError(TransformError):
     """Another transform run holds the lock."""
 
 
-class ServersAwayError(TransformError):
-    """A server a run needs accepts no connection: wait for it, nothing was started."""
+class ServersAwayError(LakehouseError):
+    """A server a job needs accepts no connection: wait for it, nothing was started."""
 
 
 class TransformFailedError(TransformError):

@@ -12,7 +12,7 @@ from rich.table import Table
 from lakehouse.cli.common import err, out, settings_of
 from lakehouse.credentials import load
 from lakehouse.errors import ConfigError
-from lakehouse.reconcile.model import DeviceCounts, Report
+from lakehouse.reconcile.model import DEFAULT_WAIT_SECONDS, DeviceCounts, Report
 
 # Above this many devices only the totals are printed (all are in --json).
 MAX_DEVICE_ROWS = 50
@@ -57,6 +57,10 @@ def reconcile(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's devices.")] = None,
     device: Annotated[str | None, typer.Option(help="Only this device.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    wait: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds to wait in all for servers that are away (restarting)."),
+    ] = DEFAULT_WAIT_SECONDS,
 ) -> None:
     """Count every reading at every stage and name those not accounted for exactly once.
 
@@ -73,7 +77,9 @@ def reconcile(
     if window.since and window.until and window.since >= window.until:
         raise ConfigError("--since must be before --until")
     report = Reconciler(settings, load(settings)).run(
-        window, progress=(lambda _: None) if as_json else (lambda m: err.print(f"… {m}"))
+        window,
+        progress=(lambda _: None) if as_json else (lambda m: err.print(f"… {m}")),
+        wait_seconds=wait,
     )
     if as_json:
         typer.echo(json.dumps(report.as_json(), default=str))

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from lakehouse import servers
 from lakehouse.branch_catalogs import (
     RECONCILE_PREFIX,
     create_branch_catalog,
@@ -39,7 +40,7 @@ from lakehouse.credentials import Credentials
 from lakehouse.errors import ReconcileError
 from lakehouse.names import checked
 from lakehouse.nessie import NessieClient
-from lakehouse.reconcile.model import Discrepancy, Report, Window, seq_ranges
+from lakehouse.reconcile.model import DEFAULT_WAIT_SECONDS, Discrepancy, Report, Window, seq_ranges
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,32 @@ class Reconciler:
         self.credentials = credentials
         self.prefix = settings.transform.schema_prefix
 
-    def run(self, window: Window, progress: Callable[[str], None] = lambda _: None) -> Report:
-        with self._pinned() as branch:
-            return self._run(window, progress, branch)
+    def run(
+        self,
+        window: Window,
+        progress: Callable[[str], None] = lambda _: None,
+        wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    ) -> Report:
+        """Count `window` at one commit of main. A server that is away (restarting)
+        is waited for, up to `wait_seconds` in all; a count it interrupted starts over
+        on a new commit. Raises ServersAwayError when the wait runs out."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            servers.wait_until_answering(
+                self.settings, max(0.0, deadline - time.monotonic()), progress
+            )
+            try:
+                with self._pinned() as branch:
+                    return self._run(window, progress, branch)
+            except ReconcileError:
+                raise
+            except Exception as exc:
+                if time.monotonic() >= deadline or not (
+                    servers.is_outage(exc) or servers.away(self.settings)
+                ):
+                    raise
+                progress(f"a server went away while counting ({type(exc).__name__}); again")
+                time.sleep(1)
 
     def _run(self, window: Window, progress: Callable[[str], None], branch: str) -> Report:
         started = time.perf_counter()
@@ -135,9 +159,14 @@ class Reconciler:
                 try:
                     yield branch
                 finally:
-                    drop_catalog(self._trino("system"), branch)
+                    _best_effort(
+                        f"drop catalog {branch}",
+                        lambda: drop_catalog(self._trino("system"), branch),
+                    )
             finally:
-                nessie.delete_branch(branch)
+                # Left behind if a server is away: the next reconcile drops the
+                # catalog, maintenance the branch (lakehouse.maintain.retention).
+                _best_effort(f"delete branch {branch}", lambda: nessie.delete_branch(branch))
 
     def _drop_orphan_catalogs(self, nessie: NessieClient) -> None:
         """Catalogs a killed reconcile left, whose branch maintenance has since deleted."""
@@ -605,3 +634,11 @@ def _ts(value: datetime) -> str:
 
 def _text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _best_effort(what: str, action: Callable[[], object]) -> None:
+    """Clean-up that must not hide the error being raised (a server may be away)."""
+    try:
+        action()
+    except Exception as exc:
+        log.warning("could not %s: %s", what, exc)

@@ -43,6 +43,9 @@ EXPLANATIONS: dict[str, str] = {
     "gold_mismatch": "gold's hourly count differs from silver's",
 }
 
+# How long a reconcile waits in all for servers that are away (restarting).
+DEFAULT_WAIT_SECONDS = 300.0
+
 
 def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
     """Sorted, merged inclusive ranges: [1, 2, 3, 7, 9, 10] → [(1, 3), (7, 7), (9, 10)]."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from lakehouse import audit, registry
+from lakehouse import audit, registry, servers
 from lakehouse import transform_runs as runs
 from lakehouse.branch_catalogs import (
     TRANSFORM_PREFIX,
@@ -40,7 +40,7 @@ from lakehouse.errors import CatalogError, LakehouseError, ServersAwayError, Tra
 from lakehouse.names import checked
 from lakehouse.nessie import NessieClient
 from lakehouse.serving.publish import PublishReport, ServingPublisher
-from lakehouse.transform import dbt, servers
+from lakehouse.transform import dbt
 from lakehouse.transform.window import BronzeWindow, compute_window
 
 if TYPE_CHECKING:
@@ -246,7 +246,7 @@ class TransformRunner:
         does the same work again. Anything else stays `failed`, branch kept."""
         missing = servers.away(self.settings)
         messages = [result.error or ""] + [n.message or "" for n in report.failed_nodes]
-        if not missing and not any(_outage_message(m) for m in messages):
+        if not missing and not any(servers.is_outage_message(m) for m in messages):
             return
         try:
             self._drop_catalog(report.branch)
@@ -400,19 +400,6 @@ class TransformRunner:
 
 
 # What dbt reports when a query lost its server rather than failed on the data.
-_OUTAGE_MARKERS = (
-    "connection refused", "no_nodes_available", "failed to establish a new connection",
-    "max retries exceeded", "server refused connection", "connection reset",
-    "remotedisconnected", "name or service not known", "service unavailable",
-    "connection aborted",
-)  # fmt: skip
-
-
-def _outage_message(message: str) -> bool:
-    lowered = message.lower()
-    return any(marker in lowered for marker in _OUTAGE_MARKERS)
-
-
 def _summary(nodes: list[runs.NodeResult]) -> str:
     names = [n.node.split(".", 2)[-1] for n in nodes]
     return f"{len(names)} node(s) failed: {', '.join(names)}" if names else "dbt build failed"

@@ -116,7 +116,7 @@ def test_our_services_reach_every_server_over_tls_with_its_ca(rendered):
     assert properties["ssl"] == {"cabundle": CA.format("nessie")}
     assert properties["s3.endpoint"] == f"https://lh-lakehouse-minio:{PORTS['minio']}"
     assert properties["s3.ca-file"] == CA.format("minio")
-    assert properties["py-io-impl"] == "lakehouse.iceberg_io.CaVerifyingFileIO"
+    assert properties["py-io-impl"] == "lakehouse.iceberg_io.LakehouseFileIO"
 
 
 def test_every_postgres_client_verifies_the_server(rendered):
@@ -336,7 +336,7 @@ def test_without_internal_tls_the_plaintext_settings_are_back(plain):
     )
     properties = iceberg_catalog_properties(settings, credentials, s3_key="ingest")
     assert properties["uri"] == f"http://lh-lakehouse-nessie:{settings.nessie.port}/iceberg"
-    assert not {"ssl", "py-io-impl", "s3.ca-file"} & set(properties)
+    assert not {"ssl", "s3.ca-file"} & set(properties)
     nessie = nessie_properties(plain)
     assert f"quarkus.http.port={PORTS['nessie']}" in nessie
     assert not [line for line in nessie if "ssl" in line or "sslmode" in line]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+from pyiceberg.exceptions import CommitFailedException
 
 from ingest.readings import READINGS_ARROW, ReadingsBuilder, Source
 from lakehouse.clients import iceberg_catalog, trino_connection
@@ -15,6 +16,7 @@ from lakehouse.contracts import (
     add_optional_field,
 )
 from lakehouse.errors import ConfigError
+from lakehouse.s3 import s3_client
 from tests.bad_records import good_message
 
 pytestmark = pytest.mark.integration
@@ -52,5 +54,46 @@ def test_an_added_optional_field_keeps_old_writers_working(stack_settings, crede
         cursor.execute(f"select count(*), count(firmware) from lake.{name}")
         assert cursor.fetchall() == [[4, 0]]
         assert isinstance(table.scan().to_arrow().schema.field("firmware").type, pa.DataType)
+    finally:
+        catalog.drop_table(name)
+
+
+def test_a_failed_commit_cleans_up_without_leaving_a_directory_marker(
+    stack_settings, credentials, unique
+):
+    """A writer that loses a commit race deletes the manifests it wrote for it; that
+    delete leaves no `…/metadata/` marker object (pyarrow's own delete writes one for
+    the parent, and a marker once broke backups)."""
+    catalog = iceberg_catalog(stack_settings, credentials, s3_key="ingest")
+    name = f"bronze.markers_{unique}"
+    table = catalog.create_table(
+        name, schema=READINGS_SCHEMA, partition_spec=READINGS_SPEC,
+        properties=STREAMING_TABLE_PROPERTIES,
+    )  # fmt: skip
+    try:
+        builder = ReadingsBuilder()
+        builder.add_message(good_message(1), Source("kafka", "markers", 0, 1))
+        rows = builder.readings_table()
+        table.append(rows)
+        stale = catalog.load_table(name)
+        table.append(rows)
+        with pytest.raises(CommitFailedException):
+            stale.append(rows)  # built on the snapshot before the second append
+
+        bucket, _, prefix = table.location().removeprefix("s3://").partition("/")
+        client = s3_client(stack_settings, credentials, "reader")
+        keys = [
+            item["Key"]
+            for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=f"{prefix}/"
+            )
+            for item in page.get("Contents", [])
+        ]
+        assert [k for k in keys if k.endswith("/")] == []
+        # What the lost attempt wrote is gone: the two winners' manifest lists remain.
+        assert len([k for k in keys if "/snap-" in k]) == 2
+        cursor = trino_connection(stack_settings).cursor()
+        cursor.execute(f"select count(*) from lake.{name}")
+        assert cursor.fetchall() == [[2]]
     finally:
         catalog.drop_table(name)

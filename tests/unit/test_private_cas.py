@@ -37,7 +37,7 @@ def test_the_native_stack_keeps_plain_http_on_loopback():
     properties = iceberg_catalog_properties(
         settings, Credentials.generate(default_settings()), s3_key="ingest"
     )
-    assert not {"ssl", "py-io-impl", "s3.ca-file"} & set(properties)
+    assert not {"ssl", "s3.ca-file"} & set(properties)
     assert verification(None) is True
 
 
@@ -82,7 +82,7 @@ def test_pyiceberg_reads_and_writes_the_store_with_the_ca(monkeypatch, ca_file):
         settings, Credentials.generate(default_settings()), s3_key="ingest"
     )
     io = load_file_io(properties)
-    assert type(io).__name__ == "CaVerifyingFileIO"
+    assert type(io).__name__ == "LakehouseFileIO"
     fs = io.fs_by_scheme("s3", "lakehouse")
     assert isinstance(fs, S3FileSystem)
     _, (arguments,) = fs.__reduce__()

@@ -4,6 +4,7 @@ import socket
 
 import pytest
 
+from lakehouse import servers
 from lakehouse.config import (
     MinioSettings,
     NessieSettings,
@@ -11,8 +12,7 @@ from lakehouse.config import (
     Settings,
     TrinoSettings,
 )
-from lakehouse.transform import servers
-from lakehouse.transform.runner import _outage_message
+from lakehouse.errors import ServersAwayError
 
 
 @pytest.fixture
@@ -61,4 +61,41 @@ def test_an_external_store_is_reached_where_its_endpoint_says(tmp_path):
     ],
 )  # fmt: skip
 def test_a_lost_server_is_told_from_a_failure_of_the_data(message, outage):
-    assert _outage_message(message) is outage
+    assert servers.is_outage_message(message) is outage
+
+
+def test_an_error_raised_from_a_lost_connection_is_an_outage():
+    try:
+        try:
+            raise ConnectionRefusedError(111, "refused")
+        except OSError as exc:
+            raise RuntimeError("query failed") from exc
+    except RuntimeError as wrapped:
+        assert servers.is_outage(wrapped)
+    assert not servers.is_outage(ValueError("Division by zero"))
+    assert servers.is_outage(RuntimeError("TrinoQueryError(name=SERVER_STARTING_UP)"))
+
+
+def test_waiting_returns_at_once_when_all_answer_and_gives_up_on_time(tmp_path, ports):
+    up_1, up_2, down_1, _ = ports
+    with socket.socket() as up_3, socket.socket() as up_4:
+        for extra in (up_3, up_4):
+            extra.bind(("127.0.0.1", 0))
+            extra.listen()
+        answering = Settings(
+            home=tmp_path,
+            nessie=NessieSettings(port=up_1), trino=TrinoSettings(port=up_2),
+            postgres=PostgresSettings(port=up_3.getsockname()[1]),
+            minio=MinioSettings(port=up_4.getsockname()[1]),
+        )  # fmt: skip
+        _wait_as(answering, down_1)
+
+
+def _wait_as(answering: Settings, closed_port: int) -> None:
+    said: list[str] = []
+    servers.wait_until_answering(answering, timeout=0, report=said.append)
+    assert said == []
+    trino_away = answering.model_copy(update={"trino": TrinoSettings(port=closed_port)})
+    with pytest.raises(ServersAwayError, match=r"^trino still not answering after 1 s$"):
+        servers.wait_until_answering(trino_away, timeout=1, report=said.append)
+    assert said == ["waiting for trino (not answering)"]

@@ -1,0 +1,280 @@
+"""Soak: the whole platform as `make up` runs it, plus 1,000 readings/s, for an hour.
+
+A platform of this benchmark's own (home `.lakehouse-bench-soak/`, ports from 22300)
+runs everything `make up` runs, with its defaults: gateway, consumer, the transform
+loop and its serving publish, maintenance, audit, Superset and the demo fleet. Devices
+post agent-like batches to the gateway at --rate readings/s for --minutes. Every
+--sample-minutes: `lakehouse reconcile` over the whole lake, data files per table,
+RSS per service, the transform runs since the last sample and their outcomes, and the
+device → serving freshness of a probe device.
+
+Targets: 0 readings unaccounted, 0 failed reconcile calls, 0 failed transform runs,
+every service's RSS within 10 % of its value at minute 10 (the baseline, measured in
+the same run), data file counts bounded (at the end no more than 1.5x the most seen by
+minute 10 plus one sample).
+
+Usage: python -m bench.soak [--minutes 60] [--rate 1000] [--sample-minutes 5] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import bench
+from lakehouse.config import isolated_environment
+
+console = Console()
+HOME = Path(__file__).resolve().parent.parent / ".lakehouse-bench-soak"
+FIRST_PORT = 22_300
+TABLES = (
+    "bronze.readings", "silver.readings", "gold.fct_device_hourly",
+    "gold.fct_site_daily", "platinum.device_features",
+)  # fmt: skip
+BASELINE_MINUTE = 10
+RSS_TOLERANCE = 0.10
+FILE_GROWTH_LIMIT = 1.5
+# A batch counts towards a sample's freshness once it was sent this long before it.
+SETTLE_SECONDS = 180
+
+
+def lakehouse(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lakehouse", *args], capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+@dataclass
+class Sample:
+    minute: float
+    reconcile_ok: bool
+    unaccounted: int
+    reconcile_seconds: float
+    files: dict[str, int]
+    rss_mib: dict[str, float]
+    runs: dict[str, int]
+    run_seconds: list[float]
+    freshness: list[float] = field(default_factory=list)
+
+
+class Sampler:
+    """Takes the figures of one sample from the running platform."""
+
+    def __init__(self, started: float) -> None:
+        from lakehouse.config import Settings
+        from lakehouse.credentials import load
+        from lakehouse.stack.manager import Stack
+        from lakehouse.stack.top import Top
+
+        self.settings = Settings()
+        self.credentials = load(self.settings)
+        self.top = Top(self.settings, Stack(self.settings, Console(stderr=True)))
+        self.started = started
+        self.since = datetime.now(UTC)
+        self.top.frame()  # CPU figures are differences: start the counters
+
+    def take(self, freshness: list[float]) -> Sample:
+        result = lakehouse("reconcile", "--json")
+        report = json.loads(result.stdout) if result.stdout.strip() else {}
+        unaccounted = sum(d.get("readings", 0) for d in report.get("discrepancies", []))
+        frame = self.top.frame()
+        outcomes, seconds = self._runs()
+        return Sample(
+            minute=(time.monotonic() - self.started) / 60,
+            reconcile_ok=result.returncode == 0,
+            unaccounted=unaccounted,
+            reconcile_seconds=float(report.get("seconds", 0.0)),
+            files=self._files(),
+            rss_mib={name: rss / 2**20 for name, rss in frame.rss.items()},
+            runs=outcomes,
+            run_seconds=seconds,
+            freshness=freshness,
+        )
+
+    def _runs(self) -> tuple[dict[str, int], list[float]]:
+        from lakehouse.clients import postgres_connection
+        from lakehouse import transform_runs as runs
+
+        with postgres_connection(self.settings, self.credentials) as conn:
+            recent = [r for r in runs.recent(conn, limit=1000) if r.started_at >= self.since]
+        self.since = datetime.now(UTC)
+        outcomes: dict[str, int] = {}
+        for record in recent:
+            outcomes[record.outcome] = outcomes.get(record.outcome, 0) + 1
+        return outcomes, [r.seconds for r in recent if r.seconds is not None]
+
+    def _files(self) -> dict[str, int]:
+        from lakehouse.clients import trino_connection
+
+        cursor = trino_connection(self.settings).cursor()
+        counts = {}
+        for table in TABLES:
+            layer, name = table.split(".")
+            try:
+                cursor.execute(f'select count(*) from lake.{layer}."{name}$files"')
+                counts[table] = int(cursor.fetchall()[0][0])
+            except Exception:  # not published yet
+                counts[table] = 0
+        return counts
+
+
+def show(sample: Sample) -> None:
+    runs = ", ".join(f"{k} {v}" for k, v in sorted(sample.runs.items())) or "none"
+    median_run = statistics.median(sample.run_seconds) if sample.run_seconds else 0.0
+    fresh = (
+        f"p50 {statistics.median(sample.freshness):.1f} s, p95 {p95(sample.freshness):.1f} s"
+        if sample.freshness
+        else "-"
+    )
+    console.print(
+        f"[bold]minute {sample.minute:5.1f}[/] reconcile "
+        f"{'ok' if sample.reconcile_ok else 'FAILED'} ({sample.reconcile_seconds:.1f} s, "
+        f"{sample.unaccounted} unaccounted); runs {runs} (median {median_run:.1f} s); "
+        f"device→serving {fresh}; files "
+        + " ".join(f"{t.split('.')[1]}={n}" for t, n in sample.files.items())
+        + f"; RSS {sum(sample.rss_mib.values()) / 1024:.2f} GiB",
+        highlight=False,
+    )
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1] if len(values) > 1 else values[0]
+
+
+def verdict(samples: list[Sample]) -> bool:
+    baseline = next((s for s in samples if s.minute >= BASELINE_MINUTE), samples[0])
+    last = samples[-1]
+    table = Table(title=f"RSS per service (MiB): minute {baseline.minute:.0f} → end")
+    for column in ("service", "baseline", "end", "ratio", "peak"):
+        table.add_column(column, justify="left" if column == "service" else "right")
+    rss_ok = True
+    for name in sorted(baseline.rss_mib):
+        start, end = baseline.rss_mib[name], last.rss_mib.get(name, 0.0)
+        peak = max(s.rss_mib.get(name, 0.0) for s in samples if s.minute >= baseline.minute)
+        ratio = end / start if start else 0.0
+        rss_ok &= abs(ratio - 1) <= RSS_TOLERANCE
+        table.add_row(name, f"{start:.0f}", f"{end:.0f}", f"{ratio:.2f}", f"{peak:.0f}")
+    console.print(table)
+    by_baseline = [s for s in samples if s.minute <= baseline.minute] + [baseline]
+    files_ok = True
+    for name in TABLES:
+        most = max(s.files.get(name, 0) for s in by_baseline)
+        end = last.files.get(name, 0)
+        bounded = end <= max(FILE_GROWTH_LIMIT * most, 10)
+        files_ok &= bounded
+        console.print(
+            f"{name}: {end} data files at the end, {most} by minute {baseline.minute:.0f} "
+            f"(ratio {end / most if most else 0:.2f}; {'bounded' if bounded else 'GROWING'})",
+            highlight=False,
+        )
+    unaccounted = sum(s.unaccounted for s in samples)
+    failed_reconciles = sum(not s.reconcile_ok for s in samples)
+    failed_runs = sum(
+        n for s in samples for outcome, n in s.runs.items()
+        if outcome not in ("published", "up_to_date", "audited")
+    )  # fmt: skip
+    all_runs = [t for s in samples for t in s.run_seconds]
+    fresh = [f for s in samples if s.minute >= BASELINE_MINUTE for f in s.freshness]
+    if all_runs:
+        console.print(
+            f"transform runs: {len(all_runs)}, median {statistics.median(all_runs):.1f} s, "
+            f"p95 {p95(all_runs):.1f} s"
+        )
+    if fresh:
+        console.print(
+            f"device → serving after minute {BASELINE_MINUTE}: p50 "
+            f"{statistics.median(fresh):.1f} s, p95 {p95(fresh):.1f} s"
+        )
+    checks = {
+        "0 readings unaccounted": unaccounted == 0,
+        "0 failed reconcile calls": failed_reconciles == 0,
+        "0 failed transform runs": failed_runs == 0,
+        f"RSS within {RSS_TOLERANCE:.0%} of minute {BASELINE_MINUTE}": rss_ok,
+        "file counts bounded": files_ok,
+    }
+    for name, met in checks.items():
+        console.print(f"{'met' if met else 'NOT met':8} {name}")
+    console.print(
+        f"unaccounted {unaccounted}, failed reconciles {failed_reconciles}, "
+        f"failed runs {failed_runs}"
+    )
+    return all(checks.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--rate", type=int, default=1000, help="readings/s through the gateway")
+    parser.add_argument("--sample-minutes", type=float, default=5.0)
+    parser.add_argument("--keep", action="store_true", help="Leave the platform running.")
+    args = parser.parse_args()
+    assert bench.BENCH_ENVIRONMENT  # replaced below by a platform of this benchmark's own
+    os.environ.update({**isolated_environment(HOME, FIRST_PORT), "LAKEHOUSE_DEMO": "true"})
+    for key in ("LAKEHOUSE_SUPERVISOR_TRANSFORM_EVERY", "LAKEHOUSE_SUPERVISOR_MAINTAIN_EVERY",
+                "LAKEHOUSE_TRANSFORM_AUDIT_EVERY"):  # fmt: skip
+        os.environ.pop(key, None)  # the defaults `make up` runs with
+    from bench.freshness import PER_BATCH, Watcher, register_devices, send
+    from lakehouse.config import Settings
+
+    lakehouse("stack", "down", "--purge")  # what an aborted run left
+    started_up = time.perf_counter()
+    up = lakehouse("stack", "up")
+    if up.returncode != 0:
+        raise SystemExit(f"the platform did not start:\n{up.stderr[-3000:]}")
+    console.print(f"platform up in {time.perf_counter() - started_up:.0f} s")
+    settings = Settings()
+    ok = False
+    try:
+        devices = register_devices(settings, max(1, args.rate // PER_BATCH))
+        watcher = Watcher(settings, devices[0][0])
+        watcher.start()
+        sent: list[datetime] = []
+        seconds = int(args.minutes * 60)
+        sender = threading.Thread(
+            target=lambda: asyncio.run(send(settings.gateway.port, devices, seconds, sent)),
+            daemon=True,
+        )
+        console.print(
+            f"{len(devices)} devices x {PER_BATCH} readings/s for {args.minutes:g} min, "
+            f"a sample every {args.sample_minutes:g} min"
+        )
+        started = time.monotonic()
+        sender.start()
+        sampler = Sampler(started)
+        samples: list[Sample] = []
+        measured = 0
+        while sender.is_alive():
+            sender.join(args.sample_minutes * 60)
+            # Batches sent long enough ago to have reached serving by now.
+            cutoff = datetime.now(UTC).timestamp() - SETTLE_SECONDS
+            settled = measured + sum(1 for b in sent[measured:] if b.timestamp() <= cutoff)
+            latencies, _ = watcher.latencies("serving", sent[measured:settled])
+            measured = settled
+            samples.append(sampler.take(latencies))
+            show(samples[-1])
+        watcher.stop.set()
+        if len(sent) < seconds:
+            raise SystemExit(f"the devices stopped after {len(sent)} of {seconds} batches")
+        ok = verdict(samples)
+    finally:
+        if not args.keep:
+            lakehouse("stack", "down", "--purge")
+    raise SystemExit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
