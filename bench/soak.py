@@ -106,12 +106,16 @@ class Sampler:
         )
 
     def _runs(self) -> tuple[dict[str, int], list[float]]:
-        from lakehouse.clients import postgres_connection
         from lakehouse import transform_runs as runs
+        from lakehouse.clients import postgres_connection
 
+        until = datetime.now(UTC)
         with postgres_connection(self.settings, self.credentials) as conn:
-            recent = [r for r in runs.recent(conn, limit=1000) if r.started_at >= self.since]
-        self.since = datetime.now(UTC)
+            recent = [
+                r for r in runs.recent(conn, limit=1000)
+                if r.finished_at is not None and self.since <= r.finished_at < until
+            ]  # fmt: skip
+        self.since = until
         outcomes: dict[str, int] = {}
         for record in recent:
             outcomes[record.outcome] = outcomes.get(record.outcome, 0) + 1

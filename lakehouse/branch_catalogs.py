@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -98,10 +99,17 @@ def drop_catalog(cursor: Any, name: str) -> None:
     cursor.fetchall()
 
 
-def drop_orphan_catalogs(cursor: Any, prefix: str, branches: set[str]) -> None:
-    """Drop the catalogs named `prefix…` whose branch is not among `branches` (a run
-    discarded, or a killed reconcile's branch that maintenance deleted)."""
+def drop_orphan_catalogs(cursor: Any, prefix: str, branches: Callable[[], set[str]]) -> None:
+    """Drop the catalogs named `prefix…` whose branch no longer exists (a run discarded,
+    or a killed reconcile's branch that maintenance deleted).
+
+    The catalogs are listed before the branches: every catalog is made after its branch,
+    so one that another process is making now has its branch in the later list."""
     cursor.execute("show catalogs")
-    for (name,) in cursor.fetchall():
-        if name.startswith(prefix) and name not in branches:
+    catalogs = [name for (name,) in cursor.fetchall() if name.startswith(prefix)]
+    if not catalogs:
+        return
+    live = branches()
+    for name in catalogs:
+        if name not in live:
             drop_catalog(cursor, name)

@@ -29,6 +29,8 @@ OUTAGE_MARKERS = (
     "remotedisconnected", "name or service not known", "service unavailable",
     "connection aborted", "server_starting_up", "server is starting",
     "server closed the connection", "connection is closed", "connection timed out",
+    # Trino's HTTP port answers before its authenticators are loaded.
+    "authenticators were not loaded",
 )  # fmt: skip
 
 

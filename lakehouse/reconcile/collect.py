@@ -170,8 +170,11 @@ class Reconciler:
 
     def _drop_orphan_catalogs(self, nessie: NessieClient) -> None:
         """Catalogs a killed reconcile left, whose branch maintenance has since deleted."""
-        branches = {ref.name for ref in nessie.references()}
-        drop_orphan_catalogs(self._trino("system"), RECONCILE_PREFIX, branches)
+        drop_orphan_catalogs(
+            self._trino("system"),
+            RECONCILE_PREFIX,
+            lambda: {ref.name for ref in nessie.references()},
+        )
 
     def _snapshots(
         self, branch: str

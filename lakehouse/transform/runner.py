@@ -385,8 +385,9 @@ class TransformRunner:
 
     def _drop_orphan_catalogs(self, nessie: NessieClient) -> None:
         """Catalogs of runs whose branch is gone (discarded) are dropped."""
-        branches = {ref.name for ref in nessie.references()}
-        drop_orphan_catalogs(self._trino(), TRANSFORM_PREFIX, branches)
+        drop_orphan_catalogs(
+            self._trino(), TRANSFORM_PREFIX, lambda: {ref.name for ref in nessie.references()}
+        )
 
     def discard(self, run_id: str) -> None:
         """Drop a kept (failed) run's catalog and branch."""

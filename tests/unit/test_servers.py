@@ -55,6 +55,8 @@ def test_an_external_store_is_reached_where_its_endpoint_says(tmp_path):
         ("Connection refused", True),
         ("TrinoQueryError(type=INTERNAL_ERROR, name=NO_NODES_AVAILABLE)", True),
         ("Server refused connection: http://127.0.0.1:19120/iceberg/v1/config", True),
+        ("HttpError: error 500: b'java.lang.IllegalStateException: authenticators were not "
+         "loaded", True),
         ("Got 3 results, configured to fail if != 0", False),
         ("Division by zero", False),
         ("", False),
