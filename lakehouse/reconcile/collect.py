@@ -39,6 +39,7 @@ from lakehouse.errors import ReconcileError
 from lakehouse.names import checked
 from lakehouse.nessie import NessieClient
 from lakehouse.reconcile.model import Discrepancy, Report, Window, seq_ranges
+from lakehouse.transform.internal_tables import INTERNAL_SCHEMA, LEGACY_SCHEMA
 from lakehouse.transform.window import Gap, committed_offsets, expired_offsets
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,12 @@ TABLES = {
     "rejected": ("bronze", "readings_rejected"),
     "silver": ("silver", "readings"),
     "quarantine": ("silver", "readings_quarantine"),
-    "progress": ("silver", "bronze_progress"),
+    "progress": (INTERNAL_SCHEMA, "bronze_progress"),
     "gold": ("gold", "fct_device_hourly"),
 }
+# Where a lakehouse of the older layout keeps a table until its next transform run
+# moves it (lakehouse.transform.internal_tables).
+LEGACY = {"progress": (LEGACY_SCHEMA, "bronze_progress")}
 # Bronze envelopes are matched to receipts this far outside the window: an envelope
 # received just before `until` reaches bronze a little after it.
 ENVELOPE_MARGIN = "interval '1' hour"
@@ -80,6 +84,7 @@ class Reconciler:
         self.settings = settings
         self.credentials = credentials
         self.prefix = settings.transform.schema_prefix
+        self.locations = dict(TABLES)
 
     def run(self, window: Window, progress: Callable[[str], None] = lambda _: None) -> Report:
         with self._pinned() as branch:
@@ -155,6 +160,9 @@ class Reconciler:
         gaps: list[Gap] = []
         for role, (layer, name) in TABLES.items():
             identifier = f"{self.prefix}{layer}.{name}"
+            if not catalog.table_exists(identifier) and role in LEGACY:
+                self.locations[role] = LEGACY[role]
+                identifier = f"{self.prefix}{LEGACY[role][0]}.{LEGACY[role][1]}"
             if not catalog.table_exists(identifier):
                 snapshots[role] = None
                 continue
@@ -169,7 +177,7 @@ class Reconciler:
     def _table(self, branch: str, role: str, snapshot: int | None) -> str | None:
         if snapshot is None:
             return None
-        layer, name = TABLES[role]
+        layer, name = self.locations[role]
         return f'"{branch}"."{self.prefix}{layer}".{name}'
 
     def _trino(self, catalog: str = "lake") -> Any:
@@ -443,7 +451,7 @@ class _Queries:
     def _bronze(self, where: str) -> str:
         """Bronze rows (alias b in `where`) and whether silver processed each: a Kafka row
         up to its partition's recorded position, a file row once its hash is recorded
-        (see silver.bronze_progress). Joined with the few progress rows, not per row."""
+        (see internal.bronze_progress). Joined with the few progress rows, not per row."""
         bronze, progress = self.tables["bronze"], self.tables["progress"]
         if progress is None:
             return f"(select b.*, false as processed from {bronze} b where {where})"
