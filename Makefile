@@ -11,7 +11,7 @@ LAKEHOUSE := $(BIN)/lakehouse
 PYTEST_ARGS ?=
 
 .PHONY: help
-help: ## Show this help
+help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-13s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/.installed: pyproject.toml edge_agent/pyproject.toml testing/pyproject.toml scripts/prerequisites.sh
@@ -45,7 +45,7 @@ containers: ## Install podman, which runs the platform's image in the tests (no 
 	@PYTHON=$(PYTHON) bash scripts/prerequisites.sh --containers
 
 .PHONY: test
-test: setup browser containers ## Set up everything and pass the tests (brings the stack up if needed)
+test: setup browser containers ## Set up everything and pass the tests (on a stack of its own, started if needed)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: unit

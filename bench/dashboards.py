@@ -1,5 +1,5 @@
 """The demo fleet's dashboards as a tenant sees them: load time in Chromium, and the
-README's screenshots.
+screenshots of docs/dashboards.md.
 
 Starts a platform of its own (home `.lakehouse-dashboards/`, ports from 22200) as
 `make up` runs it, demo fleet included, lets the fleet send for --minutes,

@@ -254,6 +254,7 @@ def _default_policies() -> dict[str, TablePolicy]:
         "silver": TablePolicy(),
         "gold": TablePolicy(),
         "platinum": TablePolicy(),
+        "internal": TablePolicy(),
     }
 
 
@@ -324,7 +325,9 @@ class Settings(BaseSettings):
     stop_timeout: float = 30.0
     # Unprivileged OS user every server and service runs as when started as root.
     os_user: str = Field(default="lakehouse", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
-    namespaces: tuple[str, ...] = ("bronze", "silver", "gold", "platinum")
+    # The medallion layers, and `internal`: the pipeline's own work tables, which
+    # analysts are not granted (lakehouse.trino_access).
+    namespaces: tuple[str, ...] = ("bronze", "silver", "gold", "platinum", "internal")
     # Off only to measure what security costs (bench.security): Kafka without SASL and
     # ACLs, Trino over HTTP without passwords, access rules or audit events, MinIO
     # without encryption at rest. Refused unless every server stays on loopback.

@@ -45,6 +45,11 @@ KAFKA_OFFSETS_PROPERTY_PREFIX = "lakehouse.kafka.offsets."
 # before the consumer read them, recorded in the commit that skipped them.
 KAFKA_GAPS_PROPERTY_PREFIX = "lakehouse.kafka.gaps."
 
+# The pipeline's own work tables (lakehouse.transform.internal_tables), kept from
+# analysts; and where lakehouses made before kept them.
+INTERNAL_SCHEMA = "internal"
+LEGACY_SCHEMA = "silver"
+
 READINGS = "bronze.readings"
 REJECTED = "bronze.readings_rejected"
 

@@ -5,11 +5,16 @@ Roles (a principal has one; Trino sees it as a group):
 | role | may |
 |---|---|
 | engineer | all of `lake`, `pg` (read-only by its PostgreSQL role), run catalogs, all queries |
-| transform | write silver and up, read bronze and `pg`, create/drop only `transform_*` catalogs |
+| transform | write silver and up and `internal`, read bronze and `pg`, own `transform_*` catalogs |
 | ingest | read and write `lake.bronze` only |
 | maintain | compact every table of `lake` (table procedures), create or drop nothing |
 | analyst | read silver, gold, platinum (coordinates to 0.1°), run records; a tenant's: its rows |
 | superset | read like an analyst; may impersonate tenant analysts |
+
+The `internal` schema holds the pipeline's own work tables (dbt/models/internal: the
+latest run's checked rows, silver's position in bronze, the series each run touched):
+engineers and the platform's principals read it, analysts and Superset are not granted
+it and do not see it.
 
 Everyone sees and kills only their own queries (Trino always allows that), except
 engineers. A tenant's analyst reads its rows of silver, gold and platinum and nothing
@@ -36,6 +41,10 @@ from lakehouse.trino_patterns import any_of, exact, for_replacement, sql_string
 from lakehouse.trino_users import ROLES, Principal
 
 READ_SCHEMAS = "silver|gold|platinum"
+# The transform writes the analysts' layers and its own work tables (never granted to
+# analysts: see the module docstring).
+INTERNAL_SCHEMA = "internal"
+WRITE_SCHEMAS = f"{READ_SCHEMAS}|{INTERNAL_SCHEMA}"
 ALL_PRIVILEGES = ["SELECT", "INSERT", "DELETE", "UPDATE", "OWNERSHIP", "GRANT_SELECT"]
 # Analysts see where a site is to about 10 km, never its exact position.
 LOCATION_MASKS = [
@@ -105,7 +114,7 @@ def access_rules(everyone: list[Principal]) -> dict[str, Any]:
             {
                 "group": "transform",
                 "catalog": "lake|transform_.*",
-                "schema": f"(.*_)?({READ_SCHEMAS})",
+                "schema": f"(.*_)?({WRITE_SCHEMAS})",
                 "owner": True,
             },
             {"group": "ingest", "catalog": "lake", "schema": "(.*_)?bronze", "owner": True},
@@ -163,7 +172,7 @@ def _service_tables() -> list[dict[str, Any]]:
         {
             "group": "transform",
             "catalog": "lake|transform_.*",
-            "schema": f"(.*_)?({READ_SCHEMAS})",
+            "schema": f"(.*_)?({WRITE_SCHEMAS})",
             "privileges": ALL_PRIVILEGES,
         },
         {"group": "transform", "privileges": ["SELECT"]},

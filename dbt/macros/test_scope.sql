@@ -26,7 +26,8 @@
 {#- The rows of `relation` the current run wrote, as a predicate; none: test it whole. -#}
 {% macro run_scope(relation) -%}
     {%- set written_by_run = {
-        'silver': ['readings', 'readings_quarantine', 'run_series'],
+        'silver': ['readings', 'readings_quarantine'],
+        'internal': ['run_series'],
         'gold': ['fct_device_hourly', 'fct_site_daily'],
         'platinum': ['device_features', 'anomaly_scores'],
     } -%}

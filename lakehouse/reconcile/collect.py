@@ -36,6 +36,7 @@ from lakehouse.branch_catalogs import (
 from lakehouse.bronze_offsets import Gap, committed_offsets, expired_offsets
 from lakehouse.clients import iceberg_catalog, kafka_config, postgres_connection, trino_connection
 from lakehouse.config import Settings
+from lakehouse.contracts import INTERNAL_SCHEMA, LEGACY_SCHEMA
 from lakehouse.credentials import Credentials
 from lakehouse.errors import ReconcileError
 from lakehouse.names import checked
@@ -51,9 +52,12 @@ TABLES = {
     "rejected": ("bronze", "readings_rejected"),
     "silver": ("silver", "readings"),
     "quarantine": ("silver", "readings_quarantine"),
-    "progress": ("silver", "bronze_progress"),
+    "progress": (INTERNAL_SCHEMA, "bronze_progress"),
     "gold": ("gold", "fct_device_hourly"),
 }
+# Where a lakehouse of the older layout keeps a table until its next transform run
+# moves it (lakehouse.transform.internal_tables).
+LEGACY = {"progress": (LEGACY_SCHEMA, "bronze_progress")}
 # Bronze envelopes are matched to receipts this far outside the window: an envelope
 # received just before `until` reaches bronze a little after it.
 ENVELOPE_MARGIN = "interval '1' hour"
@@ -81,6 +85,7 @@ class Reconciler:
         self.settings = settings
         self.credentials = credentials
         self.prefix = settings.transform.schema_prefix
+        self.locations = dict(TABLES)
 
     def run(
         self,
@@ -187,6 +192,9 @@ class Reconciler:
         gaps: list[Gap] = []
         for role, (layer, name) in TABLES.items():
             identifier = f"{self.prefix}{layer}.{name}"
+            if not catalog.table_exists(identifier) and role in LEGACY:
+                self.locations[role] = LEGACY[role]
+                identifier = f"{self.prefix}{LEGACY[role][0]}.{LEGACY[role][1]}"
             if not catalog.table_exists(identifier):
                 snapshots[role] = None
                 continue
@@ -201,7 +209,7 @@ class Reconciler:
     def _table(self, branch: str, role: str, snapshot: int | None) -> str | None:
         if snapshot is None:
             return None
-        layer, name = TABLES[role]
+        layer, name = self.locations[role]
         return f'"{branch}"."{self.prefix}{layer}".{name}'
 
     def _trino(self, catalog: str = "lake") -> Any:
@@ -475,7 +483,7 @@ class _Queries:
     def _bronze(self, where: str) -> str:
         """Bronze rows (alias b in `where`) and whether silver processed each: a Kafka row
         up to its partition's recorded position, a file row once its hash is recorded
-        (see silver.bronze_progress). Joined with the few progress rows, not per row."""
+        (see internal.bronze_progress). Joined with the few progress rows, not per row."""
         bronze, progress = self.tables["bronze"], self.tables["progress"]
         if progress is None:
             return f"(select b.*, false as processed from {bronze} b where {where})"

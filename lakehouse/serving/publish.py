@@ -272,12 +272,12 @@ class ServingPublisher:
     # -- reading from Trino ---------------------------------------------------------------
     def _touched_sql(self, run_ids: Sequence[str], *, recorded: bool) -> str:
         """Per series (device, site, metric) the hours the runs' new silver rows span:
-        as each run recorded them (silver.run_series), or from silver itself."""
+        as each run recorded them (internal.run_series), or from silver itself."""
         listed = ", ".join(f"'{checked('run id', r)}'" for r in run_ids)
         if recorded:
             return (
                 "select device_id, site, metric, min(first_hour) as lo, max(last_hour) as hi "
-                f'from "{self.prefix}silver".run_series where run_id in ({listed}) '
+                f'from "{self.prefix}internal".run_series where run_id in ({listed}) '
                 "group by 1, 2, 3"
             )
         return (
@@ -308,7 +308,11 @@ class ServingPublisher:
         since = None
         if not full and pending:
             cursor = self._trino()
-            cursor.execute(f"show tables from \"{self.prefix}silver\" like 'run_series'")
+            # Not `show tables`: the schema itself is missing until a run has made it.
+            cursor.execute(
+                "select table_name from information_schema.tables "
+                f"where table_schema = '{self.prefix}internal' and table_name = 'run_series'"
+            )
             recorded = bool(cursor.fetchall())
             cursor.execute(self._touched_sql(pending, recorded=recorded))
             touched = [tuple(row) for row in cursor.fetchall()]

@@ -2,6 +2,8 @@
 
 1. Take the lock and record the run (PostgreSQL, schema `transform`).
 2. Branch `transform_<run id>` from main in Nessie; everything below happens there.
+   (Work tables a lakehouse of an older layout keeps in silver are first moved to
+   `internal` on main: lakehouse.transform.internal_tables.)
 3. Read the bronze window on the branch (committed offsets minus silver's progress);
    with no new bronze rows and an unchanged registry, stop: main stays as it is.
 4. Add a Trino catalog of the same name on the branch and `dbt build` into it. The data
@@ -35,12 +37,14 @@ from lakehouse.branch_catalogs import (
 from lakehouse.bronze_offsets import committed_offsets
 from lakehouse.clients import iceberg_catalog, postgres_connection, trino_connection
 from lakehouse.config import Settings
+from lakehouse.contracts import INTERNAL_SCHEMA
 from lakehouse.credentials import Credentials
 from lakehouse.errors import CatalogError, LakehouseError, ServersAwayError, TransformError
 from lakehouse.names import checked
 from lakehouse.nessie import NessieClient
 from lakehouse.serving.publish import PublishReport, ServingPublisher
 from lakehouse.transform import dbt
+from lakehouse.transform.internal_tables import move_to_internal
 from lakehouse.transform.window import BronzeWindow, compute_window
 
 if TYPE_CHECKING:
@@ -176,6 +180,7 @@ class TransformRunner:
     def _run(self, conn: Any, report: RunReport, *, full_refresh: bool, force: bool) -> None:
         with NessieClient(self.settings, self.credentials, principal="transform") as nessie:
             self._drop_orphan_catalogs(nessie)
+            self._move_internal_tables(conn, report.run_id)
             branch = nessie.create_branch(report.branch, "main")
             report.main_before = branch.hash
             try:
@@ -261,6 +266,7 @@ class TransformRunner:
     def _audit(self, conn: Any, report: RunReport) -> None:
         with NessieClient(self.settings, self.credentials, principal="transform") as nessie:
             self._drop_orphan_catalogs(nessie)
+            self._move_internal_tables(conn, report.run_id)
             branch = nessie.create_branch(report.branch, "main")
             report.main_before = report.main_after = branch.hash
             catalog = iceberg_catalog(
@@ -321,6 +327,26 @@ class TransformRunner:
             "columns_may_change": columns_may_change,
         }
 
+    def _move_internal_tables(self, conn: Any, run_id: str) -> None:
+        """Move the work tables an older layout kept in silver to `internal`, on main,
+        before the run branches (see lakehouse.transform.internal_tables)."""
+        main = iceberg_catalog(
+            self.settings, self.credentials, s3_key="reader", principal="transform"
+        )
+        try:
+            done = move_to_internal(main, self.prefix)
+        except Exception as exc:  # pyiceberg's: the catalog refused; the next run goes on
+            raise TransformError(
+                f"moving the work tables from {self.prefix}silver to "
+                f"{self.prefix}{INTERNAL_SCHEMA} failed: {exc}",
+                fix="check that Nessie answers, then run `lakehouse transform` again",
+            ) from exc
+        if done:
+            audit.record(
+                conn, "transform", "move_work_tables", run_id,
+                detail={"done": done, "schema_prefix": self.prefix},
+            )  # fmt: skip
+
     def _window(self, branch: str, conn: Any, *, full_refresh: bool) -> BronzeWindow:
         catalog = iceberg_catalog(
             self.settings, self.credentials, ref=branch, s3_key="reader", principal="transform"
@@ -357,7 +383,7 @@ class TransformRunner:
         return bool(rows.to_arrow().num_rows)
 
     def _progress(self, catalog: Catalog) -> dict[str, int | None]:
-        name = f"{self.prefix}silver.bronze_progress"
+        name = f"{self.prefix}{INTERNAL_SCHEMA}.bronze_progress"
         if not catalog.table_exists(name):
             return {}
         rows = catalog.load_table(name).scan(selected_fields=("stream", "position")).to_arrow()

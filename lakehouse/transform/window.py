@@ -2,7 +2,7 @@
 
 Bronze commits its Kafka offsets in the same snapshot as the rows (a table property per
 topic), so the committed offsets of the branch a run works on bound exactly the rows it
-can see. Silver records how far it got (`silver.bronze_progress`, published with silver
+can see. Silver records how far it got (`internal.bronze_progress`, published with silver
 in one merge); a run takes, per partition, the offsets in (processed, committed]. Files
 are committed whole, so a file's hash is either processed or not. Neither depends on
 event time or on which consumer committed first.

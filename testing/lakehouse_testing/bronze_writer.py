@@ -18,12 +18,12 @@ from ingest.offsets import commit_with_offsets, read_offsets
 from ingest.readings import ReadingsBuilder, Source
 from lakehouse.contracts import ensure_bronze_tables
 
-LAYERS = ("bronze", "silver", "gold", "platinum")
+LAYERS = ("bronze", "silver", "gold", "platinum", "internal")
 Identity = tuple[str, str, str]
 
 
 def create_environment(catalog: Catalog, prefix: str) -> Table:
-    """Namespaces `<prefix>bronze` … `<prefix>platinum` and the bronze tables."""
+    """Namespaces `<prefix>bronze` … `<prefix>internal` and the bronze tables."""
     for layer in LAYERS:
         catalog.create_namespace_if_not_exists(f"{prefix}{layer}")
     ensure_bronze_tables(

@@ -44,7 +44,7 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.integration
 
 RESTORED_FIRST_PORT = 21_200
-LAYERS = ("silver", "gold", "platinum")
+LAYERS = ("silver", "gold", "platinum", "internal")
 
 
 @pytest.fixture
@@ -59,7 +59,8 @@ def restored_home(stack_settings):
 
 
 def tables_at(settings: Settings, ref: str) -> dict[str, list[dict]]:
-    """Every row of every silver, gold and platinum table on a Nessie reference."""
+    """Every row of every table transform runs publish (silver and up, the pipeline's
+    work tables included) on a Nessie reference."""
     catalog = iceberg_catalog(settings, load(settings), ref, s3_key="reader")
     rows = {}
     for layer in LAYERS:

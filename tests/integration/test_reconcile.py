@@ -165,6 +165,16 @@ def test_a_clean_pipeline_is_accounted_for_and_a_loss_and_a_duplicate_are_named(
     assert code == 0 and document["accounted"] is True
     assert document["totals"]["gold"] == 240
 
+    # A lakehouse of the older layout, before its next run, keeps the progress in silver:
+    # reconcile reads it there (the next transform moves it to internal).
+    lake = iceberg_catalog(pipeline.settings, pipeline.credentials, s3_key="ingest")
+    lake.rename_table(
+        f"{pipeline.prefix}internal.bronze_progress", f"{pipeline.prefix}silver.bronze_progress"
+    )
+    older = pipeline.reconcile()
+    assert older.accounted, [d.describe() for d in older.discrepancies]
+    assert older.devices[first].transform_pending == 0
+
     # A duplicate: the first device's next batch produced to Kafka again, outside the gateway.
     receipt = pipeline.post(first, 3)
     envelope = _read_envelope(pipeline, receipt)
@@ -183,6 +193,8 @@ def test_a_clean_pipeline_is_accounted_for_and_a_loss_and_a_duplicate_are_named(
     )
     bronze.delete(f"device_id = '{second}' and seq > {3 * PER_BATCH}")
     pipeline.transform()
+    assert lake.table_exists(f"{pipeline.prefix}internal.bronze_progress")
+    assert not lake.table_exists(f"{pipeline.prefix}silver.bronze_progress")
 
     found = pipeline.reconcile()
     assert not found.accounted

@@ -188,3 +188,28 @@ def test_analysts_see_site_coordinates_masked_and_engineers_exactly(stack_settin
         assert run(stack_settings, people["tenant"], query) == [[52.5, 13.4]]
     finally:
         run(stack_settings, engineer, f"drop table {table}")
+
+
+def test_the_pipelines_work_tables_are_for_engineers_and_the_platform_only(
+    stack_settings, people, credentials
+):
+    """`lake.internal` (silver's position in bronze, the latest run's checked rows, the
+    series each run touched) is granted to engineers and the platform's principals:
+    analysts, a tenant's or not, neither read it nor see the schema, nor does Superset,
+    through which analysts query too."""
+    table = f"lake.internal.work_probe_{uuid.uuid4().hex[:6]}"
+    engineer = people["lakehouse"]
+    run(stack_settings, engineer, "create schema if not exists lake.internal")
+    run(stack_settings, engineer, f"create table {table} (tenant varchar, v integer)")
+    try:
+        run(stack_settings, engineer, f"insert into {table} values ('tenant-01', 1)")
+        maintain = ("lakehouse-maintain", credentials.trino_passwords["lakehouse-maintain"])
+        for who in (engineer, people["lakehouse-transform"], maintain):
+            assert run(stack_settings, who, f"select count(*) from {table}") == [[1]]
+        for who in ("analyst", "tenant", "superset"):
+            message = refused(stack_settings, people[who], f"select count(*) from {table}")
+            assert message == f"Access Denied: Cannot select from table {table}", (who, message)
+            schemas = {row[0] for row in run(stack_settings, people[who], "show schemas from lake")}
+            assert "silver" in schemas and "internal" not in schemas, (who, schemas)
+    finally:
+        run(stack_settings, engineer, f"drop table {table}")

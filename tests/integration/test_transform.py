@@ -43,7 +43,7 @@ pytestmark = pytest.mark.integration
 SINCE = datetime(2026, 10, 1, tzinfo=UTC)
 H0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 MODELS = (
-    "silver.readings", "silver.readings_quarantine", "silver.bronze_progress",
+    "silver.readings", "silver.readings_quarantine", "internal.bronze_progress",
     "gold.fct_device_hourly", "gold.fct_site_daily", "gold.device_health",
     "platinum.device_features", "platinum.anomaly_scores",
 )  # fmt: skip
@@ -775,9 +775,52 @@ def test_the_analysts_table_reference_lists_what_a_run_publishes(env):
     append_from_kafka(env.table, [(a, reading(1, 0, "temperature", 20))], partition=0)
     assert env.run().outcome == "published"
     columns = lake_columns(trino_connection(env.settings).cursor(), env.prefix)
-    assert len(columns) == 16  # 13 models and 3 seeds
+    assert len(columns) == 13  # 10 models and 3 seeds (the work tables are in internal)
     text = render(columns, descriptions(env.settings.transform.project_dir))
     assert text == REFERENCE.read_text(), "docs/tables.md is out of date: run `make docs`"
+
+
+def test_work_tables_an_older_layout_kept_in_silver_move_to_internal_with_the_next_run(env):
+    """A lakehouse made before kept its work tables in silver: the next run moves them to
+    `internal` on main before it branches, even with nothing new, the progress with its
+    rows (bronze is not processed again), and every later run uses them there."""
+    a, p = env.devices["a"], env.prefix
+    append_from_kafka(env.table, [(a, reading(1, 0, "temperature", 20))], partition=0)
+    assert env.run().outcome == "published"
+    catalog = iceberg_catalog(env.settings, env.credentials, s3_key="ingest")
+    for table in ("bronze_progress", "run_series", "readings_checked"):
+        catalog.rename_table(f"{p}internal.{table}", f"{p}silver.{table}")
+    catalog.drop_namespace(f"{p}internal")
+    progress = env.query("select stream, position from {p}silver.bronze_progress order by 1")
+
+    moved = env.run()
+    assert moved.outcome == "up_to_date", moved.error
+    assert sorted(t for _, t in catalog.list_tables(f"{p}silver")) == [
+        "dim_device", "dim_site", "dim_tenant", "metric_noise_floors", "metric_ranges",
+        "readings", "readings_quarantine", "unit_conversions",
+    ]  # fmt: skip
+    assert sorted(t for _, t in catalog.list_tables(f"{p}internal")) == [
+        "bronze_progress", "run_series",
+    ]  # fmt: skip
+    assert env.query("select stream, position from {p}internal.bronze_progress order by 1") == (
+        progress
+    )
+    assert env.query("select count(*) from {p}internal.run_series") == [[1]]
+    with postgres_connection(env.settings, env.credentials) as conn:
+        (done,) = conn.execute(
+            "select detail->'done' from audit.events where action = 'move_work_tables' "
+            "and target = %s",
+            (moved.run_id,),
+        ).fetchone()
+    assert len(done) == 3
+
+    append_from_kafka(env.table, [(a, reading(2, 1, "temperature", 21))], partition=0)
+    after = env.run()
+    assert after.outcome == "published", after.error
+    assert after.counts["bronze"] == after.counts["silver"] == 1
+    assert env.query("select seq from {p}silver.readings order by seq") == [[1], [2]]
+    assert env.query("select count(*) from {p}internal.run_series") == [[2]]
+    assert env.run().outcome == "up_to_date"
 
 
 def test_a_run_waits_for_a_server_that_is_away_and_starts_nothing(env):

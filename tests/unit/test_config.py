@@ -25,7 +25,7 @@ def test_defaults_bind_loopback_with_distinct_ports():
     assert len(set(ports.values())) == len(ports) == 15
     assert ports["nessie management"] != 9000  # Quarkus' default would collide with MinIO
     assert settings.kafka.partitions == 6
-    assert settings.namespaces == ("bronze", "silver", "gold", "platinum")
+    assert settings.namespaces == ("bronze", "silver", "gold", "platinum", "internal")
 
 
 def test_environment_overrides_each_service(monkeypatch, tmp_path):

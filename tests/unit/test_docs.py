@@ -8,7 +8,7 @@ from lakehouse.docs import REFERENCE, descriptions, render
 
 def test_every_model_of_the_layers_has_a_description():
     described = descriptions(Settings().transform.project_dir)
-    assert len(described) == 13
+    assert len(described) == 10
     assert sorted(name for name, (text, _) in described.items() if not text) == []
 
 
@@ -25,3 +25,11 @@ def test_a_column_the_model_describes_keeps_its_own_words():
     text = render(columns, described)
     assert "| `run_id` | varchar | The transform run that published the row. |" in text
     assert "(device_id, seq) identifies a reading" in text
+
+
+def test_the_pipelines_work_tables_are_not_in_the_analysts_reference():
+    described = descriptions(Settings().transform.project_dir)
+    text = REFERENCE.read_text()
+    for table in ("readings_checked", "bronze_progress", "run_series"):
+        assert not [name for name in described if name.endswith(f".{table}")]
+        assert f".{table}`" not in text

@@ -188,6 +188,31 @@ def test_a_tenant_analyst_reads_data_tables_not_metadata_tables_or_others_work()
     assert privileges("pg", "registry", "devices") == []
 
 
+def test_the_internal_schema_is_for_engineers_and_the_platforms_principals_only():
+    people = [
+        Principal("acme-a", "analyst", "acme", "$2y$10$a"),
+        Principal("ann", "analyst", None, "$2y$10$a"),
+        Principal("eng", "engineer", None, "$2y$10$a"),
+    ]
+    rules = access_rules(people)
+
+    def privileges(user: str, group: str, schema: str) -> list[str]:
+        subject = {"user": user, "group": group, "catalog": "lake", "schema": schema,
+                   "table": "bronze_progress"}  # fmt: skip
+        return _first([*rules["tables"], {"privileges": []}], **subject)["privileges"]
+
+    for user, group in (("acme-a", "analyst"), ("ann", "analyst"), ("superset", "superset")):
+        assert privileges(user, group, "silver") == ["SELECT"]
+        assert privileges(user, group, "internal") == []
+    assert "OWNERSHIP" in privileges("eng", "engineer", "internal")
+    for schema in ("internal", "t1_internal"):
+        assert "INSERT" in privileges("lakehouse-transform", "transform", schema)
+        owner = _first(rules["schemas"], group="transform", catalog="lake", schema=schema)
+        assert owner["owner"] is True
+    assert "SELECT" in privileges("lakehouse-maintain", "maintain", "internal")
+    assert privileges("lakehouse-ingest", "ingest", "internal") == []
+
+
 def test_a_disabled_user_can_neither_log_in_nor_be_in_a_group(tmp_path):
     people = [
         Principal("on", "analyst", None, "$2y$10$on"),

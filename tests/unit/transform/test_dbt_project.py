@@ -59,6 +59,9 @@ def test_layers_land_in_their_own_schemas(manifest):
     assert schemas["readings"] == "silver"
     assert schemas["fct_device_hourly"] == "gold"
     assert schemas["anomaly_scores"] == "platinum"
+    # The pipeline's work tables, out of analysts' sight (lakehouse.trino_access).
+    for work_table in ("readings_checked", "bronze_progress", "run_series"):
+        assert schemas[work_table] == "internal"
 
 
 def test_profile_takes_connection_details_from_the_environment():
