@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How long an interrupted run waits for the servers to come back to clear its branch.
+OUTAGE_WAIT_SECONDS = 180.0
+
 
 @dataclass
 class RunReport:
@@ -145,6 +148,10 @@ class TransformRunner:
                 work(conn, report)
             except LakehouseError as exc:
                 report.outcome, report.error = "error", exc.message
+                raise
+            except Exception as exc:
+                if report.outcome == "running":  # not merged: main never saw the run
+                    self._interrupted_or_error(report, exc)
                 raise
             finally:
                 report.seconds = time.monotonic() - started
@@ -253,15 +260,40 @@ class TransformRunner:
         messages = [result.error or ""] + [n.message or "" for n in report.failed_nodes]
         if not missing and not any(servers.is_outage_message(m) for m in messages):
             return
-        try:
-            self._drop_catalog(report.branch)
-            nessie.delete_branch(report.branch)
-        except Exception as exc:  # the server is still away: keep it as a failed run
-            log.warning("run %s: branch of an interrupted run kept: %s", report.run_id, exc)
+        if not self._cleared(report):  # the server stayed away: kept as a failed run
             return
         cause = f"{', '.join(missing)} went away" if missing else "a server went away"
         report.outcome = "interrupted"
         report.error = f"{cause} during the build ({report.error}); main is untouched"
+
+    def _interrupted_or_error(self, report: RunReport, exc: Exception) -> None:
+        """A run that raised before publishing: `interrupted` (its branch and catalog
+        dropped) when a server went away, else `error`. Either way it is recorded."""
+        said = f"{type(exc).__name__}: {str(exc)[:500]}"
+        if (servers.is_outage(exc) or servers.away(self.settings)) and self._cleared(report):
+            report.outcome = "interrupted"
+            report.error = f"a server went away ({said}); main is untouched"
+        else:
+            report.outcome, report.error = "error", said
+
+    def _cleared(self, report: RunReport) -> bool:
+        """Drop an interrupted run's catalog and branch once the servers answer again
+        (waiting up to OUTAGE_WAIT_SECONDS); False if they stay away."""
+        deadline = time.monotonic() + OUTAGE_WAIT_SECONDS
+        while True:
+            try:
+                servers.wait_until_answering(self.settings, max(0.0, deadline - time.monotonic()))
+                self._drop_catalog(report.branch)
+                with NessieClient(self.settings, self.credentials, principal="transform") as nessie:
+                    if report.branch in {ref.name for ref in nessie.references()}:
+                        nessie.delete_branch(report.branch)
+                return True
+            except Exception as exc:
+                if not servers.is_outage(exc) or time.monotonic() >= deadline:
+                    log.warning("run %s: branch of an interrupted run kept: %s",
+                                report.run_id, exc)  # fmt: skip
+                    return False
+                time.sleep(2)
 
     def _audit(self, conn: Any, report: RunReport) -> None:
         with NessieClient(self.settings, self.credentials, principal="transform") as nessie:
