@@ -106,8 +106,8 @@ class Sampler:
         )
 
     def _runs(self) -> tuple[dict[str, int], list[float]]:
-        from lakehouse.clients import postgres_connection
         from lakehouse import transform_runs as runs
+        from lakehouse.clients import postgres_connection
 
         with postgres_connection(self.settings, self.credentials) as conn:
             recent = [r for r in runs.recent(conn, limit=1000) if r.started_at >= self.since]
