@@ -45,6 +45,16 @@ def post_both_ways(gateway: Gateway, headers: dict[str, str], body: bytes) -> li
     return asyncio.run(both())
 
 
+def failing_registry(error: Exception) -> Authenticator:
+    """An authenticator whose registry fails with `error`."""
+
+    class Failing:
+        async def identify(self, authorization: str | None) -> None:
+            raise error
+
+    return Failing()  # type: ignore[return-value]
+
+
 def requests_counted(gateway: Gateway, status: str) -> float | None:
     sample = "lakehouse_gateway_requests_total"
     return gateway.metrics.registry.get_sample_value(sample, {"status": status})
@@ -78,11 +88,7 @@ def test_an_oversized_body_is_the_same_413_on_both_paths(gateway):
 
 
 def test_postgres_down_is_the_same_503_on_both_paths(gateway):
-    class DownRegistry:
-        async def identify(self, authorization: str | None) -> None:
-            raise OperationalError("connection refused")
-
-    gateway.auth = DownRegistry()  # type: ignore[assignment]
+    gateway.auth = failing_registry(OperationalError("connection refused"))
     responses = post_both_ways(gateway, {"Authorization": f"Bearer {TOKEN}", **JSON}, b"[]")
     assert_same_problem(responses, 503, "database-unavailable")
     assert responses[0].headers["retry-after"] == "5"
@@ -91,11 +97,7 @@ def test_postgres_down_is_the_same_503_on_both_paths(gateway):
 
 
 def test_an_unexpected_error_is_the_same_500_on_both_paths(gateway, caplog):
-    class BrokenRegistry:
-        async def identify(self, authorization: str | None) -> None:
-            raise RuntimeError("a bug")
-
-    gateway.auth = BrokenRegistry()  # type: ignore[assignment]
+    gateway.auth = failing_registry(RuntimeError("a bug"))
     responses = post_both_ways(gateway, {"Authorization": f"Bearer {TOKEN}", **JSON}, b"[]")
     assert_same_problem(responses, 500, "internal-error")
     logged = [r for r in caplog.records if r.getMessage() == "unexpected error"]
