@@ -1,4 +1,4 @@
-"""FastAPI application of the upload gateway.
+"""The upload gateway: an ASGI application with FastAPI behind it.
 
 Partial batches: a request with any bad reading is rejected whole (400), and the
 problem lists the index and reason of every bad reading; nothing of it reaches Kafka.
@@ -35,7 +35,7 @@ from prometheus_client import (
 )
 from psycopg import OperationalError
 from psycopg_pool import AsyncConnectionPool
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from ingest.gateway.auth import Authenticator
 from ingest.gateway.body import parse_readings, read_body
@@ -109,29 +109,171 @@ def _database_unavailable(exc: OperationalError, outage: Outage) -> Problem:
                    "readings not accepted", retry_after=DATABASE_RETRY_AFTER)  # fmt: skip
 
 
-def _internal_error() -> Response:
-    log.exception("unexpected error")
-    return Problem(500, "internal-error", "the gateway failed; try again later").response()
+_READING = {
+    "type": "object",
+    "required": ["seq", "ts", "metric", "value"],
+    "properties": {
+        "seq": {"type": "integer", "minimum": 0},
+        "ts": {"type": "string", "format": "date-time"},
+        "metric": {"type": "string", "minLength": 1, "maxLength": 128},
+        "value": {"type": "number"},
+        "unit": {"type": "string", "maxLength": 32},
+        "attrs": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+_UPLOAD_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "array", "items": _READING}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        },
+    },
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "pattern": _BATCH_ID.pattern},
+        },
+    ],
+}
+_UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "This batch id was accepted before; the original receipt"},
+    400: {"description": "Invalid body or readings (problem+json with errors)"},
+    401: {"description": "Missing, malformed, unknown, revoked or expired token"},
+    403: {"description": "A reading names another device or tenant"},
+    409: {"description": "The batch id was used for different readings"},
+    413: {"description": "Body or batch too large"},
+    415: {"description": "Unsupported Content-Type or Content-Encoding"},
+    429: {"description": "Rate limit exceeded; see Retry-After"},
+    503: {
+        "description": "Kafka or PostgreSQL unavailable, or the batch is being "
+        "accepted by another request; see Retry-After"
+    },
+}
 
 
-def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
-    config = settings.gateway
-    limits = Limits(max_future=timedelta(seconds=settings.ingest.max_future_seconds))
-    metrics = Metrics()
-    limiter = RateLimiter(config.requests_per_second, config.burst)
-    state: dict[str, Any] = {}
-    # A reservation this old outlived any send (its gateway died): look in Kafka.
-    stale_after = config.delivery_timeout_seconds + RESERVATION_MARGIN_SECONDS
-    db_outage = Outage("PostgreSQL", log, metrics.availability("postgres"))
-    kafka_outage = Outage("Kafka", log, metrics.availability("kafka"))
-    gateway_kafka = kafka_config(settings, "gateway", credentials=credentials)
+class Gateway:
+    """The upload gateway: one ASGI application, its dependencies and its one error path.
+
+    `POST /v1/readings` goes straight to `upload` (the fast path): FastAPI's routing and
+    middleware cost more CPU per request than the upload itself (parsing, validation,
+    Kafka), and one process must carry 500 devices uploading every second. Every other
+    request goes through FastAPI (`api`), which also serves and describes the upload
+    (OpenAPI). Errors on both paths take the same way out, `error_response`:
+    problem+json, counted by status. Every request gets one access-log line (client,
+    method, path, status, milliseconds; never a header, so never a token).
+
+    The connections to PostgreSQL and Kafka are opened when the application starts
+    (its lifespan) and closed when it stops.
+    """
+
+    # Opened by the lifespan, before the first request.
+    pool: AsyncConnectionPool[Any]
+    auth: Authenticator
+    receipts: ReceiptStore
+    producer: AsyncProducer
+
+    def __init__(self, settings: Settings, credentials: Credentials) -> None:
+        self.settings = settings
+        self.credentials = credentials
+        self.config = settings.gateway
+        self.topic = settings.kafka.topic
+        self.limits = Limits(max_future=timedelta(seconds=settings.ingest.max_future_seconds))
+        self.metrics = Metrics()
+        self.limiter = RateLimiter(self.config.requests_per_second, self.config.burst)
+        # A reservation this old outlived any send (its gateway died): look in Kafka.
+        self.stale_after = self.config.delivery_timeout_seconds + RESERVATION_MARGIN_SECONDS
+        self.db_outage = Outage("PostgreSQL", log, self.metrics.availability("postgres"))
+        self.kafka_outage = Outage("Kafka", log, self.metrics.availability("kafka"))
+        self.kafka = kafka_config(settings, "gateway", credentials=credentials)
+        self.api = self._api()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+            return
+        started = time.perf_counter()
+        if scope["method"] == "POST" and scope["path"] == "/v1/readings":
+            try:
+                response = await self.upload(Request(scope, receive))
+            except Exception as exc:
+                response = self.error_response(exc)
+            await response(scope, receive, send)
+            status = response.status_code
+        else:
+            sent: list[int] = [0]
+
+            async def send_and_note(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    sent[0] = message["status"]
+                await send(message)
+
+            await self.api(scope, receive, send_and_note)
+            status = sent[0]
+        client = scope.get("client") or ("-", 0)
+        access_log.info(
+            "%s:%s %s %s %d %.1fms", client[0], client[1], scope["method"], scope["path"],
+            status, (time.perf_counter() - started) * 1000,
+        )  # fmt: skip
+
+    def error_response(self, exc: Exception) -> Response:
+        """The answer to an error, on the fast path and through FastAPI alike."""
+        if isinstance(exc, Problem):
+            return self.metrics.problem(exc)
+        if isinstance(exc, OperationalError):
+            return self.metrics.problem(_database_unavailable(exc, self.db_outage))
+        if isinstance(exc, RequestValidationError):
+            return Problem(400, "invalid-request", str(exc.errors())[:500]).response()
+        log.error("unexpected error", exc_info=exc)
+        return Problem(500, "internal-error", "the gateway failed; try again later").response()
+
+    async def _error_handler(self, _: Request, exc: Exception) -> Response:
+        return self.error_response(exc)
+
+    def _api(self) -> FastAPI:
+        api = FastAPI(
+            title="Lakehouse upload gateway",
+            version="1",
+            lifespan=self._lifespan,
+            description="Devices upload readings with their own bearer token.",
+        )
+        for handled in (Problem, RequestValidationError, OperationalError, Exception):
+            api.add_exception_handler(handled, self._error_handler)
+        api.post(
+            "/v1/readings",
+            status_code=202,
+            summary="Upload a batch of readings",
+            openapi_extra=_UPLOAD_OPENAPI,
+            responses=_UPLOAD_RESPONSES,
+        )(self.upload)
+        api.get(
+            "/v1/sequence",
+            summary="The highest seq accepted from this device",
+            description="An agent installed afresh on a device numbers its readings on from "
+            "here, so they are never taken for duplicates of the readings sent before.",
+            responses={
+                401: {"description": "Missing, malformed, unknown, revoked or expired token"},
+                503: {"description": "PostgreSQL unavailable; see Retry-After"},
+            },
+        )(self.sequence)
+        api.get("/healthz", summary="Liveness")(self.healthz)
+        api.get(
+            "/readyz",
+            summary="Readiness: PostgreSQL and Kafka reachable",
+            responses={503: {"description": "A dependency is unavailable"}},
+        )(self.readyz)
+        api.get("/metrics", summary="Prometheus metrics")(self.prometheus)
+        return api
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
         conninfo = (
-            f"host={settings.server_host('postgres')} port={settings.postgres.port} "
+            f"host={self.settings.server_host('postgres')} port={self.settings.postgres.port} "
             "dbname=lakehouse "
-            f"user=lakehouse password={credentials.database_passwords['lakehouse']} "
+            f"user=lakehouse password={self.credentials.database_passwords['lakehouse']} "
             f"connect_timeout={DATABASE_RETRY_AFTER}"
         )
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -149,11 +291,11 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
         # Not waiting: the gateway starts while PostgreSQL is down (/readyz says so and
         # uploads get 503 until it is back).
         await pool.open(wait=False)
-        state["pool"] = pool
-        auth = state["auth"] = Authenticator(pool)
-        receipts = state["receipts"] = ReceiptStore(pool, owner=f"gateway-{uuid.uuid4().hex}")
-        state["producer"] = AsyncProducer(gateway_kafka, config.delivery_timeout_seconds)
-        sweeper = asyncio.create_task(auth.keep_fresh(), name="token-cache")
+        self.pool = pool
+        self.auth = Authenticator(pool)
+        self.receipts = ReceiptStore(pool, owner=f"gateway-{uuid.uuid4().hex}")
+        self.producer = AsyncProducer(self.kafka, self.config.delivery_timeout_seconds)
+        sweeper = asyncio.create_task(self.auth.keep_fresh(), name="token-cache")
         # Every request allocates thousands of short-lived objects; with the default
         # thresholds the cyclic collector runs several times per request and keeps
         # walking the long-lived objects of the app. Freeze those, collect less often.
@@ -164,74 +306,16 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
             yield
         finally:
             sweeper.cancel()
-            state["producer"].close()
-            await auth.close()
-            await receipts.close()
+            self.producer.close()
+            await self.auth.close()
+            await self.receipts.close()
             await pool.close()
 
-    app = FastAPI(
-        title="Lakehouse upload gateway",
-        version="1",
-        lifespan=lifespan,
-        description="Devices upload readings with their own bearer token.",
-    )
-
-    @app.exception_handler(Problem)
-    async def _problem(_: Request, exc: Problem) -> Response:
-        return metrics.problem(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
-        return Problem(400, "invalid-request", str(exc.errors())[:500]).response()
-
-    @app.exception_handler(OperationalError)
-    async def _database(_: Request, exc: OperationalError) -> Response:
-        return metrics.problem(_database_unavailable(exc, db_outage))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
-        return _internal_error()
-
-    @app.post(
-        "/v1/readings",
-        status_code=202,
-        summary="Upload a batch of readings",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"type": "array", "items": _READING}},
-                    "application/x-ndjson": {"schema": {"type": "string"}},
-                },
-            },
-            "parameters": [
-                {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": False,
-                    "schema": {"type": "string", "pattern": _BATCH_ID.pattern},
-                },
-            ],
-        },
-        responses={
-            200: {"description": "This batch id was accepted before; the original receipt"},
-            400: {"description": "Invalid body or readings (problem+json with errors)"},
-            401: {"description": "Missing, malformed, unknown, revoked or expired token"},
-            403: {"description": "A reading names another device or tenant"},
-            409: {"description": "The batch id was used for different readings"},
-            413: {"description": "Body or batch too large"},
-            415: {"description": "Unsupported Content-Type or Content-Encoding"},
-            429: {"description": "Rate limit exceeded; see Retry-After"},
-            503: {
-                "description": "Kafka or PostgreSQL unavailable, or the batch is being "
-                "accepted by another request; see Retry-After"
-            },
-        },
-    )
-    async def upload(request: Request) -> Response:
+    async def upload(self, request: Request) -> Response:
         started = time.perf_counter()
-        identity = await state["auth"].identify(request.headers.get("authorization"))
-        wait = limiter.retry_after(identity.device_id)
+        config = self.config
+        identity = await self.auth.identify(request.headers.get("authorization"))
+        wait = self.limiter.retry_after(identity.device_id)
         if wait is not None:
             raise Problem(429, "rate-limited", "too many requests for this device",
                           retry_after=wait)  # fmt: skip
@@ -247,7 +331,7 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
             raise Problem(
                 413, "too-many-readings", f"{len(items)} readings > {config.max_readings}"
             )
-        _validate(items, identity, limits)
+        _validate(items, identity, self.limits)
         readings_json = orjson.dumps(items)
         device_id = identity.device_id
         # The readings are serialised once, for the digest and the envelope alike.
@@ -257,17 +341,16 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
         if len(envelope) > rules.MAX_ENVELOPE_BYTES:
             raise _too_large(len(items), len(envelope))
         digest = hashlib.sha256(readings_json).digest()
-        receipts: ReceiptStore = state["receipts"]
-        reservation = await receipts.reserve(device_id, batch_id, digest)
+        reservation = await self.receipts.reserve(device_id, batch_id, digest)
         if reservation.state == "done" and reservation.receipt is not None:
-            return _replay(reservation, digest, batch_id, metrics)
+            return _replay(reservation, digest, batch_id, self.metrics)
         if reservation.state != "reserved":
-            found = await _settle_reservation(reservation, device_id, batch_id, digest)
+            found = await self._settle_reservation(reservation, device_id, batch_id, digest)
             if found is not None:
                 return found
         try:
             partition, offset = await _with_timeout(
-                state["producer"].send(settings.kafka.topic, device_id.encode(), envelope),
+                self.producer.send(self.topic, device_id.encode(), envelope),
                 # librdkafka reports its own timeout first; this only guards the await.
                 config.delivery_timeout_seconds + 2,
             )
@@ -275,160 +358,74 @@ def create_app(settings: Settings, credentials: Credentials) -> FastAPI:
             # Checked above; only a broker configured below the limit gets here.
             raise _too_large(len(items), len(envelope)) from None
         except KafkaUnavailable as exc:
-            kafka_outage.failed(exc)
+            self.kafka_outage.failed(exc)
             # The reservation stays: a timed-out send may still have reached the broker,
             # so a retry looks for the batch in Kafka once the reservation is stale.
             raise Problem(503, "kafka-unavailable", f"readings not accepted: {exc}",
                           retry_after=KAFKA_RETRY_AFTER) from None  # fmt: skip
-        receipt = _receipt(batch_id, len(items), settings.kafka.topic, partition, offset)
+        receipt = _receipt(batch_id, len(items), self.topic, partition, offset)
         failpoint("gateway-after-kafka-ack")
-        await receipts.complete(device_id, batch_id, receipt, max(i["seq"] for i in items))
-        if db_outage.down_since is not None or kafka_outage.down_since is not None:
-            db_outage.recovered()
-            kafka_outage.recovered()
-        metrics.readings.inc(len(items))
-        metrics.requests.labels("202").inc()
-        metrics.latency.observe(time.perf_counter() - started)
+        await self.receipts.complete(device_id, batch_id, receipt, max(i["seq"] for i in items))
+        if self.db_outage.down_since is not None or self.kafka_outage.down_since is not None:
+            self.db_outage.recovered()
+            self.kafka_outage.recovered()
+        self.metrics.readings.inc(len(items))
+        self.metrics.requests.labels("202").inc()
+        self.metrics.latency.observe(time.perf_counter() - started)
         return JSONResponse(receipt, status_code=202)
 
     async def _settle_reservation(
-        reservation: Reservation, device_id: str, batch_id: str, digest: bytes
+        self, reservation: Reservation, device_id: str, batch_id: str, digest: bytes
     ) -> Response | None:
         """Another request holds the batch id: answer for it, or take it over (None)."""
         if reservation.digest is not None and reservation.digest != digest:
             raise _conflict(batch_id)
-        if reservation.state == "unknown" or reservation.age < stale_after:
+        if reservation.state == "unknown" or reservation.age < self.stale_after:
             raise Problem(503, "batch-in-progress", f"batch {batch_id!r} is being accepted by "
                           "another request; retry for its receipt", retry_after=1)  # fmt: skip
         # Its gateway died between Kafka and PostgreSQL: did the batch reach Kafka?
-        receipts: ReceiptStore = state["receipts"]
         since = time.time() - reservation.age
         try:
             found = await asyncio.to_thread(
-                find_envelope, gateway_kafka, settings.kafka.topic, device_id, batch_id, since,
+                find_envelope, self.kafka, self.topic, device_id, batch_id, since,
             )  # fmt: skip
         except LocateFailed as exc:
-            kafka_outage.failed(exc)
+            self.kafka_outage.failed(exc)
             raise Problem(503, "kafka-unavailable", f"readings not accepted: {exc}",
                           retry_after=KAFKA_RETRY_AFTER) from None  # fmt: skip
         if found is None:
-            if not await receipts.take_over(device_id, batch_id, stale_after):
+            if not await self.receipts.take_over(device_id, batch_id, self.stale_after):
                 raise Problem(503, "batch-in-progress", f"batch {batch_id!r} is being "
                               "accepted by another request", retry_after=1)  # fmt: skip
             return None
         log.info("batch %s of %s was in Kafka already (%d/%d); receipt restored",
                  batch_id, device_id, found[0], found[1])  # fmt: skip
-        seqs = await asyncio.to_thread(
-            _seqs_in_envelope, gateway_kafka, settings.kafka.topic, found,
-        )  # fmt: skip
-        receipt = _receipt(batch_id, len(seqs), settings.kafka.topic, found[0], found[1])
-        await receipts.complete(device_id, batch_id, receipt, max(seqs))
-        metrics.requests.labels("200").inc()
+        seqs = await asyncio.to_thread(_seqs_in_envelope, self.kafka, self.topic, found)
+        receipt = _receipt(batch_id, len(seqs), self.topic, found[0], found[1])
+        await self.receipts.complete(device_id, batch_id, receipt, max(seqs))
+        self.metrics.requests.labels("200").inc()
         return JSONResponse(receipt, status_code=200)
 
-    @app.get(
-        "/v1/sequence",
-        summary="The highest seq accepted from this device",
-        description="An agent installed afresh on a device numbers its readings on from "
-        "here, so they are never taken for duplicates of the readings sent before.",
-        responses={
-            401: {"description": "Missing, malformed, unknown, revoked or expired token"},
-            503: {"description": "PostgreSQL unavailable; see Retry-After"},
-        },
-    )
-    async def sequence(request: Request) -> dict[str, Any]:
-        identity = await state["auth"].identify(request.headers.get("authorization"))
-        receipts: ReceiptStore = state["receipts"]
+    async def sequence(self, request: Request) -> dict[str, Any]:
+        identity = await self.auth.identify(request.headers.get("authorization"))
         return {"device_id": identity.device_id,
-                "max_seq": await receipts.max_seq(identity.device_id)}  # fmt: skip
+                "max_seq": await self.receipts.max_seq(identity.device_id)}  # fmt: skip
 
-    app.state.upload = upload
-    app.state.metrics = metrics
-    app.state.db_outage = db_outage
-
-    @app.get("/healthz", summary="Liveness")
-    async def healthz() -> dict[str, str]:
+    async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: PostgreSQL and Kafka reachable",
-             responses={503: {"description": "A dependency is unavailable"}})  # fmt: skip
-    async def readyz() -> Response:
+    async def readyz(self) -> Response:
         try:
-            async with state["pool"].connection(timeout=2) as conn:
+            async with self.pool.connection(timeout=2) as conn:
                 await conn.execute("select 1")
         except Exception:  # any failure means not ready
             raise Problem(503, "not-ready", "PostgreSQL unavailable", retry_after=5) from None
-        if not await state["producer"].available():
+        if not await self.producer.available():
             raise Problem(503, "not-ready", "Kafka unavailable", retry_after=5)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics", summary="Prometheus metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    return app
-
-
-def with_upload_fast_path(app: FastAPI) -> ASGIApp:
-    """`POST /v1/readings` straight to its handler; everything else through FastAPI.
-
-    FastAPI's routing and middleware cost more CPU per request than the upload itself
-    (parsing, validation, Kafka), and one process must carry 500 devices uploading every
-    second. The handler, its errors (problem+json, metrics) and the OpenAPI description
-    are the same on both paths. Every request gets one access-log line (client, method,
-    path, status, milliseconds; never a header, so never a token).
-    """
-    upload = app.state.upload
-    metrics: Metrics = app.state.metrics
-    db_outage: Outage = app.state.db_outage
-
-    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        if scope["method"] == "POST" and scope["path"] == "/v1/readings":
-            try:
-                response = await upload(Request(scope, receive))
-            except Problem as exc:
-                response = metrics.problem(exc)
-            except OperationalError as exc:
-                response = metrics.problem(_database_unavailable(exc, db_outage))
-            except Exception:
-                response = _internal_error()
-            await response(scope, receive, send)
-            status = response.status_code
-        else:
-            sent: list[int] = [0]
-
-            async def send_and_note(message: Any) -> None:
-                if message["type"] == "http.response.start":
-                    sent[0] = message["status"]
-                await send(message)
-
-            await app(scope, receive, send_and_note)
-            status = sent[0]
-        client = scope.get("client") or ("-", 0)
-        access_log.info(
-            "%s:%s %s %s %d %.1fms", client[0], client[1], scope["method"], scope["path"],
-            status, (time.perf_counter() - started) * 1000,
-        )  # fmt: skip
-
-    return asgi
-
-
-_READING = {
-    "type": "object",
-    "required": ["seq", "ts", "metric", "value"],
-    "properties": {
-        "seq": {"type": "integer", "minimum": 0},
-        "ts": {"type": "string", "format": "date-time"},
-        "metric": {"type": "string", "minLength": 1, "maxLength": 128},
-        "value": {"type": "number"},
-        "unit": {"type": "string", "maxLength": 32},
-        "attrs": {"type": "object", "additionalProperties": {"type": "string"}},
-    },
-}
+    async def prometheus(self) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _validate(items: list[Any], identity: DeviceIdentity, limits: Limits) -> None:

@@ -33,7 +33,7 @@ def gateway(
     """Serve POST /v1/readings for devices (on its own bind address, HTTPS if given)."""
     import uvicorn
 
-    from ingest.gateway.app import create_app, with_upload_fast_path
+    from ingest.gateway.app import Gateway
 
     settings = settings_of(ctx)
     config = settings.gateway
@@ -48,7 +48,7 @@ def gateway(
     access.addHandler(handler)
     access.setLevel(logging.INFO)
     access.propagate = False
-    app = with_upload_fast_path(create_app(settings, load(settings)))
+    app = Gateway(settings, load(settings))
     uvicorn.run(
         app,
         host=host or config.host,
