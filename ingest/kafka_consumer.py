@@ -149,9 +149,13 @@ class BronzeConsumer:
         )
         self.metrics = metrics or IngestMetrics()
         self.limits = Limits(max_future=timedelta(seconds=settings.ingest.max_future_seconds))
-        self._config = consumer_config(
-            settings, group_id or settings.ingest.group_id, overrides or {}
-        )
+        self._config = {
+            **consumer_config(settings, group_id or settings.ingest.group_id, overrides or {}),
+            "error_cb": self._on_client_error,
+        }
+        # A fatal error of the Kafka client (another consumer took this one's static
+        # member id): the client consumes nothing more, so the process must end.
+        self._fatal: KafkaError | None = None
         self.stop_event = threading.Event()
         # Nessie and MinIO (and PostgreSQL behind Nessie): every table operation.
         self._catalog_outage = Outage(
@@ -198,16 +202,34 @@ class BronzeConsumer:
         except Interrupted as exc:
             log.warning("%s; the uncommitted batch will be consumed again", exc.message)
 
+    def _on_client_error(self, error: KafkaError) -> None:
+        if _is_fatal(error):
+            self._fatal = error
+        # Other client errors (a broker away) show in consume() and are retried there.
+
     def _consume(self, consumer: Consumer) -> list[Message]:
         try:
             messages = consumer.consume(num_messages=5000, timeout=0.2)
         except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and _is_fatal(error):
+                self._fatal = error
+            self._check_fatal()
             self._kafka_outage.failed(exc)
             self.stop_event.wait(1.0)
             return []
+        self._check_fatal()
         if messages and self._kafka_outage.down:
             self._kafka_outage.recovered()
         return messages
+
+    def _check_fatal(self) -> None:
+        if self._fatal is not None:
+            raise IngestError(
+                f"fatal Kafka error, this consumer can consume no more: {self._fatal.str()}",
+                fix="another consumer may use the same --instance-id; the supervisor "
+                "starts this one again",
+            )
 
     def _run(self, idle_exit_seconds: float | None) -> None:
         consumer = Consumer(self._config)
@@ -329,8 +351,9 @@ class BronzeConsumer:
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 return
-            if error.fatal():
-                raise RuntimeError(f"fatal Kafka error: {error}")
+            if _is_fatal(error):
+                self._fatal = error
+                self._check_fatal()
             log.warning("Kafka error: %s", error)
             return
         partition, offset = message.partition(), message.offset()
@@ -502,3 +525,8 @@ class BronzeConsumer:
                 continue
             position = self._readings_at.get(partition, 0)
             self.metrics.lag.labels(self.topic, str(partition)).set(max(high - position, 0))
+
+
+def _is_fatal(error: KafkaError) -> bool:
+    # A fatal error reaches a consumer's messages as code _FATAL, with fatal() false.
+    return bool(error.fatal()) or error.code() == KafkaError._FATAL

@@ -334,3 +334,30 @@ def test_a_recreated_topic_stops_the_consumer_with_the_fix(
     assert f"bronze has consumed {topic}[0] up to offset 5, but the topic ends at 2" in text
     assert "give the new topic a name of its own" in text
     assert bronze_counts(stack_settings, topic) == (5, 5)
+
+
+def test_a_consumer_fenced_by_its_own_instance_id_exits_and_nothing_is_lost(
+    stack_settings, topic_factory, tmp_path
+):
+    """A second consumer with the same static member id fences the first: the Kafka
+    client of the first can consume nothing more, so it ends (exit 1, the reason and the
+    fix said) for the supervisor to start it again, instead of idling as if healthy."""
+    topic = topic_factory(partitions=2)
+    group = f"g-{topic}"
+    produce(stack_settings, topic, [good_message(seq) for seq in range(1, 11)])
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    with first_log.open("ab") as out:
+        first = start_consumer(topic, group, "--max-age", "1", "--instance-id", "twin", log=out)
+    assert wait_for_rows(stack_settings, topic, 10) == (10, 10)
+    with second_log.open("ab") as out:
+        second = start_consumer(topic, group, "--max-age", "1", "--instance-id", "twin", log=out)
+    try:
+        assert first.wait(120) == 1
+        text = " ".join(first_log.read_text().split())
+        assert "fatal Kafka error, this consumer can consume no more" in text
+        assert "another consumer may use the same --instance-id" in text
+        produce(stack_settings, topic, [good_message(seq) for seq in range(11, 21)])
+        assert wait_for_rows(stack_settings, topic, 20) == (20, 20)
+    finally:
+        assert stop_consumer(second) == 0
+    assert bronze_counts(stack_settings, topic) == (20, 20)
