@@ -8,6 +8,8 @@ however it ends, so a crashed run never blocks the next one.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -153,6 +155,24 @@ def try_lock(conn: psycopg.Connection[Any]) -> bool:
     """Take the transform lock if free (maintenance compacting the layers runs write)."""
     row = conn.execute("select pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
     return bool(row and row[0])
+
+
+def lock_within(
+    conn: psycopg.Connection[Any],
+    seconds: float,
+    *,
+    poll: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> bool:
+    """Take the transform lock as soon as it is free, waiting up to `seconds`: the loop
+    frees it between runs, so a waiter gets it in the gap instead of missing it."""
+    deadline = clock() + seconds
+    while not try_lock(conn):
+        if clock() >= deadline:
+            return False
+        sleep(poll)
+    return True
 
 
 def unlock(conn: psycopg.Connection[Any]) -> None:

@@ -36,6 +36,10 @@ from lakehouse.s3 import s3_client
 
 log = logging.getLogger(__name__)
 
+# Silver and up are compacted between transform runs: a pass waits this long for a gap.
+# (Trying once, a pass under steady load almost always met a run and compacted nothing.)
+LOCK_WAIT_SECONDS = 120.0
+
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A reconcile takes minutes: a branch of one made this long ago was left by one killed.
@@ -137,8 +141,9 @@ class Maintainer:
             return
         # Silver and up change only through a transform run's merge, which would conflict
         # with a compaction committed on main meanwhile: compact them between runs.
-        if not runs.try_lock(conn):
-            log.info("a transform run holds its lock: silver and up are compacted next pass")
+        if not runs.lock_within(conn, LOCK_WAIT_SECONDS):
+            log.info("a transform run held its lock for %.0f s: silver and up are compacted "
+                     "next pass", LOCK_WAIT_SECONDS)  # fmt: skip
             return
         try:
             for schema, table in built:
