@@ -110,6 +110,11 @@ class ReachableFiles:
         for location in list(self._by_metadata):
             if location not in locations:
                 del self._by_metadata[location]
+        # A manifest stays cached while kept metadata references it (its set holds it).
+        referenced: set[str] = set().union(*self._by_metadata.values())
+        for path in list(self._by_manifest):
+            if path not in referenced:
+                del self._by_manifest[path]
 
 
 def sweep(

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from lakehouse.errors import MaintenanceError
-from lakehouse.maintain.gc import object_key, sweep
+from lakehouse.maintain.gc import ReachableFiles, object_key, sweep
 from lakehouse.maintain.live import LiveMetadata, _instant, live_metadata
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -113,3 +113,18 @@ def test_live_metadata_is_every_head_what_commits_since_the_cutoff_put_and_the_c
 def test_with_no_history_only_heads_are_live():
     live = live_metadata(FakeWalker(), NOW + timedelta(seconds=1))  # type: ignore[arg-type]
     assert live.locations == {"m3", "m1"}
+
+
+def test_forgetting_metadata_forgets_the_manifests_only_it_referenced():
+    reachable = ReachableFiles(io=None)  # type: ignore[arg-type]
+    reachable._by_metadata = {
+        "m/1.json": frozenset({"m/1.json", "m/a.avro", "d/1.parquet"}),
+        "m/2.json": frozenset({"m/2.json", "m/a.avro", "m/b.avro", "d/2.parquet"}),
+    }
+    reachable._by_manifest = {
+        "m/a.avro": frozenset({"m/a.avro", "d/1.parquet"}),
+        "m/b.avro": frozenset({"m/b.avro", "d/2.parquet"}),
+    }
+    reachable.forget_except({"m/1.json"})
+    assert list(reachable._by_metadata) == ["m/1.json"]
+    assert list(reachable._by_manifest) == ["m/a.avro"]
