@@ -19,13 +19,12 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
 from pyarrow.fs import FileSystem, S3FileSystem
 from pyiceberg.io import InputFile, OutputFile
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
 from lakehouse.clients import S3_CA_FILE
+from lakehouse.s3 import boto3_s3
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -71,18 +70,12 @@ def s3_client_from_properties(properties: dict[str, Any]) -> S3Client:
     """A boto3 client for the store pyiceberg's `s3.*` properties describe; without keys,
     boto3's own credential chain (ambient credentials)."""
     virtual = str(properties.get("s3.force-virtual-addressing", "false")).lower() == "true"
-    return boto3.client(
-        "s3",
-        endpoint_url=properties.get("s3.endpoint"),
-        aws_access_key_id=properties.get("s3.access-key-id"),
-        aws_secret_access_key=properties.get("s3.secret-access-key"),
-        aws_session_token=properties.get("s3.session-token"),
-        region_name=properties.get("s3.region"),
-        verify=properties.get(S3_CA_FILE),
-        config=Config(
-            s3={"addressing_style": "virtual" if virtual else "path"},
-            retries={"max_attempts": 3},
-            connect_timeout=3,
-            read_timeout=30,
-        ),
+    return boto3_s3(
+        endpoint=properties.get("s3.endpoint"),
+        access_key=properties.get("s3.access-key-id"),
+        secret=properties.get("s3.secret-access-key"),
+        session_token=properties.get("s3.session-token"),
+        region=properties.get("s3.region"),
+        ca_file=properties.get(S3_CA_FILE),
+        path_style=not virtual,
     )

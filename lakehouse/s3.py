@@ -44,16 +44,38 @@ def s3_client(settings: Settings, credentials: Credentials, key: str) -> S3Clien
     secret: str | None = None
     if not settings.minio.ambient_credentials:  # None: boto3's own credential chain
         access_key, secret = s3_keys(credentials, key, settings)
+    return boto3_s3(
+        endpoint=s3_endpoint(settings),
+        access_key=access_key,
+        secret=secret,
+        region=settings.minio.region,
+        ca_file=str(settings.minio.ca_file) if settings.minio.ca_file is not None else None,
+        path_style=settings.minio.path_style,
+    )
+
+
+def boto3_s3(
+    *,
+    endpoint: str | None,
+    access_key: str | None,
+    secret: str | None,
+    region: str | None,
+    ca_file: str | None,
+    path_style: bool,
+    session_token: str | None = None,
+) -> S3Client:
+    """The boto3 S3 client every part of the platform uses: without keys, boto3's own
+    credential chain; without a CA file, the system's CAs."""
     return boto3.client(
         "s3",
-        endpoint_url=s3_endpoint(settings),
+        endpoint_url=endpoint,
         aws_access_key_id=access_key,
         aws_secret_access_key=secret,
-        region_name=settings.minio.region,
-        # A private CA's file, else botocore's default (the system's CAs).
-        verify=str(settings.minio.ca_file) if settings.minio.ca_file is not None else None,
+        aws_session_token=session_token,
+        region_name=region,
+        verify=ca_file,
         config=Config(
-            s3={"addressing_style": "path" if settings.minio.path_style else "virtual"},
+            s3={"addressing_style": "path" if path_style else "virtual"},
             retries={"max_attempts": 3},
             connect_timeout=3,
             read_timeout=30,
