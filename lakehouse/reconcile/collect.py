@@ -190,12 +190,15 @@ class Reconciler:
         snapshots: dict[str, int | None] = {}
         committed: dict[str, dict[int, int]] = {}
         gaps: list[Gap] = []
+        self.locations = dict(TABLES)  # a count started over reads the layout afresh
         for role, (layer, name) in TABLES.items():
             identifier = f"{self.prefix}{layer}.{name}"
-            if not catalog.table_exists(identifier) and role in LEGACY:
+            exists = catalog.table_exists(identifier)
+            if not exists and role in LEGACY:
                 self.locations[role] = LEGACY[role]
                 identifier = f"{self.prefix}{LEGACY[role][0]}.{LEGACY[role][1]}"
-            if not catalog.table_exists(identifier):
+                exists = catalog.table_exists(identifier)
+            if not exists:
                 snapshots[role] = None
                 continue
             table = catalog.load_table(identifier)
