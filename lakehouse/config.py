@@ -293,6 +293,9 @@ class SupervisorSettings(BaseSettings):
     consumers: int = Field(default=1, ge=0, le=64)
     # Seconds between transform runs (0: no transform loop).
     transform_every: float = Field(default=30.0, ge=0)
+    # The loop runs as soon as bronze has a new commit, looked for this often (0: it
+    # runs every transform_every seconds only).
+    transform_watch: float = Field(default=1.0, ge=0)
     # Seconds between maintenance passes (0: no maintenance loop).
     maintain_every: float = Field(default=300.0, ge=0)
     # Consecutive failed starts (exits or failed health checks) before giving up.

@@ -69,6 +69,20 @@ class NessieClient:
         body = self._call("GET", "/trees")
         return [_reference(ref) for ref in body.get("references", [])]
 
+    def metadata_location(self, ref: str, table: str) -> str | None:
+        """Where the Iceberg metadata of `table` ("namespace.name") on `ref` is; None
+        when `ref` holds no such table. One small request: no table metadata is read."""
+        path = f"/trees/{checked('branch', ref)}/contents/{_content_key(table)}"
+        response = self._http.request("GET", path)
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise CatalogError(
+                f"Nessie GET {path} failed with HTTP {response.status_code}: {_message(response)}"
+            )
+        location = response.json().get("content", {}).get("metadataLocation")
+        return str(location) if location else None
+
     def create_branch(self, name: str, source: str = "main") -> Reference:
         """Create branch `name` at the current head of `source`."""
         head = self.reference(source)
@@ -95,6 +109,12 @@ class NessieClient:
     def delete_branch(self, name: str) -> None:
         ref = self.reference(name)
         self._call("DELETE", f"/trees/{ref.name}@{ref.hash}")
+
+
+def _content_key(table: str) -> str:
+    """A content key in a URL path: elements joined by dots (our names hold none)."""
+    namespace, _, name = table.partition(".")
+    return f"{checked('namespace', namespace)}.{checked('table', name)}"
 
 
 def _reference(data: dict[str, Any]) -> Reference:

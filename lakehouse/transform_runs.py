@@ -58,6 +58,8 @@ create table if not exists transform.run_nodes (
 alter table transform.runs add column if not exists serving jsonb;
 -- The schema prefix the run wrote under ('' for the lakehouse's own namespaces).
 alter table transform.runs add column if not exists schema_prefix text;
+-- Where a run's seconds went, by phase (lakehouse.transform.runner.PHASES).
+alter table transform.runs add column if not exists phases jsonb;
 -- Audits (every test over every row of main) are recorded as runs too.
 alter table transform.runs drop constraint if exists runs_outcome_check;
 alter table transform.runs add constraint runs_outcome_check check (
@@ -216,6 +218,7 @@ def finish(
     nodes: list[NodeResult] | None = None,
     counts: dict[str, int | None] | None = None,
     error: str | None = None,
+    phases: dict[str, float] | None = None,
 ) -> None:
     counts = counts or {}
     nodes = nodes or []
@@ -225,7 +228,7 @@ def finish(
             "update transform.runs set outcome = %s, finished_at = now(), seconds = %s, "
             "bronze_window = %s, trino_catalog = %s, main_before = %s, main_after = %s, "
             "bronze_rows = %s, silver_rows = %s, quarantined_rows = %s, failed_nodes = %s, "
-            "error = %s where run_id = %s",
+            "error = %s, phases = %s::jsonb where run_id = %s",
             (
                 outcome,
                 seconds,
@@ -238,6 +241,7 @@ def finish(
                 counts.get("quarantine"),
                 failed,
                 error,
+                json.dumps({k: round(v, 3) for k, v in phases.items()}) if phases else None,
                 run_id,
             ),
         )

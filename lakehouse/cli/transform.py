@@ -21,7 +21,8 @@ from lakehouse.names import checked
 from lakehouse.retry import Backoff
 from lakehouse.serving.publish import describe
 from lakehouse.transform.metrics import TransformMetrics
-from lakehouse.transform.runner import RunReport, TransformRunner
+from lakehouse.transform.runner import PHASES, RunReport, TransformRunner
+from lakehouse.transform.trigger import BronzeCommits
 
 transform_app = typer.Typer(
     help="Build silver, gold and platinum on a Nessie branch; publish when every test passes.",
@@ -34,8 +35,20 @@ def transform(
     ctx: typer.Context,
     every: Annotated[
         float | None,
-        typer.Option(help="Run again every SECONDS until interrupted (SIGTERM/Ctrl-C).", min=1),
+        typer.Option(
+            help="Run again until interrupted (SIGTERM/Ctrl-C): as soon as bronze has a new "
+            "commit (see --watch), and at least every SECONDS.",
+            min=1,
+        ),
     ] = None,
+    watch: Annotated[
+        float,
+        typer.Option(
+            help="With --every: look for a new bronze commit every SECONDS and run as soon "
+            "as one lands (0: run on the interval only).",
+            min=0,
+        ),
+    ] = 1.0,
     full_refresh: Annotated[
         bool, typer.Option("--full-refresh", help="Rebuild every layer from all of bronze.")
     ] = False,
@@ -69,13 +82,22 @@ def transform(
     if metrics_port:
         serve(metrics.registry, settings.host, metrics_port)
     audit = settings.transform.audit_every if audit_every is None else audit_every
-    _loop(runner, every, metrics, full_refresh=full_refresh, force=force, audit_every=audit)
+    commits = BronzeCommits(settings, runner.credentials)
+    try:
+        _loop(
+            runner, every, metrics, commits if watch > 0 else None, watch,
+            full_refresh=full_refresh, force=force, audit_every=audit,
+        )  # fmt: skip
+    finally:
+        commits.close()
 
 
 def _loop(
     runner: TransformRunner,
     every: float,
     metrics: TransformMetrics,
+    commits: BronzeCommits | None,
+    watch: float,
     *,
     full_refresh: bool,
     force: bool,
@@ -89,6 +111,8 @@ def _loop(
     waiting_for: str | None = None  # the servers away, said once until they are back
     while not stop.is_set():
         started = time.monotonic()
+        if commits is not None:
+            commits.mark()
         try:
             # Only the first run of a loop rebuilds everything when asked to.
             report = runner.run(full_refresh=full_refresh and first, force=force)
@@ -129,7 +153,11 @@ def _loop(
         first = False
         # After failures, retry sooner than the interval but back off up to it.
         wait = every if not failures else Backoff(5.0, every, jitter=0.0).delay(failures)
-        stop.wait(max(wait - (time.monotonic() - started), 0))
+        left = max(wait - (time.monotonic() - started), 0)
+        if commits is None or failures:
+            stop.wait(left)
+        else:
+            commits.wait(stop, left, watch)
     err.print("stopped")
 
 
@@ -146,7 +174,11 @@ def _print_report(report: RunReport) -> None:
         return
     window = report.window
     if report.outcome == "up_to_date":
-        err.print(f"run {report.run_id}: up to date (no new bronze rows), main unchanged")
+        err.print(
+            f"run {report.run_id}: up to date (no new bronze rows) in {report.seconds:.2f} s, "
+            "main unchanged",
+            highlight=False,
+        )
         return
     counts = report.counts
     err.print(
@@ -165,6 +197,7 @@ def _print_report(report: RunReport) -> None:
         return
     if report.outcome == "published":
         err.print(f"main is now at {report.main_after}", highlight=False)
+        err.print(f"seconds by phase: {_phases(report)}", highlight=False)
         if report.serving is not None:
             err.print(describe(report.serving), highlight=False)
         elif report.serving_error is not None:
@@ -175,6 +208,12 @@ def _print_report(report: RunReport) -> None:
             )
         return
     _print_kept(report, "main is untouched. Branch and Trino catalog {branch} are kept")
+
+
+def _phases(report: RunReport) -> str:
+    """`window 0.21, branch 0.05, …` in the order the phases ran."""
+    ordered = sorted(report.phases, key=lambda p: PHASES.index(p) if p in PHASES else len(PHASES))
+    return ", ".join(f"{name} {report.phases[name]:.2f}" for name in ordered)
 
 
 def _print_audit(report: RunReport) -> None:

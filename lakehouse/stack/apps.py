@@ -143,8 +143,10 @@ class TransformLoop(AppService):
 
     def command(self) -> list[str]:
         every = self.settings.supervisor.transform_every
+        watch = self.settings.supervisor.transform_watch
         return [
-            *LAKEHOUSE_CLI, "transform", "--every", f"{every:g}", "--quiet",
+            *LAKEHOUSE_CLI, "transform", "--every", f"{every:g}", "--watch", f"{watch:g}",
+            "--quiet",
             "--metrics-port", str(self.settings.transform.metrics_port),
         ]  # fmt: skip
 

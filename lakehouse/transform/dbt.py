@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ class BuildResult:
     success: bool
     nodes: list[NodeResult]
     error: str | None = None
+    # Seconds spent parsing the project, building the models and running the tests.
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def rows(self, model: str) -> int | None:
         for node in self.nodes:
@@ -96,22 +99,32 @@ def build(
     # dbt's env_var() reads the process environment.
     with environment_variables(_environment(settings, catalog, password)):
         if command == "test":
-            return _result(_invoke(dbtRunner(), test))
+            started = time.monotonic()
+            tested = _result(_invoke(dbtRunner(), test))
+            return dataclasses.replace(tested, phases={"tests": time.monotonic() - started})
+        started = time.monotonic()
         key = (str(project), project_fingerprint(project), target, json.dumps(parse_vars))
         manifest = _parsed_manifest(key, ["parse", *common], catalog)
+        phases = {"parse": time.monotonic() - started}
         if isinstance(manifest, BuildResult):
-            return manifest
+            return dataclasses.replace(manifest, phases=phases)
         # Both steps reuse the one parse.
         runner = dbtRunner(manifest=manifest)
         models = ["build", *common, *selection]
         models += ["--exclude-resource-type", "test", "--exclude-resource-type", "unit_test"]
         if full_refresh:
             models.append("--full-refresh")
+        started = time.monotonic()
         built = _result(_invoke(runner, models))
+        phases["models"] = time.monotonic() - started
         if not built.success:
-            return built
+            return dataclasses.replace(built, phases=phases)
+        started = time.monotonic()
         tested = _result(_invoke(runner, test))
-        return BuildResult(tested.success, built.nodes + tested.nodes, error=tested.error)
+        phases["tests"] = time.monotonic() - started
+        return BuildResult(
+            tested.success, built.nodes + tested.nodes, error=tested.error, phases=phases
+        )
 
 
 # The vars that shape the parsed project (generate_schema_name and the sources read

@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,17 @@ class RunReport:
     error: str | None = None
     serving: PublishReport | None = None
     serving_error: str | None = None
+    # Where the run's seconds went, phase by phase (see PHASES), in the order they ran.
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase of the run (a phase that runs twice adds up)."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.monotonic() - started
 
     @property
     def branch(self) -> str:
@@ -79,6 +91,17 @@ class RunReport:
     @property
     def failed_nodes(self) -> list[runs.NodeResult]:
         return [n for n in self.nodes if n.failed]
+
+
+# The phases a run's seconds are split into, in the order a run goes through them:
+# the lock and the run record; what bronze holds that silver has not processed (read on
+# main); catalogs of discarded runs dropped and an older layout moved; the branch; the
+# run's Trino catalog; dbt's parse, models and tests; the merge into main; dropping the
+# catalog and the branch; the serving publish.
+PHASES = (
+    "record", "window", "prepare", "branch", "catalog", "parse", "models", "tests",
+    "merge", "cleanup", "serving",
+)  # fmt: skip
 
 
 def new_run_id() -> str:
@@ -105,6 +128,9 @@ class TransformRunner:
         self.prefix = settings.transform.schema_prefix
         # What "now" is for the clock-skew rule (tests move it on).
         self.clock = clock
+        self._schemas_ready = False
+        # Set once main holds no work table of an older layout (nothing left to move).
+        self._layout_current = False
 
     def run(self, *, full_refresh: bool = False, force: bool = False) -> RunReport:
         """One run; returns its report (outcome published, failed, interrupted or
@@ -118,7 +144,8 @@ class TransformRunner:
             full_refresh=full_refresh,
         )
         if report.outcome == "published" and self.settings.serving.publish_after_transform:
-            self._serve(report, full_refresh=full_refresh)
+            with report.phase("serving"):
+                self._serve(report, full_refresh=full_refresh)
         return report
 
     def audit(self) -> RunReport:
@@ -129,21 +156,25 @@ class TransformRunner:
 
     def _recorded(self, work: Callable[[Any, RunReport], None], *, full_refresh: bool) -> RunReport:
         """`work` under the transform lock, recorded in transform.runs."""
-        conn = postgres_connection(self.settings, self.credentials)
+        started = time.monotonic()
+        report = RunReport(run_id=new_run_id(), outcome="running")
+        with report.phase("record"):
+            conn = postgres_connection(self.settings, self.credentials)
         conn.autocommit = True
         try:
-            runs.ensure_schema(conn)
-            registry.ensure_schema(conn)
-            runs.acquire_lock(conn)
-            report = RunReport(run_id=new_run_id(), outcome="running")
-            runs.start(
-                conn,
-                report.run_id,
-                full_refresh=full_refresh,
-                branch=report.branch,
-                schema_prefix=self.prefix,
-            )
-            started = time.monotonic()
+            with report.phase("record"):
+                if not self._schemas_ready:  # once per process: the DDL is not free
+                    runs.ensure_schema(conn)
+                    registry.ensure_schema(conn)
+                    self._schemas_ready = True
+                runs.acquire_lock(conn)
+                runs.start(
+                    conn,
+                    report.run_id,
+                    full_refresh=full_refresh,
+                    branch=report.branch,
+                    schema_prefix=self.prefix,
+                )
             try:
                 work(conn, report)
             except LakehouseError as exc:
@@ -168,6 +199,7 @@ class TransformRunner:
                     nodes=report.nodes,
                     counts=report.counts,
                     error=report.error,
+                    phases=report.phases,
                 )
             return report
         finally:
@@ -186,22 +218,24 @@ class TransformRunner:
 
     def _run(self, conn: Any, report: RunReport, *, full_refresh: bool, force: bool) -> None:
         with NessieClient(self.settings, self.credentials, principal="transform") as nessie:
-            self._drop_orphan_catalogs(nessie)
-            self._move_internal_tables(conn, report.run_id)
-            branch = nessie.create_branch(report.branch, "main")
-            report.main_before = branch.hash
-            try:
-                report.window = window = self._window(
-                    report.branch, conn, full_refresh=full_refresh
-                )
-            except LakehouseError:
-                nessie.delete_branch(report.branch)  # nothing to inspect yet
-                raise
+            with report.phase("prepare"):
+                self._move_internal_tables(conn, report.run_id)
+            # The window is read on main: nothing but runs (under the lock) changes
+            # silver's progress there, and bronze only grows, so the branch made from a
+            # later main holds every row of the window. A run with nothing to do makes
+            # neither a branch nor a catalog.
+            with report.phase("window"):
+                report.main_before = nessie.reference("main").hash
+                report.window = window = self._window("main", conn, full_refresh=full_refresh)
             if not (full_refresh or force or window.has_work):
-                nessie.delete_branch(report.branch)
                 report.outcome, report.main_after = "up_to_date", report.main_before
                 return
-            self._create_catalog(report.branch)
+            with report.phase("prepare"):
+                self._drop_orphan_catalogs(nessie)
+            with report.phase("branch"):
+                report.main_before = nessie.create_branch(report.branch, "main").hash
+            with report.phase("catalog"):
+                self._create_catalog(report.branch)
             # A run tests the rows it wrote; one that rebuilds the reference tables tests
             # every row against them (a device gone from the registry fails it) and lets
             # the incremental models take on new columns (the project changed).
@@ -223,6 +257,7 @@ class TransformRunner:
                 full_refresh=full_refresh,
                 quiet=self.quiet,
             )
+            report.phases.update(result.phases)
             report.nodes = result.nodes
             report.counts = {
                 "bronze": result.rows("readings_checked"),
@@ -234,21 +269,23 @@ class TransformRunner:
                 report.error = result.error or _summary(report.failed_nodes)
                 self._unless_interrupted(nessie, report, result)
                 return
-            merged = nessie.merge(
-                report.branch,
-                "main",
-                message=f"transform {report.run_id}: publish silver, gold and platinum",
-            )
-            report.main_after = merged.hash
-            report.outcome = "published"
-            audit.record(
-                conn, "transform", "publish", report.run_id,
-                detail={"branch": report.branch, "main_before": report.main_before,
-                        "main_after": report.main_after, "full_refresh": full_refresh,
-                        "schema_prefix": self.prefix},
-            )  # fmt: skip
-            self._drop_catalog(report.branch)
-            nessie.delete_branch(report.branch)
+            with report.phase("merge"):
+                merged = nessie.merge(
+                    report.branch,
+                    "main",
+                    message=f"transform {report.run_id}: publish silver, gold and platinum",
+                )
+                report.main_after = merged.hash
+                report.outcome = "published"
+                audit.record(
+                    conn, "transform", "publish", report.run_id,
+                    detail={"branch": report.branch, "main_before": report.main_before,
+                            "main_after": report.main_after, "full_refresh": full_refresh,
+                            "schema_prefix": self.prefix},
+                )  # fmt: skip
+            with report.phase("cleanup"):
+                self._drop_catalog(report.branch)
+                nessie.delete_branch(report.branch)
 
     def _unless_interrupted(
         self, nessie: NessieClient, report: RunReport, result: dbt.BuildResult
@@ -361,7 +398,10 @@ class TransformRunner:
 
     def _move_internal_tables(self, conn: Any, run_id: str) -> None:
         """Move the work tables an older layout kept in silver to `internal`, on main,
-        before the run branches (see lakehouse.transform.internal_tables)."""
+        before the run branches (see lakehouse.transform.internal_tables). Once main
+        is found on the current layout, later runs of this process skip the check."""
+        if self._layout_current:
+            return
         main = iceberg_catalog(
             self.settings, self.credentials, s3_key="reader", principal="transform"
         )
@@ -378,10 +418,11 @@ class TransformRunner:
                 conn, "transform", "move_work_tables", run_id,
                 detail={"done": done, "schema_prefix": self.prefix},
             )  # fmt: skip
+        self._layout_current = True
 
-    def _window(self, branch: str, conn: Any, *, full_refresh: bool) -> BronzeWindow:
+    def _window(self, ref: str, conn: Any, *, full_refresh: bool) -> BronzeWindow:
         catalog = iceberg_catalog(
-            self.settings, self.credentials, ref=branch, s3_key="reader", principal="transform"
+            self.settings, self.credentials, ref=ref, s3_key="reader", principal="transform"
         )
         bronze_name = f"{self.prefix}bronze.readings"
         if not catalog.table_exists(bronze_name):

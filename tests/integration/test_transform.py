@@ -389,7 +389,8 @@ def test_golden_numbers(env):
     outlier = next(row for row in scores if (row[0], row[1]) == (a[0], 5))
     assert outlier[2] > 3.5 and outlier[3:] == [None, "small_baseline"]
 
-    # Running again with no new data changes nothing: no branch, no commit on main.
+    # Running again with no new data changes nothing: no branch, no catalog, no commit
+    # on main; the window, read on main, is all it did.
     before = env.contents()
     with NessieClient(env.settings) as nessie:
         main_before = nessie.reference("main").hash
@@ -397,6 +398,17 @@ def test_golden_numbers(env):
         assert again.outcome == "up_to_date"
         assert nessie.reference("main").hash == main_before
         assert again.branch not in {ref.name for ref in nessie.references()}
+    assert list(again.phases) == ["record", "prepare", "window"]
+    assert [again.branch] not in env.query("show catalogs")
+    phases = ["record", "prepare", "window", "branch", "catalog", "parse", "models", "tests",
+              "merge", "cleanup"]  # fmt: skip
+    assert list(report.phases) == phases
+    with postgres_connection(env.settings, env.credentials) as conn:
+        (recorded,) = conn.execute(
+            "select phases from transform.runs where run_id = %s", (report.run_id,)
+        ).fetchone()
+    assert sorted(recorded) == sorted(phases)
+    assert all(seconds >= 0 for seconds in recorded.values())
     # Forced through dbt anyway, every model still holds exactly the same rows.
     forced = env.run(force=True)
     assert forced.outcome == "published", forced.error
@@ -919,7 +931,10 @@ def _bronze_rows(env: Env) -> int:
     return env.query("select count(*) from {p}bronze.readings")[0][0]
 
 
-def test_every_keeps_publishing_until_sigterm(env, tmp_path):
+def test_the_loop_runs_as_soon_as_bronze_has_a_new_commit_until_sigterm(env, tmp_path):
+    """`--every 3600 --watch 0.5`: the first run publishes at once, and a reading that
+    lands later is published by a run its bronze commit starts, long before the hour is
+    up; SIGTERM stops the loop cleanly."""
     import os
     import signal
     import subprocess
@@ -928,19 +943,32 @@ def test_every_keeps_publishing_until_sigterm(env, tmp_path):
     a = env.devices["a"]
     append_from_kafka(env.table, [(a, reading(1, 0, "temperature", 20))], partition=0)
     log = tmp_path / "transform.log"
+
+    def published() -> int:
+        return log.read_text().count(": published in")
+
+    def wait_for(published_runs: int) -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and published() < published_runs:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.5)
+        assert published() == published_runs, log.read_text()
+
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lakehouse", "transform", "--every", "1", "--quiet"],
+            [sys.executable, "-m", "lakehouse", "transform", "--every", "3600",
+             "--watch", "0.5", "--quiet"],
             env={**os.environ, "LAKEHOUSE_TRANSFORM_SCHEMA_PREFIX": env.prefix},
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline and "up to date" not in log.read_text():
-                time.sleep(1)
+            wait_for(1)
+            append_from_kafka(env.table, [(a, reading(2, 1, "temperature", 21))], partition=0)
+            wait_for(2)
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(120) == 0
     text = log.read_text()
-    assert "published" in text and "up to date" in text and text.rstrip().endswith("stopped")
-    assert env.query("select count(*) from {p}silver.readings") == [[1]]
+    assert text.rstrip().endswith("stopped")
+    assert "seconds by phase: record" in text
+    assert env.query("select seq from {p}silver.readings order by seq") == [[1], [2]]
