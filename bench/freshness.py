@@ -14,8 +14,12 @@
     table's size. The baseline measured in the same run is the same on an empty
     environment.
 
+(c) With --platform, freshness, run breakdown and CPU on the platform `make up` runs
+    instead (bench.platform_freshness).
+
 Usage: python -m bench.freshness [--seconds 600] [--rate 1000] [--every S]
        [--sizes 1000000 10000000] [--repeat 5] [--skip-freshness] [--skip-fixed-cost]
+       python -m bench.freshness --platform [--seconds 600] [--rate 1000]
 """
 
 from __future__ import annotations
@@ -121,12 +125,15 @@ async def send(
 
 
 class Watcher(threading.Thread):
-    """Polls the probe's newest timestamp in gold and in serving, once a second."""
+    """Polls the probe's newest timestamp in each of `layers` (bronze, gold, serving),
+    once a second."""
 
-    def __init__(self, settings: Settings, probe: str) -> None:
+    def __init__(
+        self, settings: Settings, probe: str, layers: tuple[str, ...] = ("gold", "serving")
+    ) -> None:
         super().__init__(daemon=True)
         self.settings, self.probe = settings, probe
-        self.seen: dict[str, list[tuple[float, datetime]]] = {"gold": [], "serving": []}
+        self.seen: dict[str, list[tuple[float, datetime]]] = {layer: [] for layer in layers}
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -136,8 +143,23 @@ class Watcher(threading.Thread):
         with postgres_connection(self.settings, credentials) as conn:
             conn.autocommit = True
             while not self.stop.wait(1.0):
-                self._note("gold", self._newest_in_gold(cursor))
-                self._note("serving", self._newest_in_serving(conn, schema))
+                if "bronze" in self.seen:
+                    self._note("bronze", self._newest_in_bronze(cursor))
+                if "gold" in self.seen:
+                    self._note("gold", self._newest_in_gold(cursor))
+                if "serving" in self.seen:
+                    self._note("serving", self._newest_in_serving(conn, schema))
+
+    def _newest_in_bronze(self, cursor: Any) -> datetime | None:
+        try:
+            # The probe's recent rows only: bronze grows by a thousand rows a second.
+            cursor.execute(
+                "select max(ts) from lake.bronze.readings where device_id = "
+                f"'{self.probe}' and ts > current_timestamp - interval '10' minute"
+            )
+            return cursor.fetchall()[0][0]
+        except Exception:  # no bronze commit yet
+            return None
 
     def _newest_in_gold(self, cursor: Any) -> datetime | None:
         try:
@@ -263,12 +285,24 @@ def main() -> None:
         help="Seconds between transform runs (default: what `make up` runs).",
     )  # fmt: skip
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument(
+        "--platform", action="store_true",
+        help="Measure on the platform `make up` runs (demo fleet included), before and now.",
+    )  # fmt: skip
+    parser.add_argument(
+        "--demo-seconds", type=int, default=120,
+        help="With --platform: seconds the CPU is measured at the demo's load alone.",
+    )  # fmt: skip
     parser.add_argument("--skip-freshness", action="store_true")
     parser.add_argument("--skip-fixed-cost", action="store_true")
     parser.add_argument(
         "--repeat", type=int, default=5, help="Runs of one new reading per size (median)."
     )
     args = parser.parse_args()
+    if args.platform:
+        from bench import platform_freshness
+
+        platform_freshness.main(args.seconds, args.rate, args.demo_seconds)
     assert bench.BENCH_ENVIRONMENT  # the bench stack's own home and ports
     settings = Settings()
     credentials = load(settings)
