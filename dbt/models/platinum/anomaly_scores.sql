@@ -14,7 +14,8 @@
     unflagged_reason 'small_baseline' (a few readings give a median and a MAD that
     ordinary noise departs from). Medians are exact (middle values). An incremental
     run rescores the touched series from the hour of their first new reading to 23
-    hours after their last. -#}
+    hours after their last; of the 23 hours before, it reads only the sparse ones
+    (gold.fct_device_hourly counts them), the only ones a later hour's baseline holds. -#}
 {{ config(
     materialized='incremental',
     incremental_strategy='merge',
@@ -22,6 +23,8 @@
     on_schema_change='append_new_columns',
     properties={"partitioning": "ARRAY['day(ts)']", "sorted_by": "ARRAY['device_id', 'seq']"},
 ) }}
+
+-- depends_on: {{ ref('fct_device_hourly') }}
 
 {%- set dense_hour = 12 %}
 {%- set min_flag_baseline = 8 %}
@@ -33,13 +36,40 @@ touched_series as (
     {{ touched_series() }}
 ),
 
+-- Before the first rescored hour only sparse hours count (a dense hour is its own
+-- baseline and enters no other): a fast device's day is not read again every run.
+sparse_hours_before as (
+    select h.device_id, h.metric, h.hour
+    from {{ ref('fct_device_hourly') }} as h
+    inner join touched_series as t on t.device_id = h.device_id and t.metric = h.metric
+    {%- if earliest is not none %}
+    where h.readings < {{ dense_hour }}
+      and h.hour >= {{ ts_literal(earliest) }} - interval '23' hour
+      and h.hour < {{ ts_literal(earliest) }}
+    {%- else %}
+    where false
+    {%- endif %}
+),
+
 scoped as (
     select r.*, date_trunc('hour', r.ts) as hour
     from {{ ref('readings') }} as r
     inner join touched_series as t on t.device_id = r.device_id and t.metric = r.metric
     {%- if earliest is not none %}
-    where r.ts >= {{ ts_literal(earliest) }} - interval '23' hour
+    where r.ts >= {{ ts_literal(earliest) }}
       and r.ts < {{ ts_literal(latest) }} + interval '24' hour
+    {%- else %}
+    where false
+    {%- endif %}
+    union all
+    select r.*, date_trunc('hour', r.ts) as hour
+    from {{ ref('readings') }} as r
+    inner join sparse_hours_before as s
+        on s.device_id = r.device_id and s.metric = r.metric
+        and s.hour = date_trunc('hour', r.ts)
+    {%- if earliest is not none %}
+    where r.ts >= {{ ts_literal(earliest) }} - interval '23' hour
+      and r.ts < {{ ts_literal(earliest) }}
     {%- else %}
     where false
     {%- endif %}
