@@ -34,6 +34,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pyarrow import fs
 from rich.console import Console
 
+from bench.targets import Targets
 from ingest.kafka_consumer import BronzeConsumer, CommitPolicy
 from ingest.offsets import commit_with_offsets
 from ingest.readings import ReadingsBuilder, Source
@@ -298,7 +299,7 @@ def commit_cost(settings: Settings, commits: int) -> tuple[float, float]:
     return statistics.median(durations[:100]), statistics.median(durations[-100:])
 
 
-def throughput(settings: Settings, readings: int, batch: int) -> None:
+def throughput(settings: Settings, readings: int, batch: int, targets: Targets) -> None:
     topic = make_topic(settings, "bench-ingest")
     sent = produce(settings, topic, readings, batch)
     messages = -(-sent // batch)
@@ -310,14 +311,10 @@ def throughput(settings: Settings, readings: int, batch: int) -> None:
     print(f"readings: {sent} in {len(values)} messages of {batch}")
     print(f"(a) consume-only        {a:12,.0f} readings/s")
     print(f"(b) Parquet → MinIO     {b:12,.0f} readings/s")
-    print(
-        f"(c) consumer → Iceberg  {c:12,.0f} readings/s  "
-        f"({'PASS' if c >= 150_000 else 'FAIL'} ≥ 150,000)"
-    )
-    print(
-        f"ratio c / min(a, b): {c / min(a, b):.2f} "
-        f"({'PASS' if c / min(a, b) >= 0.5 else 'FAIL'} ≥ 0.5)"
-    )
+    print(f"(c) consumer → Iceberg  {c:12,.0f} readings/s")
+    print(f"ratio c / min(a, b): {c / min(a, b):.2f}")
+    targets.check("(c) consumer → Iceberg ≥ 150,000 readings/s", c >= 150_000, f"{c:,.0f}")
+    targets.check("ratio c / min(a, b) ≥ 0.5", c / min(a, b) >= 0.5, f"{c / min(a, b):.2f}")
 
 
 def main() -> None:
@@ -330,17 +327,16 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     Stack(settings, Console(stderr=True)).up()
+    targets = Targets()
 
     if args.readings:
-        throughput(settings, args.readings, args.batch)
+        throughput(settings, args.readings, args.batch, targets)
     if args.freshness_seconds:
         fresh = freshness(settings, args.freshness_seconds, args.freshness_rate)
         p50, p95 = fresh.quantile(0.5), fresh.quantile(0.95)
-        met = p95 is not None and p95 <= 10 and not fresh.unseen
         print(
             f"freshness at {args.freshness_rate}/s for {args.freshness_seconds} s: "
-            f"p50 {seconds_or_never(p50)}, p95 {seconds_or_never(p95)} "
-            f"({'PASS' if met else 'FAIL'} ≤ 10 s, every reading seen)"
+            f"p50 {seconds_or_never(p50)}, p95 {seconds_or_never(p95)}"
         )
         if not fresh.latencies:
             print("  no reading was produced")
@@ -351,15 +347,25 @@ def main() -> None:
             )
         for problem in fresh.problems:
             print(f"  {problem}")
+        met = targets.check(
+            "freshness p95 ≤ 10 s", p95 is not None and p95 <= 10, seconds_or_never(p95)
+        )
+        met &= targets.check(
+            "every reading produced visible in Trino",
+            bool(fresh.latencies) and not fresh.unseen,
+            f"{len(fresh.latencies) - fresh.unseen:,} of {len(fresh.latencies):,}",
+        )
         if not met:
             print(f"  the consumer's log: {fresh.consumer_log}")
     if args.commits:
         first, last = commit_cost(settings, args.commits)
         print(
             f"commit latency: first 100 median {first * 1000:.0f} ms, last 100 median "
-            f"{last * 1000:.0f} ms; ratio {last / first:.2f} "
-            f"({'PASS' if last / first <= 1.5 else 'FAIL'} ≤ 1.5)"
+            f"{last * 1000:.0f} ms; ratio {last / first:.2f}"
         )
+        targets.check("commit latency last 100 / first 100 ≤ 1.5", last / first <= 1.5,
+                      f"{last / first:.2f}")  # fmt: skip
+    targets.exit()
 
 
 if __name__ == "__main__":
