@@ -76,20 +76,18 @@ fmt: setup ## Format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+BENCHMARKS := stack_start ingest gateway edge_agent transform freshness reconcile outage \
+	serving dashboards security
+
+# Every benchmark runs, and their stack is stopped, even when one misses a target.
 .PHONY: bench
-bench: setup browser ## Run the benchmarks (prints ratios and absolute figures)
-	$(BIN)/python -m bench.stack_start
-	$(BIN)/python -m bench.ingest
-	$(BIN)/python -m bench.gateway
-	$(BIN)/python -m bench.edge_agent
-	$(BIN)/python -m bench.transform
-	$(BIN)/python -m bench.freshness
-	$(BIN)/python -m bench.reconcile
-	$(BIN)/python -m bench.outage
-	$(BIN)/python -m bench.serving
-	$(BIN)/python -m bench.dashboards
-	$(BIN)/python -m bench.security
-	$(BIN)/python -m bench.down
+bench: setup browser ## Run the benchmarks (prints ratios and absolute figures; fails if a target is missed)
+	@failed=; for name in $(BENCHMARKS); do \
+		echo "$(BIN)/python -m bench.$$name"; \
+		$(BIN)/python -m bench.$$name || failed="$$failed $$name"; \
+	done; \
+	$(BIN)/python -m bench.down; \
+	if [ -n "$$failed" ]; then echo "missed a target or failed:$$failed" >&2; exit 1; fi
 
 .PHONY: soak
 soak: setup ## The whole platform plus 1,000 readings/s for an hour (MINUTES=60)

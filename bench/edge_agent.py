@@ -21,6 +21,7 @@ import psutil
 from lakehouse_testing.gateway_process import start_gateway
 from rich.console import Console
 
+from bench.targets import Targets
 from lakehouse import registry
 from lakehouse.clients import postgres_connection
 from lakehouse.config import Settings
@@ -78,15 +79,18 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
     print(
-        f"agent at 10 readings/s for {args.seconds:.0f} s: peak RSS {rss:.1f} MB "
-        f"({'PASS' if rss <= 30 else 'FAIL'} ≤ 30 MB), CPU {cpu:.2f} % of one core "
-        f"({'PASS' if cpu <= 2 else 'FAIL'} ≤ 2 %)"
+        f"agent at 10 readings/s for {args.seconds:.0f} s: peak RSS {rss:.1f} MB, "
+        f"CPU {cpu:.2f} % of one core"
     )
     print(
         f"baseline idle interpreter: RSS {base_rss:.1f} MB, CPU {base_cpu:.2f} %; "
         f"ratio RSS {rss / base_rss:.2f}"
     )
     print(f"queue after the run: {status.strip()}")
+    targets = Targets()
+    targets.check("agent peak RSS ≤ 30 MB", rss <= 30, f"{rss:.1f} MB")
+    targets.check("agent CPU ≤ 2 % of one core", cpu <= 2, f"{cpu:.2f} %")
+    targets.exit()
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from pyiceberg.transforms import DayTransform
 from rich.console import Console
 
 from bench.ingest import drop_topic, make_topic
+from bench.targets import Targets
 from bench.transform import commit, readings, register_fleet
 from lakehouse.clients import iceberg_catalog, kafka_config, trino_connection
 from lakehouse.config import Settings
@@ -210,15 +211,17 @@ def main() -> None:
     after = {name: median_seconds(settings, sql, args.repeat) for name, sql in QUERIES.items()}
     steady = maintainer.run(gc=True, retention=False)
 
+    targets = Targets()
     console.rule(f"queries before and after compaction (median of {args.repeat})")
     for name in QUERIES:
         (b, b_rows), (a, a_rows) = before[name], after[name]
         ratio = b / a
         console.print(
-            f"{name:7} {b:6.2f} s → {a:6.2f} s: {ratio:4.1f}x faster "
-            f"(target ≥ 5x: {'met' if ratio >= 5 else 'NOT met'}); "
+            f"{name:7} {b:6.2f} s → {a:6.2f} s: {ratio:4.1f}x faster; "
             f"same result: {a_rows == b_rows}"
         )
+        targets.check(f"{name} query ≥ 5x faster after compaction", ratio >= 5, f"{ratio:.1f}x")
+        targets.check(f"{name} query: same result after compaction", a_rows == b_rows)
     console.rule("one maintenance pass")
     maintained = sum(t.before.bytes for t in report.tables)
     for t in report.tables:
@@ -239,11 +242,16 @@ def main() -> None:
         bounded = all(after <= bound for _, after, bound in passes)
         console.print(
             f"bronze data files after each pass: {[after for _, after, _ in passes]}; most "
-            f"before a pass {max(before for before, _, _ in passes)}; every pass within its "
-            "bound (partitions x (min_small_files - 1) + full-size files): "
-            f"{'met' if bounded else 'NOT met'}"
+            f"before a pass {max(before for before, _, _ in passes)}"
+        )
+        targets.check(
+            "every pass leaves bronze within its bound (partitions x (min_small_files - 1) "
+            "+ full-size files)",
+            bounded,
+            f"after {[after for _, after, _ in passes]}, bounds {[b for _, _, b in passes]}",
         )
     drop_environment(iceberg_catalog(settings, credentials, s3_key="trino"), PREFIX)
+    targets.exit()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import orjson
@@ -26,9 +27,11 @@ from confluent_kafka import Producer
 from lakehouse_testing.lake import device_counts, readings_envelope
 from rich.console import Console
 
+from bench.targets import Targets
 from lakehouse.clients import kafka_config
 
 SERVERS = ("minio", "nessie", "kafka", "postgres", "trino")
+TARGET_RECOVERY = 30.0
 PER_MESSAGE = 50
 
 
@@ -115,13 +118,16 @@ def main() -> None:
     stack = Stack(settings, Console(stderr=True))
     was_running = stack.supervisor_pid() is not None
     stack.up()
+    outcomes: list[tuple[str, dict[str, Any]]] = []
     try:
         base = one_run(stack, settings, args.seconds, args.rate, None)
         print(f"baseline: {base['rate']:,.0f} readings/s end to end, "
               f"{base['rows']:,}/{base['sent']:,} readings in bronze")  # fmt: skip
         print(f"{'server':<9} {'flowing again':>14} {'readings/s':>11} {'ratio':>6}  exact")
+        outcomes.append(("no outage", base))
         for victim in args.servers.split(","):
             result = one_run(stack, settings, args.seconds, args.rate, victim)
+            outcomes.append((victim, result))
             exact = result["rows"] == result["distinct"] == result["sent"]
             print(f"{victim:<9} {result['recovery']:>12.1f} s {result['rate']:>11,.0f} "
                   f"{result['rate'] / base['rate']:>6.2f}  {'yes' if exact else 'NO'} "
@@ -130,6 +136,18 @@ def main() -> None:
     finally:
         if not was_running:
             stack.down()
+    targets = Targets()
+    for name, result in outcomes:
+        if result["recovery"] is not None:
+            targets.check(f"{name}: flowing again ≤ {TARGET_RECOVERY:g} s",
+                          result["recovery"] <= TARGET_RECOVERY,
+                          f"{result['recovery']:.1f} s")  # fmt: skip
+        targets.check(
+            f"{name}: bronze holds exactly the readings sent",
+            result["rows"] == result["distinct"] == result["sent"],
+            f"{result['rows']:,} rows, {result['distinct']:,} distinct, {result['sent']:,} sent",
+        )
+    targets.exit()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import pyarrow as pa
 from lakehouse_testing.bronze_writer import create_environment, drop_environment
 from rich.console import Console
 
+from bench.targets import Targets
 from bench.transform import DEVICES, METRICS, commit, readings, register_fleet, timed_run
 from lakehouse.clients import iceberg_catalog, trino_connection
 from lakehouse.config import Settings
@@ -107,23 +108,27 @@ def main() -> None:
     hour_s, hour = timed(lambda: reconciler.run(Window(since=since)), args.repeat)
 
     total = full.totals().bronze
+    targets = Targets()
     console.rule(f"reconcile at {total:,} bronze readings (median of {args.repeat})")
     console.print(f"baseline: count(*) over bronze {baseline:.2f} s")
     for name, seconds, report, target in (
         ("full window", full_s, full, 60.0), ("last hour", hour_s, hour, 5.0),
     ):  # fmt: skip
         assert isinstance(report, Report)
-        verdict = "met" if seconds <= target and report.accounted else "NOT met"
         console.print(
             f"{name:12} {seconds:6.2f} s ({seconds / baseline:.1f}x baseline), "
-            f"{report.totals().bronze:,} readings in bronze, accounted: {report.accounted} "
-            f"(target ≤ {target:.0f} s: {verdict})"
+            f"{report.totals().bronze:,} readings in bronze, accounted: {report.accounted}"
         )
         for finding in report.discrepancies[:5]:
             console.print(f"  {finding.describe()}")
+        targets.check(f"reconcile, {name} ≤ {target:.0f} s", seconds <= target,
+                      f"{seconds:.2f} s")  # fmt: skip
+        targets.check(f"reconcile, {name}: every reading accounted for", report.accounted,
+                      f"{len(report.discrepancies)} discrepancies")  # fmt: skip
 
     if not args.keep:
         drop_environment(iceberg_catalog(settings, credentials, s3_key="ingest"), PREFIX)
+    targets.exit()
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from rich.console import Console
 from bench import BENCH_ENVIRONMENT
 from bench.gateway import batch_bodies, register_devices, saturate, settle
 from bench.ingest import drop_topic, end_to_end, make_topic, produce
+from bench.targets import Targets
 from bench.transform import DEVICES, METRICS, PER_HOUR, load_seconds, register_fleet, timed_run
 from lakehouse.clients import iceberg_catalog
 from lakehouse.config import Settings, environment_variables, isolated_environment
@@ -184,6 +185,7 @@ def main() -> None:
             with environment(side.variables) as settings:
                 cleanup(settings)
 
+    targets = Targets()
     print(f"security on vs off, the median of each side (target ≤ {TARGET:.0%} slower):")
     for workload, (unit, _) in workloads.items():
         if workload in args.skip:
@@ -192,15 +194,17 @@ def main() -> None:
         on, off = statistics.median(on_figures), statistics.median(off_figures)
         # Rates: slower means fewer per second; durations: slower means more seconds.
         slower = off / on - 1 if unit == "readings/s" else on / off - 1
-        verdict = "met" if slower <= TARGET else "NOT met"
         print(
             f"  {workload:9} on {on:12,.1f} {unit:10} off {off:12,.1f} {unit:10} "
-            f"security costs {slower:+.1%} ({verdict}; {len(on_figures)} rounds, on "
+            f"security costs {slower:+.1%} ({len(on_figures)} rounds, on "
             f"{min(on_figures):,.1f}-{max(on_figures):,.1f}, off "
             f"{min(off_figures):,.1f}-{max(off_figures):,.1f})"
         )
+        targets.check(f"{workload}: security on ≤ {TARGET:.0%} slower than off",
+                      slower <= TARGET, f"{slower:+.1%}")  # fmt: skip
     print(f"(transform: incremental run of one new hour, {PER_HOUR:,} readings of "
           f"{DEVICES} devices x {len(METRICS)} metrics)")  # fmt: skip
+    targets.exit()
 
 
 if __name__ == "__main__":

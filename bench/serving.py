@@ -33,6 +33,7 @@ import psycopg
 from lakehouse_testing.bronze_writer import create_environment, drop_environment
 from rich.console import Console
 
+from bench.targets import Targets
 from bench.transform import DEVICES, METRICS, load_seconds, p95, register_fleet, timed_run
 from lakehouse.clients import iceberg_catalog, trino_connection
 from lakehouse.config import Settings
@@ -306,12 +307,13 @@ def main() -> None:
     rss, pss = platform_memory(stack)
 
     console.rule(f"serving at {args.readings:,} bronze readings")
+    targets = Targets()
     share = published["incremental"] / published["full"]
     console.print(
         f"publish: one run's changes {published['incremental']:.2f} s vs full copy "
-        f"{published['full']:.2f} s = {share:.1%} (target ≤ 10 %: "
-        f"{'met' if share <= 0.10 else 'NOT met'})"
+        f"{published['full']:.2f} s = {share:.1%}"
     )
+    targets.check("incremental publish ≤ 10 % of the full copy", share <= 0.10, f"{share:.1%}")
     worst = 0.0
     for name, pg, tr in query_rows:
         worst = max(worst, pg)
@@ -319,23 +321,23 @@ def main() -> None:
             f"{name:32} serving p95 {pg * 1000:6.1f} ms | Trino gold p95 {tr * 1000:7.1f} ms "
             f"| ratio {pg / tr:.3f}"
         )
-    console.print(
-        f"worst serving p95 {worst * 1000:.1f} ms (target ≤ 100 ms: "
-        f"{'met' if worst <= 0.1 else 'NOT met'})"
-    )
+    console.print(f"worst serving p95 {worst * 1000:.1f} ms")
+    targets.check("serving chart queries, worst p95 ≤ 100 ms", worst <= 0.1,
+                  f"{worst * 1000:.1f} ms")  # fmt: skip
     slowest = max(rendered.values())
     for slug, seconds in rendered.items():
         console.print(f"dashboard {slug:16} warm {seconds:.2f} s (median of {args.loads} loads)")
+    console.print(f"slowest dashboard {slowest:.2f} s")
+    targets.check("slowest dashboard, warm, ≤ 3 s", slowest <= 3, f"{slowest:.2f} s")
     console.print(
-        f"slowest dashboard {slowest:.2f} s (target ≤ 3 s: {'met' if slowest <= 3 else 'NOT met'})"
+        f"whole platform resident memory {pss:.2f} GiB, shared pages counted once (PSS); "
+        f"summed per process {rss:.2f} GiB, PostgreSQL's shared buffers counted in each "
+        "backend"
     )
-    console.print(
-        f"whole platform resident memory {pss:.2f} GiB, shared pages counted once (PSS) "
-        f"(target < 6 GiB: {'met' if pss < 6 else 'NOT met'}); summed per process "
-        f"{rss:.2f} GiB, PostgreSQL's shared buffers counted in each backend"
-    )
+    targets.check("whole platform resident memory (PSS) < 6 GiB", pss < 6, f"{pss:.2f} GiB")
     if not args.keep:
         drop_environment(iceberg_catalog(settings, credentials, s3_key="ingest"), PREFIX)
+    targets.exit()
 
 
 if __name__ == "__main__":

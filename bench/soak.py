@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 import bench
+from bench.targets import Targets
 from lakehouse.config import isolated_environment
 
 console = Console()
@@ -159,27 +160,29 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1] if len(values) > 1 else values[0]
 
 
-def verdict(samples: list[Sample]) -> bool:
+def verdict(samples: list[Sample], targets: Targets) -> None:
     baseline = next((s for s in samples if s.minute >= BASELINE_MINUTE), samples[0])
     last = samples[-1]
     table = Table(title=f"RSS per service (MiB): minute {baseline.minute:.0f} → end")
     for column in ("service", "baseline", "end", "ratio", "peak"):
         table.add_column(column, justify="left" if column == "service" else "right")
-    rss_ok = True
+    rss_drifted = []
     for name in sorted(baseline.rss_mib):
         start, end = baseline.rss_mib[name], last.rss_mib.get(name, 0.0)
         peak = max(s.rss_mib.get(name, 0.0) for s in samples if s.minute >= baseline.minute)
         ratio = end / start if start else 0.0
-        rss_ok &= abs(ratio - 1) <= RSS_TOLERANCE
+        if abs(ratio - 1) > RSS_TOLERANCE:
+            rss_drifted.append(f"{name} {ratio:.2f}")
         table.add_row(name, f"{start:.0f}", f"{end:.0f}", f"{ratio:.2f}", f"{peak:.0f}")
     console.print(table)
     by_baseline = [s for s in samples if s.minute <= baseline.minute] + [baseline]
-    files_ok = True
+    growing = []
     for name in TABLES:
         most = max(s.files.get(name, 0) for s in by_baseline)
         end = last.files.get(name, 0)
         bounded = end <= max(FILE_GROWTH_LIMIT * most, 10)
-        files_ok &= bounded
+        if not bounded:
+            growing.append(name)
         console.print(
             f"{name}: {end} data files at the end, {most} by minute {baseline.minute:.0f} "
             f"(ratio {end / most if most else 0:.2f}; {'bounded' if bounded else 'GROWING'})",
@@ -203,20 +206,16 @@ def verdict(samples: list[Sample]) -> bool:
             f"device → serving after minute {BASELINE_MINUTE}: p50 "
             f"{statistics.median(fresh):.1f} s, p95 {p95(fresh):.1f} s"
         )
-    checks = {
-        "0 readings unaccounted": unaccounted == 0,
-        "0 failed reconcile calls": failed_reconciles == 0,
-        "0 failed transform runs": failed_runs == 0,
-        f"RSS within {RSS_TOLERANCE:.0%} of minute {BASELINE_MINUTE}": rss_ok,
-        "file counts bounded": files_ok,
-    }
-    for name, met in checks.items():
-        console.print(f"{'met' if met else 'NOT met':8} {name}")
     console.print(
         f"unaccounted {unaccounted}, failed reconciles {failed_reconciles}, "
         f"failed runs {failed_runs}"
     )
-    return all(checks.values())
+    targets.check("0 readings unaccounted", unaccounted == 0, str(unaccounted))
+    targets.check("0 failed reconcile calls", failed_reconciles == 0, str(failed_reconciles))
+    targets.check("0 failed transform runs", failed_runs == 0, str(failed_runs))
+    targets.check(f"RSS within {RSS_TOLERANCE:.0%} of minute {BASELINE_MINUTE}",
+                  not rss_drifted, ", ".join(rss_drifted))  # fmt: skip
+    targets.check("file counts bounded", not growing, ", ".join(growing))
 
 
 def main() -> None:
@@ -241,7 +240,7 @@ def main() -> None:
         raise SystemExit(f"the platform did not start:\n{up.stderr[-3000:]}")
     console.print(f"platform up in {time.perf_counter() - started_up:.0f} s")
     settings = Settings()
-    ok = False
+    targets = Targets()
     try:
         devices = register_devices(settings, max(1, args.rate // PER_BATCH))
         watcher = Watcher(settings, devices[0][0])
@@ -273,11 +272,11 @@ def main() -> None:
         watcher.stop.set()
         if len(sent) < seconds:
             raise SystemExit(f"the devices stopped after {len(sent)} of {seconds} batches")
-        ok = verdict(samples)
+        verdict(samples, targets)
     finally:
         if not args.keep:
             lakehouse("stack", "down", "--purge")
-    raise SystemExit(0 if ok else 1)
+    targets.exit()
 
 
 if __name__ == "__main__":

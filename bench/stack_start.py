@@ -19,6 +19,7 @@ import time
 import pyarrow as pa
 from rich.console import Console
 
+from bench.targets import Targets
 from lakehouse.clients import iceberg_catalog, trino_connection
 from lakehouse.config import Settings
 from lakehouse.credentials import load
@@ -103,16 +104,16 @@ def main() -> None:
     floor = jvm_floor(settings, console)
 
     median = statistics.median(durations)
+    targets = Targets()
     print(
         f"stack start, warm cache ({args.runs} run(s)): median {median:.1f} s "
         f"(runs: {', '.join(f'{d:.1f}' for d in durations)})"
     )
     print(f"baseline, {JVM_SERVICES} bare JVM starts: {floor:.2f} s")
     print(f"ratio start / baseline: {median / floor:.1f}x")
-    print(
-        f"ratio start / 90 s target: {median / TARGET_SECONDS:.2f} "
-        f"({'PASS' if median <= TARGET_SECONDS else 'FAIL'})"
-    )
+    print(f"ratio start / 90 s target: {median / TARGET_SECONDS:.2f}")
+    targets.check("every service healthy within 90 s of up", median <= TARGET_SECONDS,
+                  f"median {median:.1f} s")  # fmt: skip
     print("per service (s to ready, peak RSS MiB):")
     for name, seconds in per_service.items():
         peak_mib = sampler.peak.get(name, 0) / 2**20
@@ -120,10 +121,13 @@ def main() -> None:
     total = sampler.peak_total
     print(
         f"peak RSS of the whole stack: {total / 2**30:.2f} GiB; ratio to 6 GiB budget: "
-        f"{total / TARGET_RSS:.2f} ({'PASS' if total <= TARGET_RSS else 'FAIL'})"
+        f"{total / TARGET_RSS:.2f}"
     )
+    targets.check("peak RSS of the whole stack ≤ 6 GiB", total <= TARGET_RSS,
+                  f"{total / 2**30:.2f} GiB")  # fmt: skip
     if not was_running:
         stack.down()
+    targets.exit()
 
 
 if __name__ == "__main__":

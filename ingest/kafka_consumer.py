@@ -144,13 +144,14 @@ class BronzeConsumer:
     ) -> None:
         self.settings = settings
         self.topic = topic or settings.kafka.topic
+        self.group_id = group_id or settings.ingest.group_id
         self.policy = policy or CommitPolicy(
             settings.ingest.max_rows, settings.ingest.max_bytes, settings.ingest.max_age_seconds
         )
         self.metrics = metrics or IngestMetrics()
         self.limits = Limits(max_future=timedelta(seconds=settings.ingest.max_future_seconds))
         self._config = {
-            **consumer_config(settings, group_id or settings.ingest.group_id, overrides or {}),
+            **consumer_config(settings, self.group_id, overrides or {}),
             "error_cb": self._on_client_error,
         }
         # A fatal error of the Kafka client (another consumer took this one's static
@@ -212,8 +213,10 @@ class BronzeConsumer:
             messages = consumer.consume(num_messages=5000, timeout=0.2)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            if isinstance(error, KafkaError) and _is_fatal(error):
-                self._fatal = error
+            if isinstance(error, KafkaError):
+                self._check_refused(error)
+                if _is_fatal(error):
+                    self._fatal = error
             self._check_fatal()
             self._kafka_outage.failed(exc)
             self.stop_event.wait(1.0)
@@ -222,6 +225,13 @@ class BronzeConsumer:
         if messages and self._kafka_outage.down:
             self._kafka_outage.recovered()
         return messages
+
+    def _check_refused(self, error: KafkaError) -> None:
+        """Kafka's client keeps retrying a group or topic no ACL allows, and consumes
+        nothing meanwhile: no retry helps, so the consumer stops and says what to fix."""
+        refused = refusal(error, self.settings, topic=self.topic, group_id=self.group_id)
+        if refused is not None:
+            raise refused
 
     def _check_fatal(self) -> None:
         if self._fatal is not None:
@@ -351,6 +361,7 @@ class BronzeConsumer:
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 return
+            self._check_refused(error)
             if _is_fatal(error):
                 self._fatal = error
                 self._check_fatal()
@@ -525,6 +536,29 @@ class BronzeConsumer:
                 continue
             position = self._readings_at.get(partition, 0)
             self.metrics.lag.labels(self.topic, str(partition)).set(max(high - position, 0))
+
+
+def refusal(
+    error: KafkaError, settings: Settings, *, topic: str, group_id: str
+) -> IngestError | None:
+    """The error to stop with when Kafka refuses the ingest principal `topic` or the
+    group `group_id` (no ACL allows it), naming what the platform grants; else None."""
+    granted = (
+        f"the stack grants `ingest` the topic {settings.kafka.topic!r} and groups whose ids "
+        f"start with {settings.ingest.group_id!r} (LAKEHOUSE_INGEST_GROUP_ID, the default "
+        "group); another topic gets its ACLs and group prefixes with "
+        "lakehouse.stack.kafka_acl.grant_topic"
+    )
+    if error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        refused, fix = f"the consumer group {group_id!r}", "consume in a group the platform grants"
+    elif error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        refused, fix = f"the topic {topic!r}", "consume a topic the platform grants"
+    else:
+        return None
+    return IngestError(
+        f"Kafka refuses the ingest principal {refused} (no ACL allows it): {error.str()}",
+        fix=f"{fix}: {granted}",
+    )
 
 
 def _is_fatal(error: KafkaError) -> bool:

@@ -27,7 +27,10 @@ ingest_app = typer.Typer(help="Write readings into the bronze tables.")
 def ingest_kafka(
     ctx: typer.Context,
     topic: Annotated[str | None, typer.Option(help="Topic (default: the stack's).")] = None,
-    group: Annotated[str | None, typer.Option(help="Consumer group id.")] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(help="Consumer group id, one Kafka lets `ingest` use (default: the stack's)."),
+    ] = None,
     max_rows: Annotated[int | None, typer.Option(help="Commit at this many records.")] = None,
     max_age: Annotated[float | None, typer.Option(help="Commit at this batch age (s).")] = None,
     metrics_port: Annotated[
