@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.platform import OwnPlatform
+from bench.targets import Targets
 
 console = Console()
 HOME = Path(__file__).resolve().parent.parent / ".lakehouse-bench-platform"
@@ -151,38 +152,41 @@ def show(figures: Figures) -> None:
     )
 
 
-def compare(before: Figures, now: Figures, rate: int) -> bool:
+def compare(before: Figures, now: Figures, rate: int) -> Targets:
     table = Table(title=f"make up platform + {rate:,} readings/s: before → now")
-    for column in ("figure", "before", "now", "ratio", "target"):
+    for column in ("figure", "before", "now", "ratio"):
         table.add_column(column, justify="left" if column == "figure" else "right")
-    checks: list[tuple[str, float, float, float | None]] = [
+    rows: list[tuple[str, float, float, float | None]] = [
         ("device → serving p95 (s)", before.latency["serving"][1], now.latency["serving"][1], 15),
         ("device → serving p50 (s)", before.latency["serving"][0], now.latency["serving"][0], 8),
         ("device → gold p95 (s)", before.latency["gold"][1], now.latency["gold"][1], None),
         ("device → bronze p95 (s)", before.latency["bronze"][1], now.latency["bronze"][1], 2),
         ("run median, serving incl. (s)", before.run_median, now.run_median, 4),
         ("run with nothing new (s)", before.idle_median or 0.0, now.idle_median or 0.0, 0.5),
-        ("CPU at the demo's load", before.cpu_demo, now.cpu_demo, 0.25),
-        (f"CPU at {rate:,}/s", before.cpu_load, now.cpu_load, 0.70),
+        ("CPU share at the demo's load", before.cpu_demo, now.cpu_demo, 0.25),
+        (f"CPU share at {rate:,}/s", before.cpu_load, now.cpu_load, 0.70),
     ]
-    ok = True
-    for name, old, new, target in checks:
-        met = target is None or new <= target
-        if name.startswith("run with nothing new") and now.idle_median is None:
-            met = False  # no such run was seen: not shown
-        ok &= met
-        table.add_row(
-            name, f"{old:.2f}", f"{new:.2f}", f"{new / old:.2f}" if old else "-",
-            "-" if target is None else f"≤ {target:g} {'met' if met else 'NOT met'}",
-        )  # fmt: skip
+    for name, old, new, _ in rows:
+        table.add_row(name, f"{old:.2f}", f"{new:.2f}", f"{new / old:.2f}" if old else "-")
     console.print(table)
-    if now.failed_runs:
-        console.print(f"NOT met: {now.failed_runs} transform runs failed under load")
-        ok = False
-    return ok
+    targets = Targets()
+    for name, _, new, target in rows:
+        if target is None:
+            continue
+        if name.startswith("run with nothing new") and now.idle_median is None:
+            targets.check(f"{name} ≤ {target:g}", False, "no such run was seen under load")
+            continue
+        targets.check(f"{name} ≤ {target:g}", new <= target, f"{new:.2f}")
+    targets.check("no transform run failed under load", not now.failed_runs,
+                  f"{now.failed_runs} failed")  # fmt: skip
+    for layer in LAYERS:
+        missing = now.latency[layer][2]
+        targets.check(f"every probe batch reached {layer}", not missing, f"{missing} not seen")
+    return targets
 
 
 def main(seconds: int, rate: int, idle: int) -> None:
     before = measure("before: a run every 30 s", BASELINE, seconds, rate, idle)
     now = measure("now: the defaults", {}, seconds, rate, idle)
-    raise SystemExit(0 if compare(before, now, rate) else 1)
+    compare(before, now, rate).exit()
+    raise SystemExit(0)
