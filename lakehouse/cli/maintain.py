@@ -16,7 +16,7 @@ from lakehouse.credentials import load
 from lakehouse.errors import LakehouseError, MaintenanceLockedError
 from lakehouse.maintain import records
 from lakehouse.maintain.metrics import MaintenanceMetrics
-from lakehouse.maintain.runner import Maintainer, describe
+from lakehouse.maintain.runner import Maintainer, describe, release_memory
 from lakehouse.metrics import serve
 from lakehouse.retry import Backoff
 
@@ -105,6 +105,7 @@ def _loop(
                 + (f" ({failures} in a row)" if failures > 1 else ""),
                 highlight=False,
             )
+        release_memory()
         wait = every if not failures else Backoff(5.0, every, jitter=0.0).delay(failures)
         stop.wait(max(wait - (time.monotonic() - started), 0))
     err.print("stopped")

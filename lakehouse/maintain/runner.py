@@ -303,3 +303,19 @@ def describe(report: MaintenanceReport) -> str:
     if report.error:
         lines.append(f"  error: {report.error}")
     return "\n".join(lines)
+
+
+def release_memory() -> None:
+    """Give back what a pass allocated and freed. Arrow's allocator keeps freed pages for
+    reuse and glibc keeps the top of its heap, so a loop that once compacted a large
+    partition would otherwise hold that peak for as long as it runs."""
+    import contextlib
+    import ctypes
+    import gc as garbage
+
+    import pyarrow
+
+    garbage.collect()
+    pyarrow.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
