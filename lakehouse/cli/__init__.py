@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from lakehouse.cli.audit import audit_app
 from lakehouse.cli.backup import backup, restore
@@ -71,12 +72,12 @@ def _root(
 
 
 def _report(exc: LakehouseError) -> None:
-    err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
     if isinstance(exc, ServiceStartError) and exc.log_tail:
         err.print(f"[dim]last lines of the {exc.service} log:[/]")
         err.print(exc.log_tail.rstrip(), markup=False, highlight=False)
     if exc.fix:
-        err.print(f"[bold]fix:[/] {exc.fix}", highlight=False)
+        err.print(f"[bold]fix:[/] {escape(exc.fix)}", highlight=False)
 
 
 def main() -> None:
@@ -90,7 +91,9 @@ def main() -> None:
         _report(exc)
         sys.exit(1)
     except ValidationError as exc:
-        err.print(f"[bold red]error:[/] invalid LAKEHOUSE_* setting:\n{exc}", highlight=False)
+        err.print(
+            f"[bold red]error:[/] invalid LAKEHOUSE_* setting:\n{escape(str(exc))}", highlight=False
+        )
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

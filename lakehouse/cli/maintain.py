@@ -8,6 +8,7 @@ import time
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from lakehouse.cli.common import err, out, settings_of
@@ -94,14 +95,14 @@ def _loop(
             metrics.record(report)
             failures = 0
         except MaintenanceLockedError as exc:
-            err.print(f"[yellow]skipped:[/] {exc.message}", highlight=False)
+            err.print(f"[yellow]skipped:[/] {escape(exc.message)}", highlight=False)
         except LakehouseError as exc:
             failures += 1
-            err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
         except Exception as exc:  # a server away (PostgreSQL, Trino, Nessie): try again
             failures += 1
             err.print(
-                f"[bold red]pass failed:[/] {type(exc).__name__}: {str(exc)[:300]}"
+                f"[bold red]pass failed:[/] {type(exc).__name__}: {escape(str(exc)[:300])}"
                 + (f" ({failures} in a row)" if failures > 1 else ""),
                 highlight=False,
             )

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from lakehouse import transform_runs as runs
@@ -44,7 +45,7 @@ def stack_up(ctx: typer.Context) -> None:
         try:
             logins = ensure_logins(settings)
         except LakehouseError as exc:
-            err.print(f"[yellow]the demo logins could not be made:[/] {exc}")
+            err.print(f"[yellow]the demo logins could not be made:[/] {escape(str(exc))}")
         else:
             out.print(_demo_table(settings, statuses, logins))
 

@@ -8,6 +8,7 @@ import time
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from lakehouse import transform_runs as runs
@@ -132,21 +133,21 @@ def _loop(
                 _print_report(audit)
                 metrics.record_run(audit.outcome, audit.seconds)
         except TransformLockedError as exc:
-            err.print(f"[yellow]skipped:[/] {exc.message}", highlight=False)
+            err.print(f"[yellow]skipped:[/] {escape(exc.message)}", highlight=False)
             failures = 0
         except ServersAwayError as exc:
             failures += 1
             if exc.message != waiting_for:
-                err.print(f"[yellow]waiting:[/] {exc.message}", highlight=False)
+                err.print(f"[yellow]waiting:[/] {escape(exc.message)}", highlight=False)
                 waiting_for = exc.message
         except LakehouseError as exc:
             metrics.record_run("error", time.monotonic() - started)
-            err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
         except Exception as exc:  # a server away (Trino, Nessie, PostgreSQL): try again
             metrics.record_run("error", time.monotonic() - started)
             failures += 1
             err.print(
-                f"[bold red]run failed:[/] {type(exc).__name__}: {str(exc)[:300]}"
+                f"[bold red]run failed:[/] {type(exc).__name__}: {escape(str(exc)[:300])}"
                 + (f" ({failures} in a row)" if failures > 1 else ""),
                 highlight=False,
             )
@@ -165,7 +166,7 @@ def _refresh_layers(runner: TransformRunner, metrics: TransformMetrics) -> None:
     try:
         metrics.refresh_layers(runner.trino_cursor(), runner.prefix)
     except Exception as exc:  # metrics are best effort; the next run tries again
-        err.print(f"[yellow]layer freshness not read:[/] {str(exc)[:200]}", highlight=False)
+        err.print(f"[yellow]layer freshness not read:[/] {escape(str(exc)[:200])}", highlight=False)
 
 
 def _print_report(report: RunReport) -> None:
@@ -237,7 +238,10 @@ def _print_audit(report: RunReport) -> None:
 def _print_kept(report: RunReport, kept: str) -> None:
     """The failed nodes, and the branch kept for inspection (`kept` names it)."""
     for node in report.failed_nodes:
-        err.print(f"  [red]✗[/] {node.node} ({node.status}): {node.message or ''}", highlight=False)
+        err.print(
+            f"  [red]✗[/] {node.node} ({node.status}): {escape(node.message or '')}",
+            highlight=False,
+        )
     err.print(
         kept.format(branch=f"[bold]{report.branch}[/]")
         + f": query its tables as {report.branch}.<schema>.<table> in Trino; "
