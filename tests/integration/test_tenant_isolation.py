@@ -17,6 +17,8 @@ import psycopg
 import pytest
 import requests
 import trino
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from trino.auth import BasicAuthentication
 from trino.exceptions import HttpError, TrinoQueryError
 
@@ -90,6 +92,48 @@ def test_superset_impersonating_a_lookalike_gets_only_its_tenants_rows(
     name, _ = lookalikes["tenant-02"]
     connection = connect(stack_settings, "superset", credentials.trino_passwords["superset"], name)
     assert run(connection, f"select count(*), sum(v) from {probe}") == [[2, 9]]
+
+
+# What a regular expression reads as more than itself, and what it would then match.
+_SPECIAL = {".": "a", "+": "", "*": "", "|": "", "[": "a"}
+
+
+@settings(
+    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    stem=st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=5),
+    special=st.sampled_from(sorted(_SPECIAL)),
+)
+@example(stem="p", special=".")  # every run tries an accepted name, whatever is drawn
+def test_generated_lookalike_names_never_reach_another_tenant(stack_settings, probe, stem, special):
+    """A name holding a character patterns treat specially is either refused with the
+    rule it breaks, or, accepted, gets its own tenant's rows only, beside the name it
+    would match as a pattern, which gets the other tenant's rows only."""
+    u = uuid.uuid4().hex[:6]
+    special_name = f"g{u}{stem}{special}x"
+    # The name `special_name` would match were it read as a regular expression.
+    matched = f"g{u}{stem}{_SPECIAL[special]}x" if special != "|" else f"g{u}{stem}"
+    made = lakehouse("users", "add", special_name, "--role", "analyst", "--tenant", "tenant-01")
+    if special != ".":
+        assert made.returncode == 1
+        assert made.stderr.splitlines()[0] == f"error: invalid principal {special_name!r}"
+        listed = lakehouse("users", "list")
+        assert special_name not in listed.stdout
+        return
+    assert made.returncode == 0, made.stderr
+    other = add(matched, "--role", "analyst", "--tenant", "tenant-02")
+    try:
+        time.sleep(REFRESH)
+        for name, password, expected in (
+            (special_name, made.stdout.strip(), [[3, 6]]),
+            (matched, other, [[2, 9]]),
+        ):
+            assert run(connect(stack_settings, name, password),
+                       f"select count(*), sum(v) from {probe}") == expected  # fmt: skip
+    finally:
+        for name in (special_name, matched):
+            lakehouse("users", "remove", name)
 
 
 def test_a_name_differing_only_in_separators_is_refused(lookalikes):
