@@ -6,6 +6,7 @@
     incremental_strategy='merge',
     on_schema_change='append_new_columns',
     unique_key=['site', 'metric', 'day'],
+    meta={'merge_window': {'column': 'day', 'grain': 'day', 'as_date': true}},
 ) }}
 
 -- depends_on: {{ ref('readings') }}

@@ -20,6 +20,7 @@
     materialized='incremental',
     incremental_strategy='merge',
     unique_key=['device_id', 'seq'],
+    meta={'merge_window': {'column': 'ts', 'grain': 'hour'}},
     on_schema_change='append_new_columns',
     properties={"partitioning": "ARRAY['day(ts)']", "sorted_by": "ARRAY['device_id', 'seq']"},
 ) }}

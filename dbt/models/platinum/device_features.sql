@@ -8,6 +8,7 @@
     incremental_strategy='merge',
     on_schema_change='append_new_columns',
     unique_key=['device_id', 'metric', 'hour'],
+    meta={'merge_window': {'column': 'hour', 'grain': 'hour'}},
     properties={"partitioning": "ARRAY['month(hour)']"},
 ) }}
 
