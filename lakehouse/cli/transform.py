@@ -110,6 +110,7 @@ def _loop(
     first = True
     failures = 0
     waiting_for: str | None = None  # the servers away, said once until they are back
+    skipped_for: str | None = None  # the lock held by another, said once while it is
     while not stop.is_set():
         started = time.monotonic()
         if commits is not None:
@@ -117,6 +118,7 @@ def _loop(
         try:
             # Only the first run of a loop rebuilds everything when asked to.
             report = runner.run(full_refresh=full_refresh and first, force=force)
+            skipped_for = None
             if waiting_for is not None:
                 err.print("servers answer again: runs resume", highlight=False)
                 waiting_for = None
@@ -133,7 +135,9 @@ def _loop(
                 _print_report(audit)
                 metrics.record_run(audit.outcome, audit.seconds)
         except TransformLockedError as exc:
-            err.print(f"[yellow]skipped:[/] {escape(exc.message)}", highlight=False)
+            if exc.message != skipped_for:  # once, not at every bronze commit
+                err.print(f"[yellow]skipped:[/] {escape(exc.message)}", highlight=False)
+                skipped_for = exc.message
             failures = 0
         except ServersAwayError as exc:
             failures += 1

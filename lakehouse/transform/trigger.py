@@ -55,13 +55,17 @@ class BronzeCommits:
 
     def wait(self, stop: threading.Event, longest: float, poll: float) -> None:
         """Return once bronze moved (checked every `poll` seconds), after `longest`
-        seconds, or when `stop` is set."""
+        seconds, or when `stop` is set. The first look comes after one `poll`: between
+        two runs the lock stays free that long, so maintenance waiting to compact the
+        layers runs write gets its turn even while bronze moves all the time."""
         deadline = time.monotonic() + longest
         while not stop.is_set():
             left = deadline - time.monotonic()
-            if left <= 0 or self.moved():
+            if left <= 0:
                 return
             stop.wait(min(poll, left))
+            if not stop.is_set() and self.moved():
+                return
 
     def close(self) -> None:
         if self._client is not None:

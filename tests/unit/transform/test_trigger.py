@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from lakehouse.config import Settings
 from lakehouse.transform.trigger import BronzeCommits
@@ -51,3 +52,14 @@ def test_stop_ends_the_wait_at_once():
     bronze.mark()
     bronze.wait(stop, longest=60, poll=10)
     assert bronze.asked == 1
+
+
+def test_a_run_never_follows_the_last_at_once():
+    """Bronze moved while the run went: the next run still waits one poll, so the lock
+    is free long enough for maintenance waiting to compact."""
+    bronze = Bronze(["m1", "m2"])
+    bronze.mark()
+    started = time.monotonic()
+    bronze.wait(threading.Event(), longest=60, poll=0.2)
+    assert time.monotonic() - started >= 0.2
+    assert bronze.asked == 2
