@@ -73,6 +73,7 @@ def measure(label: str, overrides: dict[str, str], seconds: int, rate: int, idle
     figures = Figures(label)
     with OwnPlatform(HOME, FIRST_PORT, console, overrides) as settings:
         top = Top(settings, Stack(settings, Console(stderr=True)))
+        platform_started = datetime.now(UTC)
         time.sleep(WARMUP_SECONDS)
         figures.cpu_demo = cpu_share(top, idle)
         console.print(f"demo fleet only: the platform uses {figures.cpu_demo:.0%} of the machine")
@@ -103,13 +104,16 @@ def measure(label: str, overrides: dict[str, str], seconds: int, rate: int, idle
             if not values:
                 raise SystemExit(f"no probe batch became visible in {layer}")
             figures.latency[layer] = (statistics.median(values), p95(values), missing)
-        _runs(settings, figures, load_started, load_ended)
+        _runs(settings, figures, load_started, load_ended, platform_started)
     show(figures)
     return figures
 
 
-def _runs(settings: Any, figures: Figures, since: datetime, until: datetime) -> None:
-    """The loop's runs while the load was on: their medians, phase by phase."""
+def _runs(
+    settings: Any, figures: Figures, since: datetime, until: datetime, start: datetime
+) -> None:
+    """The loop's runs while the load was on: their medians, phase by phase; and those
+    with nothing new since the platform started (under load bronze always has news)."""
     from lakehouse.clients import postgres_connection
     from lakehouse.credentials import load
 
@@ -119,8 +123,14 @@ def _runs(settings: Any, figures: Figures, since: datetime, until: datetime) -> 
             "where started_at >= %s and started_at < %s and finished_at is not null",
             (since, until),
         ).fetchall()
+        idle = [
+            float(seconds) for (seconds,) in conn.execute(
+                "select seconds from transform.runs where outcome = 'up_to_date' "
+                "and started_at >= %s and started_at < %s",
+                (start, until),
+            ).fetchall()
+        ]  # fmt: skip
     published = [r for r in rows if r[0] == "published"]
-    idle = [r[1] for r in rows if r[0] == "up_to_date"]
     figures.runs = len(published)
     figures.failed_runs = sum(r[0] not in ("published", "up_to_date", "audited") for r in rows)
     figures.idle_runs = len(idle)
