@@ -361,6 +361,7 @@ class TransformRunner:
                 command="test",
                 quiet=self.quiet,
             )
+            report.phases.update(result.phases)
             report.nodes = result.nodes
             if not result.success:
                 report.outcome = "audit_failed"
