@@ -146,9 +146,7 @@ class IngestSettings(BaseSettings):
     namespace: str = Field(default="bronze", pattern=r"^[a-z0-9_]+$")
     max_rows: int = Field(default=500_000, ge=1)
     max_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
-    # A batch is committed once its first reading waited this long: bronze is what
-    # everything downstream waits for (maintenance compacts the small commits).
-    max_age_seconds: float = Field(default=1.0, gt=0)
+    max_age_seconds: float = Field(default=5.0, gt=0)
     metrics_port: int = 9108
     # A crashed member's partitions wait this long before moving to another member.
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
