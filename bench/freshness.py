@@ -125,6 +125,16 @@ async def send(
     await asyncio.gather(*(device(i, token) for i, (_, token) in enumerate(devices)))
 
 
+def _newest(cursor: Any, query: str) -> datetime | None:
+    """The one value `query` selects; None while its table is not there yet."""
+    try:
+        cursor.execute(query)
+        newest: datetime | None = cursor.fetchall()[0][0]
+        return newest
+    except Exception:  # not published (or committed) yet
+        return None
+
+
 class Watcher(threading.Thread):
     """Polls the probe's newest timestamp in each of `layers` (bronze, gold, serving),
     once a second."""
@@ -152,25 +162,19 @@ class Watcher(threading.Thread):
                     self._note("serving", self._newest_in_serving(conn, schema))
 
     def _newest_in_bronze(self, cursor: Any) -> datetime | None:
-        try:
-            # The probe's recent rows only: bronze grows by a thousand rows a second.
-            cursor.execute(
-                "select max(ts) from lake.bronze.readings where device_id = "
-                f"'{self.probe}' and ts > current_timestamp - interval '10' minute"
-            )
-            return cursor.fetchall()[0][0]
-        except Exception:  # no bronze commit yet
-            return None
+        # The probe's recent rows only: bronze grows by a thousand rows a second.
+        return _newest(
+            cursor,
+            "select max(ts) from lake.bronze.readings where device_id = "
+            f"'{self.probe}' and ts > current_timestamp - interval '10' minute",
+        )
 
     def _newest_in_gold(self, cursor: Any) -> datetime | None:
-        try:
-            cursor.execute(
-                "select max(last_ts) from lake.gold.fct_device_hourly "
-                f"where device_id = '{self.probe}'"
-            )
-            return cursor.fetchall()[0][0]
-        except Exception:  # no run has published gold yet
-            return None
+        return _newest(
+            cursor,
+            "select max(last_ts) from lake.gold.fct_device_hourly "
+            f"where device_id = '{self.probe}'",
+        )
 
     def _newest_in_serving(self, conn: Any, schema: str) -> datetime | None:
         try:
