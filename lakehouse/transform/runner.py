@@ -93,13 +93,13 @@ class RunReport:
         return [n for n in self.nodes if n.failed]
 
 
-# The phases a run's seconds are split into, in the order a run goes through them:
-# the lock and the run record; what bronze holds that silver has not processed (read on
-# main); catalogs of discarded runs dropped and an older layout moved; the branch; the
-# run's Trino catalog; dbt's parse, models and tests; the merge into main; dropping the
-# catalog and the branch; the serving publish.
+# The phases a run's seconds are split into, in the order a run first enters them:
+# the lock and the run record; an older layout moved (and, once the run has work,
+# catalogs of discarded runs dropped); what bronze holds that silver has not processed
+# (read on main); the branch; the run's Trino catalog; dbt's parse, models and tests;
+# the merge into main; dropping the catalog and the branch; the serving publish.
 PHASES = (
-    "record", "window", "prepare", "branch", "catalog", "parse", "models", "tests",
+    "record", "prepare", "window", "branch", "catalog", "parse", "models", "tests",
     "merge", "cleanup", "serving",
 )  # fmt: skip
 
