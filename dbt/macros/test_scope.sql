@@ -27,7 +27,7 @@
 {% macro run_scope(relation) -%}
     {%- set written_by_run = {
         'silver': ['readings', 'readings_quarantine'],
-        'internal': ['run_series'],
+        'internal': ['run_series', 'hour_baselines'],
         'gold': ['fct_device_hourly', 'fct_site_daily'],
         'platinum': ['device_features', 'anomaly_scores'],
     } -%}

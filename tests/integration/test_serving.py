@@ -111,12 +111,12 @@ def served(stack, stack_settings, credentials) -> Iterator[Served]:
             registry.register(conn, identity[0], tenant=identity[1], site=identity[2],
                               lat=lat, lon=13.4, since=SINCE)  # fmt: skip
             env.devices[key] = identity
-    # Two hours of three devices, one outlier for the anomaly table (on a baseline of 8
-    # readings: fewer flag nothing).
-    env.append("a1", 0, [20, 21, 22, 21, 20, 21, 22, 90])
+    # Two hours of three devices, one outlier for the anomaly table: judged against the
+    # hour before it, 8 readings (fewer flag nothing).
+    env.append("a1", 0, [20, 21, 22, 21, 20, 21, 22, 21])
     env.append("a2", 0, [30, 31, 30])
     env.append("b1", 0, [10, 11, 10, 12])
-    env.append("a1", 1, [22, 23])
+    env.append("a1", 1, [22, 90])
     env.append("b1", 1, [13])
     env.run()
     yield env
@@ -144,11 +144,11 @@ def test_serving_holds_exactly_what_gold_and_platinum_hold(served):
         ).fetchone()
     a1, a2, b1 = (served.devices[k][0] for k in ("a1", "a2", "b1"))
     assert [(d, h.astimezone(UTC), n, m) for d, h, n, m in hourly] == [
-        (a1, H0, 8, 90.0), (a1, H0 + timedelta(hours=1), 2, 23.0),
+        (a1, H0, 8, 22.0), (a1, H0 + timedelta(hours=1), 2, 90.0),
         (a2, H0, 3, 31.0),
         (b1, H0, 4, 12.0), (b1, H0 + timedelta(hours=1), 1, 13.0),
     ]  # fmt: skip
-    assert flagged == [(a1, 8, 90.0)]
+    assert flagged == [(a1, 10, 90.0)]
     assert record is not None and record[0]["full_refresh"] is True
     assert record[0]["tables"]["device_hourly"] == {"deleted": 0, "inserted": 5}
 

@@ -45,7 +45,7 @@ H0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 MODELS = (
     "silver.readings", "silver.readings_quarantine", "internal.bronze_progress",
     "gold.fct_device_hourly", "gold.fct_site_daily", "gold.device_health",
-    "platinum.device_features", "platinum.anomaly_scores",
+    "platinum.device_features", "platinum.anomaly_scores", "internal.hour_baselines",
 )  # fmt: skip
 
 
@@ -235,9 +235,10 @@ def expected_features(kept: list[Row]) -> dict[tuple[str, str, datetime], dict[s
 
 
 def expected_scores(kept: list[Row]) -> dict[tuple[str, int], tuple[float | None, bool | None]]:
-    """The model's definition: a reading's own hour when it holds 12 readings or more,
-    otherwise the trailing day's hours that hold fewer than 12; the spread is at least
-    the metric's noise floor, and only a baseline of 8 readings or more flags."""
+    """The model's definition: a reading is compared with earlier hours only, the hour
+    before when it holds 12 readings or more, otherwise the hours among the 24 before
+    that hold fewer than 12; the spread is at least the metric's noise floor, and only a
+    baseline of 8 readings or more flags."""
     floors = noise_floors()
     hours: dict[tuple[str, str, datetime], list[float]] = defaultdict(list)
     for r in kept:
@@ -245,24 +246,25 @@ def expected_scores(kept: list[Row]) -> dict[tuple[str, int], tuple[float | None
     scores = {}
     for r in kept:
         device, metric, hour = r.identity[0], r.reading["metric"], _hour(_ts(r))
-        values = hours[(device, metric, hour)]
+        values = hours.get((device, metric, hour - timedelta(hours=1)), [])
         if len(values) < 12:
-            day = [hours.get((device, metric, hour - timedelta(hours=n)), []) for n in range(24)]
+            day = [hours.get((device, metric, hour - timedelta(hours=n)), []) for n in range(1, 25)]
             values = [v for in_hour in day if len(in_hour) < 12 for v in in_hour]
+        if len(values) < 3:
+            scores[(device, r.reading["seq"])] = (None, None)
+            continue
         median = statistics.median(values)
         deviations = [abs(v - median) for v in values]
         mad, mean_ad = statistics.median(deviations), statistics.fmean(deviations)
         spread = max(mad, floors.get(metric, 0.0))
         v = r.reading["value"]
-        if len(values) < 3:
-            z = None
-        elif spread > 0:
+        if spread > 0:
             z = 0.6745 * (v - median) / spread
         elif mean_ad > 0:
             z = (v - median) / (1.2533 * mean_ad)
         else:
             z = 0.0
-        flag = None if len(values) < 8 or z is None else abs(z) > 3.5
+        flag = None if len(values) < 8 else abs(z) > 3.5
         scores[(device, r.reading["seq"])] = (z, flag)
     return scores
 
@@ -384,10 +386,13 @@ def test_golden_numbers(env):
     for device, seq, z, flag, reason in scores:
         assert (z, flag) == (approx(expected_s[(device, seq)][0]), expected_s[(device, seq)][1])
         assert reason == (None if flag is not None else "small_baseline")
-    # a's 40 °C stands far from its hour's other readings, but a handful of readings is
-    # no baseline to judge by: it is left unflagged, and says why.
+    # a's 40 °C stands far from its hour's other readings, but its first hour has no
+    # earlier one to judge it by: it is left unscored and unflagged, and says why; its
+    # next hour is scored against this one, still too small a baseline to flag.
     outlier = next(row for row in scores if (row[0], row[1]) == (a[0], 5))
-    assert outlier[2] > 3.5 and outlier[3:] == [None, "small_baseline"]
+    assert outlier[2:] == [None, None, "small_baseline"]
+    next_hour = next(row for row in scores if (row[0], row[1]) == (a[0], 8))
+    assert next_hour[2:] == [approx(0.6745 * (24 - 22)), None, "small_baseline"]
 
     # Running again with no new data changes nothing: no branch, no catalog, no commit
     # on main; the window, read on main, is all it did.
@@ -657,8 +662,8 @@ def test_a_reading_from_a_clock_running_ahead_is_held_back_then_published(env):
 
 
 def test_an_hourly_device_is_scored_and_its_outlier_flagged(env):
-    """A device reporting once an hour has one reading per hour: it is scored against a
-    trailing day, across incremental runs, exactly as a full rebuild scores it."""
+    """A device reporting once an hour has one reading per hour: it is scored against the
+    day before it, across incremental runs, exactly as a full rebuild scores it."""
     device = (f"hourly-{env.u}", env.devices["a"][1], env.devices["a"][2])
     with postgres_connection(env.settings, env.credentials) as conn:
         conn.autocommit = True
@@ -681,7 +686,7 @@ def test_an_hourly_device_is_scored_and_its_outlier_flagged(env):
         f"where device_id = '{device[0]}' order by seq"
     )
     assert len(scores) == 48
-    assert [seq for seq, z, _ in scores if z is None] == [1, 2]
+    assert [seq for seq, z, _ in scores if z is None] == [1, 2, 3]
     assert [seq for seq, _, flagged in scores if flagged] == [40]
     incremental = env.contents()
     assert env.run(full_refresh=True).outcome == "published"
@@ -744,7 +749,7 @@ def test_a_run_tests_what_it_wrote_and_the_audit_tests_every_row(env):
     passed = env.runner().audit()
     assert passed.outcome == "audited", passed.error
     kinds = Counter(n.resource_type for n in passed.nodes)
-    assert kinds == {"test": len(data_tests), "unit_test": 5}
+    assert kinds == {"test": len(data_tests), "unit_test": 6}
     assert all(n.status == "pass" for n in passed.nodes)
 
     # A reading no run wrote (a value that is not a number, three days back, written
@@ -802,6 +807,7 @@ def test_work_tables_an_older_layout_kept_in_silver_move_to_internal_with_the_ne
     catalog = iceberg_catalog(env.settings, env.credentials, s3_key="ingest")
     for table in ("bronze_progress", "run_series", "readings_checked"):
         catalog.rename_table(f"{p}internal.{table}", f"{p}silver.{table}")
+    catalog.drop_table(f"{p}internal.hour_baselines")  # newer than that layout
     catalog.drop_namespace(f"{p}internal")
     progress = env.query("select stream, position from {p}silver.bronze_progress order by 1")
 

@@ -43,7 +43,7 @@ def test_every_model_has_data_tests_and_a_description(manifest):
         if n.resource_type == "test"
         for dep in n.depends_on.nodes
     }
-    assert len(models) == 13
+    assert len(models) == 14
     assert sorted(m for m in models if m not in tested) == []
     assert sorted(m.name for m in models.values() if not m.description) == []
 
@@ -60,7 +60,7 @@ def test_layers_land_in_their_own_schemas(manifest):
     assert schemas["fct_device_hourly"] == "gold"
     assert schemas["anomaly_scores"] == "platinum"
     # The pipeline's work tables, out of analysts' sight (lakehouse.trino_access).
-    for work_table in ("readings_checked", "bronze_progress", "run_series"):
+    for work_table in ("readings_checked", "bronze_progress", "run_series", "hour_baselines"):
         assert schemas[work_table] == "internal"
 
 
@@ -85,7 +85,7 @@ def test_every_incremental_model_records_the_run_that_wrote_a_row(manifest):
         for n in manifest.nodes.values()
         if n.resource_type == "model" and n.config.materialized == "incremental"
     ]
-    assert len(incremental) == 8
+    assert len(incremental) == 9
     assert sorted(n.name for n in incremental if "run_id" not in n.columns) == []
 
 
