@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pyiceberg.exceptions import CommitFailedException
 
@@ -32,6 +32,25 @@ log = logging.getLogger(__name__)
 MAX_COMMIT_ATTEMPTS = 30
 # A batch of small files rewritten in one commit reads at most this many bytes.
 BATCH_BYTES_FACTOR = 4
+# ... and at most this many rows: a batch is held in memory decompressed and once more
+# sorted, and bronze's Parquet compresses about tenfold, so bytes alone do not bound it.
+BATCH_MAX_ROWS = 500_000
+
+
+class _DataFile(Protocol):
+    @property
+    def file_size_in_bytes(self) -> int: ...
+
+    @property
+    def record_count(self) -> int: ...
+
+
+class _Task(Protocol):
+    @property
+    def file(self) -> _DataFile: ...
+
+
+T = TypeVar("T", bound=_Task)
 
 
 @dataclass(frozen=True)
@@ -67,19 +86,32 @@ def _batches(table: Table, policy: TablePolicy) -> list[list[FileScanTask]]:
     limit = policy.small_file_bytes * BATCH_BYTES_FACTOR
     batches: list[list[FileScanTask]] = []
     for tasks in by_partition.values():
-        if len(tasks) < policy.min_small_files:
-            continue
-        batch: list[FileScanTask] = []
-        size = 0
-        for task in sorted(tasks, key=lambda t: t.file.file_path):
-            if batch and size + task.file.file_size_in_bytes > limit:
-                batches.append(batch)
-                batch, size = [], 0
-            batch.append(task)
-            size += task.file.file_size_in_bytes
-        if len(batch) > 1:
-            batches.append(batch)
+        if len(tasks) >= policy.min_small_files:
+            # Smallest first: the smallest files merge, and a file already near the
+            # bounds is left alone rather than rewritten with every pass.
+            ordered = sorted(tasks, key=lambda t: (t.file.record_count, t.file.file_path))
+            batches += split_batches(ordered, max_bytes=limit, max_rows=BATCH_MAX_ROWS)
     return batches
+
+
+def split_batches(tasks: list[T], *, max_bytes: int, max_rows: int) -> list[list[T]]:
+    """Consecutive runs of `tasks` within both bounds (a file above them goes alone);
+    runs of a single file are left out, as rewriting one file alone gains nothing."""
+    batches: list[list[T]] = []
+    batch: list[T] = []
+    size = rows = 0
+    for task in tasks:
+        if batch and (
+            size + task.file.file_size_in_bytes > max_bytes
+            or rows + task.file.record_count > max_rows
+        ):
+            batches.append(batch)
+            batch, size, rows = [], 0, 0
+        batch.append(task)
+        size += task.file.file_size_in_bytes
+        rows += task.file.record_count
+    batches.append(batch)
+    return [b for b in batches if len(b) > 1]
 
 
 def _sorted(table: Table, data: Any) -> Any:
