@@ -60,6 +60,7 @@ class Sample:
     reconcile_seconds: float
     files: dict[str, int]
     rss_mib: dict[str, float]
+    pss_mib: dict[str, float]
     runs: dict[str, int]
     run_seconds: list[float]
     freshness: list[float] = field(default_factory=list)
@@ -83,6 +84,8 @@ class Sampler:
         self.top.frame()  # CPU figures are differences: start the counters
 
     def take(self, freshness: list[float]) -> Sample:
+        from lakehouse.stack.process import tree_pss
+
         result = lakehouse("reconcile", "--json")
         report = json.loads(result.stdout) if result.stdout.strip() else {}
         unaccounted = sum(d.get("readings", 0) for d in report.get("discrepancies", []))
@@ -95,6 +98,9 @@ class Sampler:
             reconcile_seconds=float(report.get("seconds", 0.0)),
             files=self.files.latest(),
             rss_mib={name: rss / 2**20 for name, rss in frame.rss.items()},
+            # Shared pages divided among the processes mapping them: PostgreSQL's shared
+            # buffers count once, not once per backend that touched them.
+            pss_mib={s.name: tree_pss(s.pid) / 2**20 for s in frame.statuses if s.pid},
             runs=outcomes,
             run_seconds=seconds,
             freshness=freshness,
@@ -179,7 +185,7 @@ def verdict(
     baseline = next((s for s in samples if s.minute >= BASELINE_MINUTE), samples[0])
     final = samples[-1]
     table = Table(title=f"RSS per service (MiB): minute {baseline.minute:.0f} → end")
-    for column in ("service", "baseline", "end", "ratio", "peak"):
+    for column in ("service", "baseline", "end", "ratio", "peak", "PSS baseline", "PSS end"):
         table.add_column(column, justify="left" if column == "service" else "right")
     rss_drifted = []
     for name in sorted(baseline.rss_mib):
@@ -188,7 +194,9 @@ def verdict(
         ratio = end / start if start else 0.0
         if abs(ratio - 1) > RSS_TOLERANCE:
             rss_drifted.append(f"{name} {ratio:.2f}")
-        table.add_row(name, f"{start:.0f}", f"{end:.0f}", f"{ratio:.2f}", f"{peak:.0f}")
+        pss = (baseline.pss_mib.get(name, 0.0), final.pss_mib.get(name, 0.0))
+        table.add_row(name, f"{start:.0f}", f"{end:.0f}", f"{ratio:.2f}", f"{peak:.0f}",
+                      f"{pss[0]:.0f}", f"{pss[1]:.0f}")  # fmt: skip
     console.print(table)
     # A run shorter than the baseline minute (a trial) judges all it saw.
     after = [(minute, counts) for minute, counts in files if minute >= BASELINE_MINUTE] or files
