@@ -37,19 +37,24 @@ run_spans as (
 ),
 
 -- The run's new readings, and every reading of the later hours whose baselines they
--- may change; the older readings of a new reading's own hour keep their scores.
+-- may change; the older readings of a new reading's own hour keep their scores. Two
+-- scans, so that each prunes files by its own bounds (a run's own files by run_id).
 scoped as (
     select r.*, date_trunc('hour', r.ts) as hour
     from {{ ref('readings') }} as r
-    inner join run_spans as s on s.device_id = r.device_id and s.metric = r.metric
     {%- if earliest is not none %}
-    where r.ts >= {{ ts_literal(earliest) }}
+    where r.run_id = {{ current_run_id() }}
+      and r.ts >= {{ ts_literal(earliest) }}
+      and r.ts < {{ ts_literal(latest) }} + interval '1' hour
+    union all
+    select r.*, date_trunc('hour', r.ts) as hour
+    from {{ ref('readings') }} as r
+    inner join run_spans as s on s.device_id = r.device_id and s.metric = r.metric
+    where r.ts >= {{ ts_literal(earliest) }} + interval '1' hour
       and r.ts < {{ ts_literal(latest) }} + interval '25' hour
-      and (
-          r.run_id = {{ current_run_id() }}
-          or date_trunc('hour', r.ts) > s.first_hour
-              and date_trunc('hour', r.ts) <= s.last_hour + interval '24' hour
-      )
+      and (r.run_id is null or r.run_id <> {{ current_run_id() }})
+      and date_trunc('hour', r.ts) > s.first_hour
+      and date_trunc('hour', r.ts) <= s.last_hour + interval '24' hour
     {%- else %}
     where false
     {%- endif %}
