@@ -12,7 +12,9 @@
     rows on says so with `meta={'merge_window': {'column': C, 'grain': 'hour'|'day'}}`
     (`'as_date': true` for a date column): the MERGE then matches only target rows with
     C at or after that bound, so Trino reads the partitions and files from there, not
-    the whole table, and a run costs the same on a year of data as on a day. -#}
+    the whole table, and a run costs the same on a year of data as on a day.
+    `'first_is_new': true` says the model's rows of that first hour (or day) are all
+    new (never in the table), and moves the bound one hour (or day) on. -#}
 {% materialization incremental, adapter='trino', supported_languages=['sql'] -%}
     {%- set existing = load_cached_relation(this) -%}
     {%- set strategy = config.get('incremental_strategy') or 'default' -%}
@@ -33,6 +35,11 @@
             {%- do predicates.append('false') -%}
         {%- else -%}
             {%- set bound = ts_literal(earliest) -%}
+            {%- if window.get('first_is_new') -%}
+                {#- The model's rows of the first hour (or day) are all new ones: no
+                    target row there can match, so none is read. -#}
+                {%- set bound = '(' ~ bound ~ " + interval '1' " ~ window['grain'] ~ ')' -%}
+            {%- endif -%}
             {%- if window.get('as_date') -%}
                 {%- set bound = 'cast(' ~ bound ~ ' as date)' -%}
             {%- endif -%}

@@ -235,9 +235,9 @@ def expected_features(kept: list[Row]) -> dict[tuple[str, str, datetime], dict[s
 
 
 def expected_scores(kept: list[Row]) -> dict[tuple[str, int], tuple[float | None, bool | None]]:
-    """The model's definition: a reading is compared with earlier hours only, the hour
-    before when it holds 12 readings or more, otherwise the hours among the 24 before
-    that hold fewer than 12; the spread is at least the metric's noise floor, and only a
+    """The model's definition: a reading is compared with the 24 hours before only: the
+    hour before when it holds 12 readings or more, otherwise those that hold fewer,
+    otherwise the latest; the spread is at least the metric's noise floor, and only a
     baseline of 8 readings or more flags."""
     floors = noise_floors()
     hours: dict[tuple[str, str, datetime], list[float]] = defaultdict(list)
@@ -246,10 +246,10 @@ def expected_scores(kept: list[Row]) -> dict[tuple[str, int], tuple[float | None
     scores = {}
     for r in kept:
         device, metric, hour = r.identity[0], r.reading["metric"], _hour(_ts(r))
-        values = hours.get((device, metric, hour - timedelta(hours=1)), [])
-        if len(values) < 12:
-            day = [hours.get((device, metric, hour - timedelta(hours=n)), []) for n in range(1, 25)]
-            values = [v for in_hour in day if len(in_hour) < 12 for v in in_hour]
+        day = [hours.get((device, metric, hour - timedelta(hours=n)), []) for n in range(1, 25)]
+        sparse = [v for in_hour in day if len(in_hour) < 12 for v in in_hour]
+        latest = next((in_hour for in_hour in day if in_hour), [])
+        values = day[0] if len(day[0]) >= 12 else sparse or latest
         if len(values) < 3:
             scores[(device, r.reading["seq"])] = (None, None)
             continue
@@ -461,13 +461,24 @@ def test_incremental_runs_equal_a_full_refresh(env):
         total += append_from_kafka(env.table, batch(round_), partition=round_ % 2, per_message=4)
         report = env.run()
         assert report.outcome == "published", report.error
-    assert total == 5 * 39 - 1
+    # Late readings make an earlier hour of a dense (12 or more: the later hours'
+    # baselines change rule), and c reports fast, falls silent an hour, then comes back
+    # (its baseline: the latest hour before).
+    late = [(a, reading(seqs["a"] + i, 121 + i, "temperature", 20 + i % 3)) for i in range(1, 14)]
+    fast = [(c, reading(seqs["c"] + i, 40 * 60 + 4 * i, "pressure", 1000 + i % 4))
+            for i in range(1, 13)]  # fmt: skip
+    back = [(c, reading(seqs["c"] + 13, 42 * 60 + 5, "pressure", 1009))]
+    total += append_from_kafka(env.table, [*late, *fast, *back], partition=0, per_message=4)
+    assert env.run().outcome == "published"
+    assert total == 5 * 39 - 1 + 26
     incremental = env.contents()
     silver, quarantine = (
         len(incremental["silver.readings"]),
         len(incremental["silver.readings_quarantine"]),
     )
-    assert (silver, quarantine) == (5 * 36, total - 5 * 36)
+    assert (silver, quarantine) == (5 * 36 + 26, total - 5 * 36 - 26)
+    baselines = {(d, m, h): n for d, m, h, n, *_ in incremental["internal.hour_baselines"]}
+    assert baselines[(c[0], "pressure", H0 + timedelta(hours=42))] == 12
 
     full = env.run(full_refresh=True)
     assert full.outcome == "published", full.error

@@ -1,9 +1,10 @@
 {#- Robust z-score of every reading against the baseline of its device, metric and
-    hour in internal.hour_baselines, drawn only from earlier hours: the hour before when
-    it holds at least 12 readings, otherwise the sparse hours (fewer than 12 readings)
-    among the 24 before. A score is never recomputed because later readings of its own
-    hour arrive, so each run writes its new readings and, only when a reading lands in
-    an earlier hour, the later hours whose baselines that reading changes.
+    hour in internal.hour_baselines, drawn only from the 24 hours before: the hour
+    before when it holds at least 12 readings, otherwise the sparse hours (fewer than
+    12 readings) among them, otherwise the latest of them (see that model). A score is
+    never recomputed because later readings of its own hour arrive, so each run writes
+    its new readings and, only when a reading lands in an earlier hour, the readings of
+    the later hours whose baselines it changes.
         z = 0.6745 * (value - median) / greatest(MAD, floor)
     (Iglewicz and Hoaglin's modified z-score; MAD is the median absolute deviation,
     floor the metric's noise floor from the seed metric_noise_floors, 0 for a metric
@@ -12,33 +13,30 @@
     whose baseline holds fewer than 3 readings is not scored. is_anomaly: |z| > 3.5,
     and only on a baseline of at least 8 readings; below that it is null, with
     unflagged_reason 'small_baseline' (a few readings give a median and a MAD that
-    ordinary noise departs from). A device's first hour has no baseline. -#}
+    ordinary noise departs from). A device's first hour has an empty baseline. -#}
 {{ config(
     materialized='incremental',
     incremental_strategy='merge',
     unique_key=['device_id', 'seq'],
-    meta={'merge_window': {'column': 'ts', 'grain': 'hour'}},
+    meta={'merge_window': {'column': 'ts', 'grain': 'hour', 'first_is_new': true}},
     on_schema_change='sync_all_columns',
     properties={"partitioning": "ARRAY['day(ts)']", "sorted_by": "ARRAY['device_id', 'seq']"},
 ) }}
-
--- depends_on: {{ ref('run_series') }}
 
 {%- set min_flag_baseline = 8 %}
 
 with
 {% if is_incremental() %}
 {%- set earliest, latest = run_hour_bounds() %}
-run_spans as (
-    select device_id, metric, min(first_hour) as first_hour, max(last_hour) as last_hour
-    from {{ ref('run_series') }}
+-- The run's new readings, and the older readings of every hour whose baseline the run
+-- recomputed; the older readings of a new reading's own hour keep their scores. Two
+-- scans, so that each prunes files by its own bounds (a run's own files by run_id).
+rebaselined as (
+    select device_id, metric, hour
+    from {{ ref('hour_baselines') }}
     where run_id = {{ current_run_id() }}
-    group by device_id, metric
 ),
 
--- The run's new readings, and every reading of the later hours whose baselines they
--- may change; the older readings of a new reading's own hour keep their scores. Two
--- scans, so that each prunes files by its own bounds (a run's own files by run_id).
 scoped as (
     select r.*, date_trunc('hour', r.ts) as hour
     from {{ ref('readings') }} as r
@@ -47,14 +45,17 @@ scoped as (
       and r.ts >= {{ ts_literal(earliest) }}
       and r.ts < {{ ts_literal(latest) }} + interval '1' hour
     union all
+    -- A recomputed hour that held no reading before the run holds only new ones, so
+    -- these are all after the run's first hour.
     select r.*, date_trunc('hour', r.ts) as hour
     from {{ ref('readings') }} as r
-    inner join run_spans as s on s.device_id = r.device_id and s.metric = r.metric
+    inner join rebaselined as b
+        on b.device_id = r.device_id and b.metric = r.metric
+        and b.hour = date_trunc('hour', r.ts)
+        and r.ts >= b.hour and r.ts < b.hour + interval '1' hour
     where r.ts >= {{ ts_literal(earliest) }} + interval '1' hour
       and r.ts < {{ ts_literal(latest) }} + interval '25' hour
       and (r.run_id is null or r.run_id <> {{ current_run_id() }})
-      and date_trunc('hour', r.ts) > s.first_hour
-      and date_trunc('hour', r.ts) <= s.last_hour + interval '24' hour
     {%- else %}
     where false
     {%- endif %}

@@ -109,9 +109,12 @@ def test_the_fingerprint_follows_the_project_not_its_build_output(tmp_path):
     assert project_fingerprint(project) != before
 
 
-def test_a_small_run_leaves_out_only_relationships_that_silver_already_checks(manifest):
+def test_a_small_run_leaves_out_only_checks_that_hold_already(manifest):
+    """Relationships silver already checks, and baselines' checks true by construction."""
     implied = sorted(n.name for n in manifest.nodes.values() if "implied" in n.tags)
     assert implied == [
+        "lakehouse_expression_is_true_hour_baselines__baseline_readings_0_baseline_median_is_null_",
+        "lakehouse_not_null_hour_baselines_device_id__metric__hour__baseline_readings",
         "relationships_anomaly_scores_device_id__device_id__ref_dim_device_",
         "relationships_device_features_device_id__device_id__ref_dim_device_",
         "relationships_device_health_device_id__device_id__ref_dim_device_",
