@@ -129,6 +129,10 @@ class Trino(Service):
                 # stream of small queries (a transform run's tests) costs more CPU than
                 # the queries themselves.
                 "task.info.max-age": "1m",
+                # A finished query's details (plan, statistics) stay in the coordinator's
+                # heap for this long; the platform runs hundreds of queries a minute, and
+                # at the default of 15 minutes they filled the heap within half an hour.
+                "query.min-expire-age": "1m",
                 **self._event_listener(),
             },
         )
